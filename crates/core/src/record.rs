@@ -96,3 +96,10 @@ pub struct EdgeKey {
     pub revoked: bool,
     pub verifier: Verifier,
 }
+
+/// Every key as the edges need it, consistent at `seq`: an edge installs it, then applies `seq + 1` on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub seq: crate::event::Seq,
+    pub keys: Vec<EdgeKey>,
+}

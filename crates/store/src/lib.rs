@@ -1,0 +1,113 @@
+//! The source of truth: keys, the event log and the audit trail.
+//!
+//! Every mutation is one transaction that changes the key, appends its event with the next sequence number
+//! and writes its audit record (a transactional outbox: an event exists exactly when its change committed).
+//! Sequence numbers come from a one-row log head that each writing transaction increments: the increment
+//! takes the row's write lock until commit, so writers are serialised, numbers are handed out in commit
+//! order, and a rolled-back transaction gives its number back. A database sequence would give neither
+//! property. The cost is that writes are serialised; at one short transaction per change this is far above
+//! any revocation rate an operator needs, and reads never wait for it.
+//!
+//! [`Store`] is the seam for backends: SQLite (the embedded default) here, PostgreSQL beside it. One
+//! conformance suite (`tests/conformance`) runs against each.
+
+mod migrate;
+mod model;
+mod rows;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use quench_core::{Event, KeyId, KeyRecord, Seq, Timestamp, record::Snapshot};
+
+pub use model::{Actor, AuditEntry, KeyFilter, Selector, TokenRecord};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no such key")]
+    NotFound,
+    #[error("already exists: {0}")]
+    Conflict(String),
+    #[error("the stored data is not what Quench wrote: {0}")]
+    Corrupt(String),
+    #[error("migrating the database failed: {0}")]
+    Migration(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The outcome of a revocation: the key as it now stands and, when this call revoked it, its event.
+#[derive(Debug, Clone)]
+pub struct Revoked {
+    pub record: KeyRecord,
+    /// `None` when the key was already revoked (the call changed nothing).
+    pub event: Option<Event>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Rotated {
+    pub old: KeyRecord,
+    pub events: Vec<Event>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BulkRevoked {
+    pub revoked: Vec<KeyId>,
+    pub already_revoked: usize,
+    pub last_seq: Option<Seq>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Inserts a new key with its creation event. An id already used (ever) is a conflict.
+    async fn create_key(&self, key: &KeyRecord, actor: &Actor) -> Result<Event>;
+
+    /// Revokes a key. Idempotent: revoking a revoked key changes nothing and returns its record.
+    async fn revoke_key(&self, id: KeyId, reason: &str, actor: &Actor) -> Result<Revoked>;
+
+    /// Creates `new` as the successor of `old`, whose expiry becomes `old_expires_at` (or stays earlier).
+    async fn rotate_key(
+        &self,
+        old: KeyId,
+        new: &KeyRecord,
+        old_expires_at: Timestamp,
+        actor: &Actor,
+    ) -> Result<Rotated>;
+
+    /// Revokes every active key the selector matches, in one transaction.
+    async fn revoke_many(
+        &self,
+        selector: &Selector,
+        reason: &str,
+        actor: &Actor,
+    ) -> Result<BulkRevoked>;
+
+    async fn key(&self, id: KeyId) -> Result<Option<KeyRecord>>;
+
+    /// Keys newest first. `after` is the cursor a previous page returned.
+    async fn list_keys(
+        &self,
+        filter: &KeyFilter,
+        after: Option<u64>,
+        limit: u32,
+        now: Timestamp,
+    ) -> Result<Vec<(u64, KeyRecord)>>;
+
+    async fn events_after(&self, after: Seq, limit: u32) -> Result<Vec<Event>>;
+
+    /// The last sequence number committed.
+    async fn head(&self) -> Result<Seq>;
+
+    /// Every key as an edge needs it, consistent at the returned sequence number.
+    async fn snapshot(&self) -> Result<Snapshot>;
+
+    async fn create_token(&self, token: &TokenRecord, actor: &Actor) -> Result<()>;
+
+    async fn token(&self, id: KeyId) -> Result<Option<TokenRecord>>;
+
+    async fn count_tokens(&self) -> Result<u64>;
+
+    /// The newest audit records first, optionally for one key.
+    async fn audit_log(&self, key: Option<KeyId>, limit: u32) -> Result<Vec<AuditEntry>>;
+}

@@ -1,0 +1,17 @@
+//! Schema migrations, embedded in the binary and applied in order at start-up.
+//!
+//! Each backend has its own ordered list of scripts. A `schema_version` table records the highest applied;
+//! every pending script runs in its own transaction together with the version bump, so a crash mid-way
+//! leaves the schema at a whole version.
+
+pub struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+pub const SQLITE: &[Migration] = &[Migration {
+    version: 1,
+    name: "keys, event log, audit, tokens",
+    sql: include_str!("../migrations/sqlite/0001_init.sql"),
+}];

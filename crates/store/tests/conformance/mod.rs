@@ -1,0 +1,332 @@
+//! The store conformance suite: every backend runs these unchanged.
+//!
+//! A backend's test file provides `async fn fresh() -> (Arc<dyn Store>, impl Drop-guard)` giving an empty
+//! store of its own, and invokes `conformance_suite!()`.
+
+use std::{collections::HashSet, sync::Arc};
+
+use quench_core::{
+    ApiKey, Change, HashAlg, KeyId, KeyRecord, Label, Owner, Prefix, Seq, Timestamp, Verifier,
+    record::KeyStatus,
+    scope::{Scope, Scopes},
+};
+use quench_store::{Actor, KeyFilter, Selector, Store, StoreError, TokenRecord};
+
+pub fn actor() -> Actor {
+    Actor {
+        principal: "tok_test".into(),
+        source: Some("192.0.2.7".into()),
+        at: Timestamp::from_millis(1_700_000_000_000),
+    }
+}
+
+pub fn record(owner: &str, apis: &[&str]) -> KeyRecord {
+    let key = ApiKey::generate(Prefix::default()).expect("random");
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("team".into(), serde_json::json!("payments"));
+    KeyRecord {
+        id: key.id(),
+        prefix: key.prefix(),
+        owner: Owner::parse(owner).expect("owner"),
+        name: Some(quench_core::KeyName::parse("ci key").expect("name")),
+        apis: apis.iter().map(|a| Label::parse(a).expect("api")).collect(),
+        scopes: vec![Label::parse("read").expect("scope")],
+        metadata,
+        created_at: actor().at,
+        expires_at: None,
+        revoked: None,
+        rotated_from: None,
+        replaced_by: None,
+        verifier: Verifier::create(HashAlg::Sha256, key.secret()).expect("hash"),
+    }
+}
+
+pub async fn creates_and_reads_back(store: Arc<dyn Store>) {
+    let key = record("team-a", &["orders"]);
+    let event = store.create_key(&key, &actor()).await.expect("create");
+    assert_eq!(event.seq, Seq::new(1));
+    assert!(matches!(&event.change, Change::KeyCreated { key: k } if k.id == key.id));
+    assert_eq!(store.key(key.id).await.expect("read"), Some(key.clone()));
+    assert_eq!(store.head().await.expect("head"), Seq::new(1));
+    let missing = KeyId::generate().expect("random");
+    assert_eq!(store.key(missing).await.expect("read"), None);
+}
+
+pub async fn refuses_a_reused_id(store: Arc<dyn Store>) {
+    let key = record("team-a", &[]);
+    store.create_key(&key, &actor()).await.expect("create");
+    let again = store.create_key(&key, &actor()).await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    // The failed transaction handed back its sequence number.
+    assert_eq!(store.head().await.expect("head"), Seq::new(1));
+    let next = store.create_key(&record("team-a", &[]), &actor()).await.expect("create");
+    assert_eq!(next.seq, Seq::new(2));
+}
+
+pub async fn revocation_is_idempotent(store: Arc<dyn Store>) {
+    let key = record("team-a", &[]);
+    store.create_key(&key, &actor()).await.expect("create");
+    let first = store.revoke_key(key.id, "leaked", &actor()).await.expect("revoke");
+    let event = first.event.expect("first revocation makes an event");
+    assert_eq!(event.seq, Seq::new(2));
+    let revoked_at = first.record.revoked.clone().expect("revoked").at;
+    let mut later = actor();
+    later.at = Timestamp::from_millis(later.at.as_millis() + 5_000);
+    let second = store.revoke_key(key.id, "again", &later).await.expect("revoke");
+    assert!(second.event.is_none());
+    let stored = second.record.revoked.expect("still revoked");
+    assert_eq!(stored.at, revoked_at);
+    assert_eq!(stored.reason, "leaked");
+    assert_eq!(store.head().await.expect("head"), Seq::new(2));
+    let unknown = store
+        .revoke_key(KeyId::generate().expect("random"), "x", &actor())
+        .await;
+    assert!(matches!(unknown, Err(StoreError::NotFound)));
+}
+
+pub async fn rotation_creates_a_successor_and_bounds_the_old_key(store: Arc<dyn Store>) {
+    let old = record("team-a", &["orders"]);
+    store.create_key(&old, &actor()).await.expect("create");
+    let mut new = record("team-a", &["orders"]);
+    new.rotated_from = Some(old.id);
+    let grace_end = Timestamp::from_millis(actor().at.as_millis() + 60_000);
+    let rotated = store
+        .rotate_key(old.id, &new, grace_end, &actor())
+        .await
+        .expect("rotate");
+    assert_eq!(rotated.old.expires_at, Some(grace_end));
+    assert_eq!(rotated.old.replaced_by, Some(new.id));
+    let seqs: Vec<u64> = rotated.events.iter().map(|e| e.seq.get()).collect();
+    assert_eq!(seqs, vec![2, 3]);
+    let stored_new = store.key(new.id).await.expect("read").expect("exists");
+    assert_eq!(stored_new.rotated_from, Some(old.id));
+    store.revoke_key(new.id, "done", &actor()).await.expect("revoke");
+    let refused = store.rotate_key(new.id, &record("team-a", &[]), grace_end, &actor()).await;
+    assert!(matches!(refused, Err(StoreError::Conflict(_))), "{refused:?}");
+    let missing = store
+        .rotate_key(KeyId::generate().expect("random"), &record("x1", &[]), grace_end, &actor())
+        .await;
+    assert!(matches!(missing, Err(StoreError::NotFound)));
+}
+
+pub async fn bulk_revocation_by_owner_api_and_ids(store: Arc<dyn Store>) {
+    let a1 = record("team-a", &["orders"]);
+    let a2 = record("team-a", &["billing"]);
+    let b1 = record("team-b", &["orders"]);
+    let b2 = record("team-b", &["billing"]);
+    for k in [&a1, &a2, &b1, &b2] {
+        store.create_key(k, &actor()).await.expect("create");
+    }
+    let by_api = store
+        .revoke_many(&Selector::Api(Label::parse("orders").expect("api")), "api", &actor())
+        .await
+        .expect("bulk");
+    assert_eq!(as_set(&by_api.revoked), as_set(&[a1.id, b1.id]));
+    assert_eq!(by_api.last_seq, Some(Seq::new(6)));
+    let by_owner = store
+        .revoke_many(&Selector::Owner(Owner::parse("team-a").expect("owner")), "owner", &actor())
+        .await
+        .expect("bulk");
+    assert_eq!(by_owner.revoked, vec![a2.id]);
+    assert_eq!(by_owner.already_revoked, 1);
+    let by_ids = store
+        .revoke_many(&Selector::Ids(vec![b2.id, a1.id]), "ids", &actor())
+        .await
+        .expect("bulk");
+    assert_eq!(by_ids.revoked, vec![b2.id]);
+    assert_eq!(by_ids.already_revoked, 1);
+    let nothing = store
+        .revoke_many(&Selector::Ids(vec![b2.id]), "ids", &actor())
+        .await
+        .expect("bulk");
+    assert!(nothing.revoked.is_empty());
+    assert_eq!(nothing.last_seq, None);
+    assert_eq!(store.head().await.expect("head"), Seq::new(8));
+}
+
+fn as_set(ids: &[KeyId]) -> HashSet<KeyId> {
+    ids.iter().copied().collect()
+}
+
+pub async fn lists_with_filters_and_cursor(store: Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let owner = if i % 2 == 0 { "team-a" } else { "team-b" };
+        let mut key = record(owner, if i < 2 { &["orders"] } else { &[] });
+        if i == 4 {
+            key.expires_at = Some(Timestamp::from_millis(1));
+        }
+        store.create_key(&key, &actor()).await.expect("create");
+        ids.push(key.id);
+    }
+    store.revoke_key(ids[0], "x", &actor()).await.expect("revoke");
+    let now = actor().at;
+    let all = store.list_keys(&KeyFilter::default(), None, 100, now).await.expect("list");
+    let listed: Vec<KeyId> = all.iter().map(|(_, k)| k.id).collect();
+    let newest_first: Vec<KeyId> = ids.iter().rev().copied().collect();
+    assert_eq!(listed, newest_first);
+
+    let page1 = store.list_keys(&KeyFilter::default(), None, 2, now).await.expect("list");
+    let cursor = page1.last().map(|(c, _)| *c);
+    let page2 = store.list_keys(&KeyFilter::default(), cursor, 2, now).await.expect("list");
+    let page3 = store
+        .list_keys(&KeyFilter::default(), page2.last().map(|(c, _)| *c), 2, now)
+        .await
+        .expect("list");
+    let paged: Vec<KeyId> = page1.iter().chain(&page2).chain(&page3).map(|(_, k)| k.id).collect();
+    assert_eq!(paged, newest_first);
+
+    let filter = |owner: Option<&str>, status: Option<KeyStatus>, api: Option<&str>| KeyFilter {
+        owner: owner.map(|o| Owner::parse(o).expect("owner")),
+        status,
+        api: api.map(|a| Label::parse(a).expect("api")),
+    };
+    let count = |rows: Vec<(u64, KeyRecord)>| rows.into_iter().map(|(_, k)| k.id).collect::<HashSet<_>>();
+    let team_a = store.list_keys(&filter(Some("team-a"), None, None), None, 100, now).await.expect("list");
+    assert_eq!(count(team_a), as_set(&[ids[0], ids[2], ids[4]]));
+    let revoked = store.list_keys(&filter(None, Some(KeyStatus::Revoked), None), None, 100, now).await.expect("list");
+    assert_eq!(count(revoked), as_set(&[ids[0]]));
+    let expired = store.list_keys(&filter(None, Some(KeyStatus::Expired), None), None, 100, now).await.expect("list");
+    assert_eq!(count(expired), as_set(&[ids[4]]));
+    let active = store.list_keys(&filter(None, Some(KeyStatus::Active), None), None, 100, now).await.expect("list");
+    assert_eq!(count(active), as_set(&[ids[1], ids[2], ids[3]]));
+    let orders = store.list_keys(&filter(None, None, Some("orders")), None, 100, now).await.expect("list");
+    assert_eq!(count(orders), as_set(&[ids[0], ids[1]]));
+    let combined = store
+        .list_keys(&filter(Some("team-b"), Some(KeyStatus::Active), Some("orders")), None, 100, now)
+        .await
+        .expect("list");
+    assert_eq!(count(combined), as_set(&[ids[1]]));
+}
+
+pub async fn events_page_in_order(store: Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let key = record("team-a", &[]);
+        store.create_key(&key, &actor()).await.expect("create");
+        ids.push(key.id);
+    }
+    store.revoke_key(ids[1], "x", &actor()).await.expect("revoke");
+    let all = store.events_after(Seq::ZERO, 100).await.expect("events");
+    let seqs: Vec<u64> = all.iter().map(|e| e.seq.get()).collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5, 6]);
+    assert!(matches!(&all[5].change, Change::KeyRevoked { id, reason } if *id == ids[1] && reason == "x"));
+    let page = store.events_after(Seq::new(2), 2).await.expect("events");
+    let seqs: Vec<u64> = page.iter().map(|e| e.seq.get()).collect();
+    assert_eq!(seqs, vec![3, 4]);
+    assert!(store.events_after(Seq::new(6), 10).await.expect("events").is_empty());
+}
+
+pub async fn snapshot_is_consistent_with_head(store: Arc<dyn Store>) {
+    let a = record("team-a", &[]);
+    let b = record("team-a", &[]);
+    store.create_key(&a, &actor()).await.expect("create");
+    store.create_key(&b, &actor()).await.expect("create");
+    store.revoke_key(a.id, "x", &actor()).await.expect("revoke");
+    let snapshot = store.snapshot().await.expect("snapshot");
+    assert_eq!(snapshot.seq, Seq::new(3));
+    assert_eq!(snapshot.keys.len(), 2);
+    let revoked: Vec<bool> = snapshot.keys.iter().map(|k| k.revoked).collect();
+    assert_eq!(revoked, vec![true, false]);
+    assert_eq!(snapshot.keys[1], b.edge_view());
+}
+
+pub async fn stores_tokens_as_verifiers(store: Arc<dyn Store>) {
+    assert_eq!(store.count_tokens().await.expect("count"), 0);
+    let secret = ApiKey::generate(Prefix::parse("qt").expect("prefix")).expect("random");
+    let token = TokenRecord {
+        id: secret.id(),
+        verifier: Verifier::create(HashAlg::Sha256, secret.secret()).expect("hash"),
+        scopes: Scopes::new(vec![Scope::KeysRead, Scope::KeysRevoke]),
+        owner: Some(Owner::parse("team-a").expect("owner")),
+        created_at: actor().at,
+        created_by: "bootstrap".into(),
+    };
+    store.create_token(&token, &actor()).await.expect("create");
+    let read = store.token(token.id).await.expect("read").expect("exists");
+    assert_eq!(read, token);
+    assert!(read.verifier.matches(secret.secret().as_bytes()));
+    assert_eq!(store.count_tokens().await.expect("count"), 1);
+    assert!(matches!(store.create_token(&token, &actor()).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.token(KeyId::generate().expect("random")).await.expect("read"), None);
+}
+
+pub async fn audits_every_mutation(store: Arc<dyn Store>) {
+    let key = record("team-a", &[]);
+    store.create_key(&key, &actor()).await.expect("create");
+    store.revoke_key(key.id, "compromised", &actor()).await.expect("revoke");
+    store.revoke_key(key.id, "again", &actor()).await.expect("revoke");
+    let log = store.audit_log(Some(key.id), 10).await.expect("audit");
+    let actions: Vec<&str> = log.iter().map(|a| a.action.as_str()).collect();
+    assert_eq!(actions, vec!["key.revoke", "key.create"], "a no-op revocation is not a mutation");
+    assert_eq!(log[0].reason.as_deref(), Some("compromised"));
+    assert_eq!(log[0].principal, "tok_test");
+    assert_eq!(log[0].source.as_deref(), Some("192.0.2.7"));
+    assert_eq!(log[0].at, actor().at);
+    assert_eq!(store.audit_log(None, 1).await.expect("audit").len(), 1);
+}
+
+/// Concurrent writers still produce a gap-free log in commit order.
+pub async fn concurrent_writers_keep_the_log_gap_free(store: Arc<dyn Store>) {
+    let writers = 8;
+    let per_writer = 25;
+    let mut tasks = Vec::new();
+    for _ in 0..writers {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for _ in 0..per_writer {
+                let event = store.create_key(&record("team-a", &[]), &actor()).await.expect("create");
+                seqs.push(event.seq.get());
+            }
+            seqs
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("writer"));
+    }
+    all.sort_unstable();
+    let expected: Vec<u64> = (1..=(writers * per_writer) as u64).collect();
+    assert_eq!(all, expected);
+    let logged: Vec<u64> = store
+        .events_after(Seq::ZERO, 1_000)
+        .await
+        .expect("events")
+        .iter()
+        .map(|e| e.seq.get())
+        .collect();
+    assert_eq!(logged, expected);
+}
+
+#[macro_export]
+macro_rules! conformance_suite {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let (store, _guard) = fresh().await;
+                conformance::$name(store).await;
+            }
+        )*
+    };
+}
+
+#[macro_export]
+macro_rules! all_conformance_tests {
+    () => {
+        conformance_suite!(
+            creates_and_reads_back,
+            refuses_a_reused_id,
+            revocation_is_idempotent,
+            rotation_creates_a_successor_and_bounds_the_old_key,
+            bulk_revocation_by_owner_api_and_ids,
+            lists_with_filters_and_cursor,
+            events_page_in_order,
+            snapshot_is_consistent_with_head,
+            stores_tokens_as_verifiers,
+            audits_every_mutation,
+            concurrent_writers_keep_the_log_gap_free,
+        );
+    };
+}
