@@ -1,0 +1,101 @@
+//! The bus conformance suite: every backend runs these unchanged. A backend's test file provides
+//! `async fn fresh() -> (Arc<dyn Bus>, guard)` and invokes `all_bus_tests!()`.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::{StreamExt, stream::BoxStream};
+use quench_bus::{Ack, Bus, Delivery, Heartbeat};
+use quench_core::{Change, Event, KeyId, Seq, Timestamp};
+
+pub fn event(seq: u64) -> Event {
+    Event {
+        seq: Seq::new(seq),
+        at: Timestamp::from_millis(1_700_000_000_000),
+        change: Change::KeyRevoked {
+            id: KeyId::from_u64(seq).expect("small id"),
+            reason: format!("r{seq}"),
+        },
+    }
+}
+
+async fn next<T>(stream: &mut BoxStream<'static, T>) -> T {
+    tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("a delivery within 5 s")
+        .expect("stream open")
+}
+
+async fn next_event(stream: &mut BoxStream<'static, Delivery>) -> Event {
+    loop {
+        match next(stream).await {
+            Delivery::Event(e) => return e,
+            Delivery::Heartbeat(_) => continue,
+            Delivery::Lost(n) => panic!("lost {n} deliveries"),
+        }
+    }
+}
+
+pub async fn delivers_events_in_order_to_every_subscriber(bus: Arc<dyn Bus>) {
+    let mut first = bus.subscribe().await.expect("subscribe");
+    let mut second = bus.subscribe().await.expect("subscribe");
+    for seq in 1..=100 {
+        bus.publish(&event(seq)).await.expect("publish");
+    }
+    for stream in [&mut first, &mut second] {
+        for seq in 1..=100 {
+            assert_eq!(next_event(stream).await, event(seq));
+        }
+    }
+}
+
+pub async fn delivers_heartbeats(bus: Arc<dyn Bus>) {
+    let mut stream = bus.subscribe().await.expect("subscribe");
+    let beat = Heartbeat {
+        manager: "m1".into(),
+        head: Seq::new(42),
+        at: Timestamp::from_millis(5),
+    };
+    bus.heartbeat(&beat).await.expect("heartbeat");
+    loop {
+        if let Delivery::Heartbeat(got) = next(&mut stream).await {
+            assert_eq!(got, beat);
+            break;
+        }
+    }
+}
+
+pub async fn carries_acks_back(bus: Arc<dyn Bus>) {
+    let mut acks = bus.acks().await.expect("acks");
+    let ack = Ack {
+        edge: "edge-1".into(),
+        region: "eu".into(),
+        applied: Seq::new(7),
+        at: Timestamp::from_millis(9),
+    };
+    bus.ack(&ack).await.expect("ack");
+    assert_eq!(next(&mut acks).await, ack);
+}
+
+#[macro_export]
+macro_rules! all_bus_tests {
+    () => {
+        bus_tests!(
+            delivers_events_in_order_to_every_subscriber,
+            delivers_heartbeats,
+            carries_acks_back,
+        );
+    };
+}
+
+#[macro_export]
+macro_rules! bus_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let (bus, _guard) = fresh().await;
+                conformance::$name(bus).await;
+            }
+        )*
+    };
+}
