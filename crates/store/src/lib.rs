@@ -17,7 +17,7 @@ mod rows;
 pub mod sqlite;
 
 use async_trait::async_trait;
-use quench_core::{Event, KeyId, KeyRecord, Seq, Timestamp, record::Snapshot};
+use quench_core::{Event, KeyId, KeyRecord, Owner, Seq, Timestamp, record::Snapshot};
 
 pub use model::{Actor, AuditEntry, KeyFilter, Selector, TokenRecord};
 
@@ -75,10 +75,11 @@ pub trait Store: Send + Sync + 'static {
         actor: &Actor,
     ) -> Result<Rotated>;
 
-    /// Revokes every active key the selector matches, in one transaction.
+    /// Revokes every key the selector matches (only `within` that owner's, if given), in one transaction.
     async fn revoke_many(
         &self,
         selector: &Selector,
+        within: Option<&Owner>,
         reason: &str,
         actor: &Actor,
     ) -> Result<BulkRevoked>;

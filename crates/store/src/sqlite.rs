@@ -9,7 +9,7 @@ use std::{path::Path, str::FromStr, time::Duration};
 
 use async_trait::async_trait;
 use quench_core::{
-    Change, EdgeKey, Event, KeyId, KeyRecord, Seq, Timestamp,
+    Change, EdgeKey, Event, KeyId, KeyRecord, Owner, Seq, Timestamp,
     record::{KeyStatus, Snapshot},
 };
 use sqlx::{
@@ -338,6 +338,7 @@ impl Store for SqliteStore {
     async fn revoke_many(
         &self,
         selector: &Selector,
+        within: Option<&Owner>,
         reason: &str,
         actor: &Actor,
     ) -> Result<BulkRevoked> {
@@ -361,6 +362,9 @@ impl Store for SqliteStore {
                 }
                 list.push_unseparated(")");
             }
+        }
+        if let Some(owner) = within {
+            query.push(" AND owner = ").push_bind(owner.as_str());
         }
         query.push(" ORDER BY created_seq");
         let records = query

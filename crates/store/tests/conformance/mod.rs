@@ -118,30 +118,50 @@ pub async fn bulk_revocation_by_owner_api_and_ids(store: Arc<dyn Store>) {
         store.create_key(k, &actor()).await.expect("create");
     }
     let by_api = store
-        .revoke_many(&Selector::Api(Label::parse("orders").expect("api")), "api", &actor())
+        .revoke_many(&Selector::Api(Label::parse("orders").expect("api")), None, "api", &actor())
         .await
         .expect("bulk");
     assert_eq!(as_set(&by_api.revoked), as_set(&[a1.id, b1.id]));
     assert_eq!(by_api.last_seq, Some(Seq::new(6)));
     let by_owner = store
-        .revoke_many(&Selector::Owner(Owner::parse("team-a").expect("owner")), "owner", &actor())
+        .revoke_many(&Selector::Owner(Owner::parse("team-a").expect("owner")), None, "owner", &actor())
         .await
         .expect("bulk");
     assert_eq!(by_owner.revoked, vec![a2.id]);
     assert_eq!(by_owner.already_revoked, 1);
     let by_ids = store
-        .revoke_many(&Selector::Ids(vec![b2.id, a1.id]), "ids", &actor())
+        .revoke_many(&Selector::Ids(vec![b2.id, a1.id]), None, "ids", &actor())
         .await
         .expect("bulk");
     assert_eq!(by_ids.revoked, vec![b2.id]);
     assert_eq!(by_ids.already_revoked, 1);
     let nothing = store
-        .revoke_many(&Selector::Ids(vec![b2.id]), "ids", &actor())
+        .revoke_many(&Selector::Ids(vec![b2.id]), None, "ids", &actor())
         .await
         .expect("bulk");
     assert!(nothing.revoked.is_empty());
     assert_eq!(nothing.last_seq, None);
     assert_eq!(store.head().await.expect("head"), Seq::new(8));
+}
+
+pub async fn bulk_revocation_stays_within_an_owner(store: Arc<dyn Store>) {
+    let a = record("team-a", &["orders"]);
+    let b = record("team-b", &["orders"]);
+    for k in [&a, &b] {
+        store.create_key(k, &actor()).await.expect("create");
+    }
+    let team_a = Owner::parse("team-a").expect("owner");
+    let by_api = store
+        .revoke_many(&Selector::Api(Label::parse("orders").expect("api")), Some(&team_a), "x", &actor())
+        .await
+        .expect("bulk");
+    assert_eq!(by_api.revoked, vec![a.id]);
+    let by_ids = store
+        .revoke_many(&Selector::Ids(vec![b.id]), Some(&team_a), "x", &actor())
+        .await
+        .expect("bulk");
+    assert!(by_ids.revoked.is_empty());
+    assert!(store.key(b.id).await.expect("read").expect("exists").revoked.is_none());
 }
 
 fn as_set(ids: &[KeyId]) -> HashSet<KeyId> {
@@ -321,6 +341,7 @@ macro_rules! all_conformance_tests {
             revocation_is_idempotent,
             rotation_creates_a_successor_and_bounds_the_old_key,
             bulk_revocation_by_owner_api_and_ids,
+            bulk_revocation_stays_within_an_owner,
             lists_with_filters_and_cursor,
             events_page_in_order,
             snapshot_is_consistent_with_head,

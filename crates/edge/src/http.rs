@@ -1,0 +1,221 @@
+//! The edge API: verify, forward-auth, health, metrics.
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{any, get, post},
+};
+use quench_core::{KeyId, Reason, Timestamp, Verdict};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Replica,
+    web::{self, JsonBody, QueryParams},
+};
+
+pub const KEY_ID_HEADER: &str = "x-quench-key-id";
+pub const OWNER_HEADER: &str = "x-quench-owner";
+pub const SCOPES_HEADER: &str = "x-quench-scopes";
+pub const REASON_HEADER: &str = "x-quench-reason";
+
+pub fn router(replica: Arc<Replica>) -> Router {
+    let routes = Router::new()
+        .route("/v1/verify", post(verify))
+        .route("/auth", any(forward_auth))
+        .route("/auth/{*path}", any(forward_auth))
+        .route("/healthz", get(health))
+        .route("/metrics", get(metrics))
+        .with_state(replica);
+    web::finish(routes)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    pub key: String,
+    #[serde(default)]
+    pub api: Option<String>,
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct VerifyResponse {
+    pub valid: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Reason>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<KeyId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+}
+
+impl From<&Verdict> for VerifyResponse {
+    fn from(verdict: &Verdict) -> Self {
+        match verdict {
+            Verdict::Valid { key_id, profile } => Self {
+                valid: true,
+                reason: None,
+                key_id: Some(*key_id),
+                owner: Some(profile.owner.to_string()),
+                scopes: Some(profile.scopes.iter().map(ToString::to_string).collect()),
+            },
+            Verdict::Invalid { reason, key_id } => Self {
+                valid: false,
+                reason: Some(*reason),
+                key_id: *key_id,
+                owner: None,
+                scopes: None,
+            },
+        }
+    }
+}
+
+/// Every verdict is a 200: the question was answered. Only a malformed *request* is an error.
+async fn verify(State(replica): State<Arc<Replica>>, JsonBody(request): JsonBody<VerifyRequest>) -> Json<VerifyResponse> {
+    let verdict = replica.verify(
+        &request.key,
+        request.api.as_deref(),
+        request.scope.as_deref(),
+        Timestamp::now(),
+    );
+    Json(VerifyResponse::from(&verdict))
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct AuthQuery {
+    api: Option<String>,
+    scope: Option<String>,
+}
+
+fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// The key from `X-API-Key`, or from `Authorization: Bearer`.
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    header_text(headers, "x-api-key").or_else(|| {
+        let value = header_text(headers, header::AUTHORIZATION.as_str())?;
+        let (scheme, token) = value.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    })
+}
+
+/// Forward-auth for nginx `auth_request`, Traefik ForwardAuth, Envoy ext_authz (HTTP) and Caddy
+/// `forward_auth`. The API and scope to check come from the `api`/`scope` query parameters or the
+/// `X-Quench-Api`/`X-Quench-Scope` headers. Answers 200 with the key's id and owner in headers, 401
+/// for an invalid key, 403 for one out of scope, 503 when the edge cannot vouch for anything.
+async fn forward_auth(
+    State(replica): State<Arc<Replica>>,
+    QueryParams(query): QueryParams<AuthQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let api = query.api.as_deref().or_else(|| header_text(&headers, "x-quench-api"));
+    let scope = query.scope.as_deref().or_else(|| header_text(&headers, "x-quench-scope"));
+    let Some(key) = presented_key(&headers) else {
+        return refusal(StatusCode::UNAUTHORIZED, "missing");
+    };
+    match replica.verify(key, api, scope, Timestamp::now()) {
+        Verdict::Valid { key_id, profile } => {
+            let mut response = StatusCode::OK.into_response();
+            let headers = response.headers_mut();
+            insert(headers, KEY_ID_HEADER, &key_id.to_string());
+            insert(headers, OWNER_HEADER, profile.owner.as_str());
+            let scopes: Vec<&str> = profile.scopes.iter().map(|s| s.as_str()).collect();
+            insert(headers, SCOPES_HEADER, &scopes.join(" "));
+            response
+        }
+        Verdict::Invalid { reason, .. } => {
+            let status = match reason {
+                Reason::Forbidden => StatusCode::FORBIDDEN,
+                Reason::Stale => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            refusal(status, reason.as_str())
+        }
+    }
+}
+
+fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(HeaderName::from_static(name), value);
+    }
+}
+
+fn refusal(status: StatusCode, reason: &'static str) -> Response {
+    let mut response = status.into_response();
+    insert(response.headers_mut(), REASON_HEADER, reason);
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"quench\""),
+        );
+    }
+    response
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+    pub edge: String,
+    pub region: String,
+    pub applied_seq: u64,
+    pub staleness_ms: Option<u64>,
+    pub max_staleness_ms: u64,
+    pub keys: usize,
+}
+
+async fn health(State(replica): State<Arc<Replica>>) -> (StatusCode, Json<Health>) {
+    let now = Timestamp::now();
+    let (status, code) = if !replica.is_ready() {
+        ("starting", StatusCode::SERVICE_UNAVAILABLE)
+    } else if replica.is_stale(now) {
+        ("stale", StatusCode::SERVICE_UNAVAILABLE)
+    } else {
+        ("ok", StatusCode::OK)
+    };
+    let config = replica.config();
+    let body = Health {
+        status: status.into(),
+        edge: config.id.clone(),
+        region: config.region.clone(),
+        applied_seq: replica.applied().get(),
+        staleness_ms: replica.staleness(now).map(|d| d.as_millis() as u64),
+        max_staleness_ms: config.max_staleness.as_millis() as u64,
+        keys: replica.keys().len(),
+    };
+    (code, Json(body))
+}
+
+async fn metrics(State(replica): State<Arc<Replica>>) -> impl IntoResponse {
+    let mut out = String::new();
+    render_metrics(&replica, &mut out);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+pub fn render_metrics(replica: &Replica, out: &mut String) {
+    use std::fmt::Write;
+    replica.metrics().render(out);
+    let now = Timestamp::now();
+    let _ = writeln!(
+        out,
+        "# HELP quench_edge_applied_seq Last event sequence applied.\n# TYPE quench_edge_applied_seq gauge\nquench_edge_applied_seq {}",
+        replica.applied().get()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP quench_edge_keys Keys held by the replica, revoked ones included.\n# TYPE quench_edge_keys gauge\nquench_edge_keys {}",
+        replica.keys().len()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP quench_edge_staleness_seconds Time since the edge last knew it was current.\n# TYPE quench_edge_staleness_seconds gauge\nquench_edge_staleness_seconds {}",
+        replica.staleness(now).map_or(-1.0, |d| d.as_secs_f64())
+    );
+}

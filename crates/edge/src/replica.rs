@@ -1,0 +1,138 @@
+//! The replica and the rules for answering from it.
+//!
+//! The key set says what it knows; the replica adds what it knows about itself. Before its first
+//! bootstrap has caught up it answers nothing but `stale`. After that, if it has not heard the manager for
+//! longer than `max_staleness`, it stops answering `valid` (fail closed) unless the operator chose
+//! fail-open. Refusals are always safe to give, so `revoked`, `unknown` and the like are still answered
+//! from a stale replica.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicI64, Ordering},
+    },
+    time::Duration,
+};
+
+use quench_core::{ApiKey, KeySet, Reason, Seq, Timestamp, Verdict};
+
+use crate::metrics::EdgeMetrics;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StalePolicy {
+    /// Refuse keys once the replica is stale: bounds the revocation window even under partition.
+    #[default]
+    FailClosed,
+    /// Keep accepting keys the replica holds as valid; availability over the revocation bound.
+    FailOpen,
+}
+
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    pub id: String,
+    pub region: String,
+    pub max_staleness: Duration,
+    pub stale_policy: StalePolicy,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            id: "edge-1".into(),
+            region: "local".into(),
+            max_staleness: Duration::from_secs(10),
+            stale_policy: StalePolicy::FailClosed,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Replica {
+    keys: KeySet,
+    config: EdgeConfig,
+    ready: AtomicBool,
+    /// When this edge last heard from the manager, in Unix milliseconds.
+    last_contact: AtomicI64,
+    metrics: EdgeMetrics,
+}
+
+impl Replica {
+    pub fn new(config: EdgeConfig) -> Arc<Self> {
+        Arc::new(Self {
+            keys: KeySet::default(),
+            config,
+            ready: AtomicBool::new(false),
+            last_contact: AtomicI64::new(0),
+            metrics: EdgeMetrics::default(),
+        })
+    }
+
+    pub fn config(&self) -> &EdgeConfig {
+        &self.config
+    }
+
+    pub fn keys(&self) -> &KeySet {
+        &self.keys
+    }
+
+    pub fn metrics(&self) -> &EdgeMetrics {
+        &self.metrics
+    }
+
+    pub fn applied(&self) -> Seq {
+        self.keys.applied()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn mark_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn heard_manager(&self, at: Timestamp) {
+        self.last_contact.fetch_max(at.as_millis(), Ordering::AcqRel);
+    }
+
+    /// Milliseconds since the manager was last heard, or `None` if it never was.
+    pub fn staleness(&self, now: Timestamp) -> Option<Duration> {
+        let last = self.last_contact.load(Ordering::Acquire);
+        (last > 0).then(|| Duration::from_millis(now.millis_since(Timestamp::from_millis(last)).max(0) as u64))
+    }
+
+    pub fn is_stale(&self, now: Timestamp) -> bool {
+        !self.is_ready() || self.staleness(now).is_none_or(|s| s > self.config.max_staleness)
+    }
+
+    /// Answers for a presented key text. Never awaits, never allocates on the valid path.
+    pub fn verify(&self, presented: &str, api: Option<&str>, scope: Option<&str>, now: Timestamp) -> Verdict {
+        let verdict = match ApiKey::parse(presented) {
+            Err(_) => Verdict::Invalid {
+                reason: Reason::Malformed,
+                key_id: None,
+            },
+            Ok(_) if !self.is_ready() => stale(),
+            Ok(key) => {
+                let verdict = self.keys.verify(&key, api, scope, now);
+                if verdict.is_valid()
+                    && self.config.stale_policy == StalePolicy::FailClosed
+                    && self.is_stale(now)
+                {
+                    stale()
+                } else {
+                    verdict
+                }
+            }
+        };
+        self.metrics.count_verdict(&verdict);
+        verdict
+    }
+}
+
+fn stale() -> Verdict {
+    Verdict::Invalid {
+        reason: Reason::Stale,
+        key_id: None,
+    }
+}
