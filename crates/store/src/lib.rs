@@ -55,7 +55,14 @@ pub struct Rotated {
 pub struct BulkRevoked {
     pub revoked: Vec<KeyId>,
     pub already_revoked: usize,
-    pub last_seq: Option<Seq>,
+    /// One revocation event per key revoked, in sequence order.
+    pub events: Vec<Event>,
+}
+
+impl BulkRevoked {
+    pub fn last_seq(&self) -> Option<Seq> {
+        self.events.last().map(|e| e.seq)
+    }
 }
 
 #[async_trait]

@@ -382,7 +382,7 @@ impl Store for SqliteStore {
             }
             let id = record.id;
             let revoked = mark_revoked(&mut tx, record, reason, actor).await?;
-            outcome.last_seq = revoked.event.map(|e| e.seq);
+            outcome.events.extend(revoked.event);
             outcome.revoked.push(id);
         }
         tx.commit().await?;

@@ -122,7 +122,7 @@ pub async fn bulk_revocation_by_owner_api_and_ids(store: Arc<dyn Store>) {
         .await
         .expect("bulk");
     assert_eq!(as_set(&by_api.revoked), as_set(&[a1.id, b1.id]));
-    assert_eq!(by_api.last_seq, Some(Seq::new(6)));
+    assert_eq!(by_api.last_seq(), Some(Seq::new(6)));
     let by_owner = store
         .revoke_many(&Selector::Owner(Owner::parse("team-a").expect("owner")), None, "owner", &actor())
         .await
@@ -140,7 +140,7 @@ pub async fn bulk_revocation_by_owner_api_and_ids(store: Arc<dyn Store>) {
         .await
         .expect("bulk");
     assert!(nothing.revoked.is_empty());
-    assert_eq!(nothing.last_seq, None);
+    assert_eq!(nothing.last_seq(), None);
     assert_eq!(store.head().await.expect("head"), Seq::new(8));
 }
 

@@ -1,0 +1,124 @@
+//! The manager's HTTP API. Routes, the OpenAPI document generated from the handlers, and the helpers
+//! every mutation shares (store errors to HTTP, waiting for the edges).
+
+mod keys;
+pub mod model;
+mod system;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    routing::{get, post},
+};
+use quench_core::Seq;
+use quench_edge::web::{self, ApiError};
+use quench_store::StoreError;
+use utoipa::OpenApi;
+
+use crate::{Manager, metrics::ManagerMetrics, propagation::Confirmation};
+use model::WaitQuery;
+
+pub fn router(manager: Arc<Manager>) -> Router {
+    let routes = Router::new()
+        .route("/v1/keys", post(keys::create).get(keys::list))
+        .route("/v1/keys/{id}", get(keys::show))
+        .route("/v1/keys/{id}/revoke", post(keys::revoke))
+        .route("/v1/keys/{id}/rotate", post(keys::rotate))
+        .route("/v1/revocations", post(keys::bulk_revoke))
+        .route("/v1/tokens", post(system::create_token))
+        .route("/v1/events", get(system::events))
+        .route("/v1/edges", get(system::edges))
+        .route("/v1/audit", get(system::audit))
+        .route("/healthz", get(system::health))
+        .route("/metrics", get(system::metrics))
+        .route("/openapi.json", get(system::openapi))
+        .with_state(manager);
+    web::finish(routes)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Quench manager API",
+        description = "Issue, list, rotate and revoke API keys; every change reaches every edge within milliseconds.",
+        license(name = "Apache-2.0")
+    ),
+    paths(
+        keys::create, keys::list, keys::show, keys::revoke, keys::rotate, keys::bulk_revoke,
+        system::create_token, system::events, system::edges, system::audit, system::health,
+        system::metrics, system::openapi,
+    ),
+    modifiers(&BearerAuth),
+    tags((name = "keys", description = "Key lifecycle"), (name = "admin", description = "Tokens, log, edges, audit"), (name = "system", description = "Health and metrics"))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+pub fn store_error(error: StoreError) -> ApiError {
+    match error {
+        StoreError::NotFound => ApiError::not_found("no such key"),
+        StoreError::Conflict(what) => ApiError::conflict(what),
+        other => ApiError::internal(other),
+    }
+}
+
+/// How a mutation waits for the edges.
+#[derive(Debug, Clone, Copy)]
+pub enum Wait {
+    None,
+    All(Duration),
+}
+
+impl Wait {
+    pub fn parse(query: &WaitQuery, default_timeout: Duration) -> Result<Self, ApiError> {
+        let timeout = match query.timeout_ms {
+            None => default_timeout,
+            Some(ms) if ms <= model::MAX_WAIT_MS => Duration::from_millis(ms),
+            Some(_) => {
+                return Err(ApiError::invalid(format!(
+                    "timeout_ms: at most {}",
+                    model::MAX_WAIT_MS
+                )));
+            }
+        };
+        match query.wait.as_deref() {
+            None | Some("all") => Ok(Self::All(timeout)),
+            Some("none") => Ok(Self::None),
+            Some(other) => Err(ApiError::invalid(format!("wait: `all` or `none`, not {other:?}"))),
+        }
+    }
+}
+
+impl Manager {
+    /// Waits, if asked, until every live edge has applied `seq`.
+    pub async fn confirm(&self, seq: Option<Seq>, wait: Wait) -> Option<Confirmation> {
+        let Wait::All(timeout) = wait else {
+            return None;
+        };
+        let seq = match seq {
+            Some(seq) => seq,
+            None => self.store.head().await.ok()?,
+        };
+        let confirmation = self.propagation.wait_for(seq, timeout).await;
+        let counter = if confirmation.complete {
+            &self.metrics.waits_complete
+        } else {
+            &self.metrics.waits_timed_out
+        };
+        ManagerMetrics::add(counter, 1);
+        Some(confirmation)
+    }
+}

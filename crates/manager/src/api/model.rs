@@ -1,0 +1,383 @@
+//! The JSON the manager API speaks. Requests are parsed into domain types in one place each
+//! (`into_*`), so handlers only see valid values and every refusal names the field at fault.
+
+use quench_core::{
+    KeyId, KeyName, KeyRecord, Label, Owner, Timestamp,
+    record::{KeyStatus, REASON_MAX},
+};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use quench_edge::web::ApiError;
+
+/// Most APIs or scopes one key may list.
+pub const MAX_LABELS: usize = 64;
+/// Largest metadata object, serialised, in bytes.
+pub const MAX_METADATA: usize = 8 * 1024;
+/// Longest lifetime or grace period accepted: ten years, in seconds.
+pub const MAX_SECONDS: u64 = 10 * 365 * 24 * 3600;
+pub const MAX_PAGE: u32 = 1000;
+pub const DEFAULT_PAGE: u32 = 100;
+pub const MAX_WAIT_MS: u64 = 60_000;
+pub const MAX_BULK_IDS: usize = 10_000;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorResponse {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable: `invalid_json`, `invalid_request`, `unauthorized`, `forbidden`, `not_found`, ...
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyRequest {
+    /// Who the key belongs to. A token confined to an owner may leave it out.
+    pub owner: Option<String>,
+    pub name: Option<String>,
+    /// APIs the key may call; empty means any.
+    #[serde(default)]
+    pub apis: Vec<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// RFC 3339. At most one of `expires_at` and `expires_in`.
+    pub expires_at: Option<String>,
+    /// Seconds from now.
+    pub expires_in: Option<u64>,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The issuer prefix, if the manager has several; default the first configured.
+    pub issuer: Option<String>,
+}
+
+/// A create request after parsing.
+#[derive(Debug)]
+pub struct NewKey {
+    pub owner: Option<Owner>,
+    pub name: Option<KeyName>,
+    pub apis: Vec<Label>,
+    pub scopes: Vec<Label>,
+    pub expires_at: Option<Timestamp>,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub issuer: Option<String>,
+}
+
+fn field<T, E: std::fmt::Display>(name: &str, result: Result<T, E>) -> Result<T, ApiError> {
+    result.map_err(|e| ApiError::invalid(format!("{name}: {e}")))
+}
+
+fn labels(name: &str, values: &[String]) -> Result<Vec<Label>, ApiError> {
+    if values.len() > MAX_LABELS {
+        return Err(ApiError::invalid(format!("{name}: at most {MAX_LABELS} entries")));
+    }
+    let mut parsed: Vec<Label> = values
+        .iter()
+        .map(|v| field(name, Label::parse(v)))
+        .collect::<Result<_, _>>()?;
+    parsed.sort();
+    parsed.dedup();
+    Ok(parsed)
+}
+
+pub fn expiry(
+    expires_at: Option<&str>,
+    expires_in: Option<u64>,
+    now: Timestamp,
+) -> Result<Option<Timestamp>, ApiError> {
+    match (expires_at, expires_in) {
+        (Some(_), Some(_)) => Err(ApiError::invalid("give expires_at or expires_in, not both")),
+        (Some(at), None) => {
+            let at = field("expires_at", Timestamp::parse_rfc3339(at))?;
+            if at <= now {
+                return Err(ApiError::invalid("expires_at: must be in the future"));
+            }
+            Ok(Some(at))
+        }
+        (None, Some(seconds)) => {
+            if seconds == 0 || seconds > MAX_SECONDS {
+                return Err(ApiError::invalid(format!(
+                    "expires_in: between 1 and {MAX_SECONDS} seconds"
+                )));
+            }
+            Ok(now.plus_seconds(seconds))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+impl CreateKeyRequest {
+    pub fn into_new_key(self, now: Timestamp) -> Result<NewKey, ApiError> {
+        let metadata = self.metadata.unwrap_or_default();
+        if serde_json::to_vec(&metadata).map_or(0, |v| v.len()) > MAX_METADATA {
+            return Err(ApiError::invalid(format!("metadata: at most {MAX_METADATA} bytes")));
+        }
+        Ok(NewKey {
+            owner: self.owner.as_deref().map(|o| field("owner", Owner::parse(o))).transpose()?,
+            name: self.name.as_deref().map(|n| field("name", KeyName::parse(n))).transpose()?,
+            apis: labels("apis", &self.apis)?,
+            scopes: labels("scopes", &self.scopes)?,
+            expires_at: expiry(self.expires_at.as_deref(), self.expires_in, now)?,
+            metadata,
+            issuer: self.issuer,
+        })
+    }
+}
+
+/// A key as the API shows it: never its secret, never its hash.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct KeyView {
+    pub id: String,
+    pub prefix: String,
+    pub owner: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub apis: Vec<String>,
+    pub scopes: Vec<String>,
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// `active`, `revoked` or `expired`.
+    pub status: String,
+    /// How the secret is hashed: `sha256`, `argon2id` or `bcrypt`.
+    pub hashing: String,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotated_from: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaced_by: Option<String>,
+}
+
+fn status_text(status: KeyStatus) -> &'static str {
+    match status {
+        KeyStatus::Active => "active",
+        KeyStatus::Revoked => "revoked",
+        KeyStatus::Expired => "expired",
+    }
+}
+
+impl KeyView {
+    pub fn of(record: &KeyRecord, now: Timestamp) -> Self {
+        Self {
+            id: record.id.to_string(),
+            prefix: record.prefix.to_string(),
+            owner: record.owner.to_string(),
+            name: record.name.as_ref().map(|n| n.as_str().to_owned()),
+            apis: record.apis.iter().map(ToString::to_string).collect(),
+            scopes: record.scopes.iter().map(ToString::to_string).collect(),
+            metadata: record.metadata.clone(),
+            status: status_text(record.status(now)).into(),
+            hashing: record.verifier.alg().as_str().into(),
+            created_at: record.created_at.to_string(),
+            expires_at: record.expires_at.map(|t| t.to_string()),
+            revoked_at: record.revoked.as_ref().map(|r| r.at.to_string()),
+            revoked_reason: record.revoked.as_ref().map(|r| r.reason.clone()),
+            rotated_from: record.rotated_from.map(|k| k.to_string()),
+            replaced_by: record.replaced_by.map(|k| k.to_string()),
+        }
+    }
+}
+
+/// A new key: the only time its plaintext is ever shown.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreatedKey {
+    /// The plaintext key. Store it now; Quench keeps only a hash.
+    pub key: String,
+    #[serde(flatten)]
+    pub view: KeyView,
+    /// Present when the request waited for the edges (`wait=all`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub propagation: Option<crate::propagation::Confirmation>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub owner: Option<String>,
+    /// `active`, `revoked` or `expired`.
+    pub status: Option<String>,
+    pub api: Option<String>,
+    /// 1 to 1000, default 100.
+    pub limit: Option<u32>,
+    /// `next_cursor` from the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct KeyList {
+    pub keys: Vec<KeyView>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct WaitQuery {
+    /// `all` (default): answer once every live edge has applied the change; `none`: answer at commit.
+    pub wait: Option<String>,
+    /// How long `wait=all` may take, up to 60000; default 2000.
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    /// Why: kept in the audit log and shown on the key.
+    pub reason: String,
+}
+
+pub fn reason(text: &str) -> Result<String, ApiError> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(ApiError::invalid("reason: must not be empty"));
+    }
+    if trimmed.chars().count() > REASON_MAX {
+        return Err(ApiError::invalid(format!("reason: at most {REASON_MAX} characters")));
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err(ApiError::invalid("reason: must not contain control characters"));
+    }
+    Ok(trimmed.to_owned())
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Revocation {
+    pub key: KeyView,
+    /// The key was already revoked; nothing changed.
+    pub already_revoked: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub propagation: Option<crate::propagation::Confirmation>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateRequest {
+    /// How long the old key keeps working, in seconds (0 = it stops now).
+    pub grace_seconds: u64,
+    /// The new key's expiry (RFC 3339); by default it does not expire.
+    pub expires_at: Option<String>,
+    pub expires_in: Option<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Rotation {
+    #[serde(flatten)]
+    pub new: CreatedKey,
+    /// The key it replaces, with its new expiry.
+    pub previous: KeyView,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRevokeRequest {
+    /// Exactly one of `owner`, `api`, `ids`.
+    pub owner: Option<String>,
+    pub api: Option<String>,
+    pub ids: Option<Vec<String>>,
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BulkRevocation {
+    pub revoked: Vec<String>,
+    pub already_revoked: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub propagation: Option<crate::propagation::Confirmation>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTokenRequest {
+    /// Any of `admin`, `keys:read`, `keys:write`, `keys:revoke`, `leaks:report`, `edge`.
+    pub scopes: Vec<String>,
+    /// Confine the token to one owner's keys.
+    pub owner: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreatedToken {
+    pub id: String,
+    /// The plaintext token, shown once.
+    pub token: String,
+    pub scopes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Events with a sequence number above this; default 0.
+    pub after: Option<u64>,
+    /// 1 to 1000, default 100.
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EventPage {
+    /// In sequence order, without gaps.
+    #[schema(value_type = Vec<Object>)]
+    pub events: Vec<quench_core::Event>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EdgeList {
+    pub head_seq: u64,
+    pub edges: Vec<crate::propagation::EdgeView>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    pub key_id: Option<String>,
+    /// 1 to 1000, default 100.
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditRecord {
+    pub at: String,
+    pub principal: String,
+    pub action: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    pub records: Vec<AuditRecord>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+    pub head_seq: u64,
+    pub live_edges: usize,
+}
+
+pub fn key_id(text: &str) -> Result<KeyId, ApiError> {
+    KeyId::parse(text).map_err(|_| ApiError::not_found(format!("no key {text:?}")))
+}
+
+pub fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    match limit {
+        None => Ok(DEFAULT_PAGE),
+        Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::invalid(format!("limit: between 1 and {MAX_PAGE}"))),
+    }
+}

@@ -1,0 +1,214 @@
+//! Tokens, the event log, edges, the audit trail, health, metrics and the API's own description.
+
+use std::sync::Arc;
+
+use axum::{
+    Json,
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+};
+use quench_core::{
+    Owner, Seq, Timestamp,
+    scope::{Scope, Scopes},
+};
+use quench_edge::web::{ApiError, JsonBody, QueryParams};
+use utoipa::OpenApi;
+
+use super::{
+    ApiDoc,
+    model::{
+        self, AuditPage, AuditQuery, AuditRecord, CreateTokenRequest, CreatedToken, EdgeList, ErrorResponse,
+        EventPage, EventsQuery, Health,
+    },
+    store_error,
+};
+use crate::{Manager, auth::{self, Principal}, metrics::ManagerMetrics};
+
+#[utoipa::path(
+    post, path = "/v1/tokens", tag = "admin",
+    request_body = CreateTokenRequest,
+    responses(
+        (status = 201, description = "The new token; its plaintext is shown only here", body = CreatedToken),
+        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse), (status = 422, body = ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create_token(
+    State(manager): State<Arc<Manager>>,
+    principal: Principal,
+    JsonBody(request): JsonBody<CreateTokenRequest>,
+) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
+    principal.require(Scope::Admin)?;
+    if request.scopes.is_empty() {
+        return Err(ApiError::invalid("scopes: at least one"));
+    }
+    let scopes = request
+        .scopes
+        .iter()
+        .map(|s| Scope::parse(s).map_err(|e| ApiError::invalid(format!("scopes: {e}"))))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Scopes::new)?;
+    let owner = request
+        .owner
+        .as_deref()
+        .map(|o| Owner::parse(o).map_err(|e| ApiError::invalid(format!("owner: {e}"))))
+        .transpose()?;
+    // A token confined to an owner can only hand out tokens confined the same way.
+    let owner = match (&principal.owner, owner) {
+        (Some(mine), Some(asked)) => {
+            principal.may_touch(&asked)?;
+            Some(asked).filter(|a| a == mine)
+        }
+        (Some(mine), None) => Some(mine.clone()),
+        (None, asked) => asked,
+    };
+    let (token, record) = auth::issue_token(&*manager.store, scopes, owner, &principal.actor())
+        .await
+        .map_err(store_error)?;
+    ManagerMetrics::add(&manager.metrics.tokens_created, 1);
+    tracing::info!(token = %record.id, principal = %principal.id, "token issued");
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedToken {
+            id: record.id.to_string(),
+            token,
+            scopes: record.scopes.iter().map(|s| s.as_str().to_owned()).collect(),
+            owner: record.owner.map(|o| o.to_string()),
+            created_at: record.created_at.to_string(),
+        }),
+    ))
+}
+
+#[utoipa::path(
+    get, path = "/v1/events", tag = "admin",
+    params(EventsQuery),
+    responses(
+        (status = 200, description = "A page of the event log (scope edge)", body = EventPage),
+        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse), (status = 422, body = ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn events(
+    State(manager): State<Arc<Manager>>,
+    principal: Principal,
+    QueryParams(query): QueryParams<EventsQuery>,
+) -> Result<Json<EventPage>, ApiError> {
+    principal.require(Scope::Edge)?;
+    let limit = model::page_limit(query.limit)?;
+    let events = manager
+        .store
+        .events_after(Seq::new(query.after.unwrap_or(0)), limit)
+        .await
+        .map_err(store_error)?;
+    Ok(Json(EventPage { events }))
+}
+
+#[utoipa::path(
+    get, path = "/v1/edges", tag = "admin",
+    responses(
+        (status = 200, description = "Every edge that has reported, with its progress", body = EdgeList),
+        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn edges(State(manager): State<Arc<Manager>>, principal: Principal) -> Result<Json<EdgeList>, ApiError> {
+    principal.require(Scope::KeysRead)?;
+    let head = manager.store.head().await.map_err(store_error)?;
+    Ok(Json(EdgeList {
+        head_seq: head.get(),
+        edges: manager.propagation.view(head),
+    }))
+}
+
+#[utoipa::path(
+    get, path = "/v1/audit", tag = "admin",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "Audit records, newest first (scope admin)", body = AuditPage),
+        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse), (status = 404, body = ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn audit(
+    State(manager): State<Arc<Manager>>,
+    principal: Principal,
+    QueryParams(query): QueryParams<AuditQuery>,
+) -> Result<Json<AuditPage>, ApiError> {
+    principal.require(Scope::Admin)?;
+    if principal.owner.is_some() {
+        return Err(ApiError::forbidden("the audit log is for unconfined admin tokens"));
+    }
+    let limit = model::page_limit(query.limit)?;
+    let key = query.key_id.as_deref().map(model::key_id).transpose()?;
+    let records = manager.store.audit_log(key, limit).await.map_err(store_error)?;
+    Ok(Json(AuditPage {
+        records: records
+            .into_iter()
+            .map(|a| AuditRecord {
+                at: a.at.to_string(),
+                principal: a.principal,
+                action: a.action,
+                key_id: a.key_id.map(|k| k.to_string()),
+                reason: a.reason,
+                source: a.source,
+            })
+            .collect(),
+    }))
+}
+
+#[utoipa::path(
+    get, path = "/healthz", tag = "system",
+    responses((status = 200, body = Health), (status = 503, description = "The store is unreachable", body = ErrorResponse))
+)]
+pub async fn health(State(manager): State<Arc<Manager>>) -> Result<Json<Health>, ApiError> {
+    let head = manager
+        .store
+        .head()
+        .await
+        .map_err(|e| ApiError::unavailable(format!("store: {e}")))?;
+    Ok(Json(Health {
+        status: "ok".into(),
+        head_seq: head.get(),
+        live_edges: manager.propagation.live_count(),
+    }))
+}
+
+#[utoipa::path(
+    get, path = "/metrics", tag = "system",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"))
+)]
+pub async fn metrics(State(manager): State<Arc<Manager>>) -> impl IntoResponse {
+    use std::fmt::Write;
+    let mut out = String::new();
+    manager.metrics.render(&mut out);
+    let head = manager.store.head().await.map(|s| s.get()).unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "# HELP quench_log_head_seq Last event sequence committed.\n# TYPE quench_log_head_seq gauge\nquench_log_head_seq {head}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP quench_live_edges Edges heard from recently.\n# TYPE quench_live_edges gauge\nquench_live_edges {}",
+        manager.propagation.live_count()
+    );
+    let now = Timestamp::now();
+    let _ = writeln!(out, "# HELP quench_edge_lag_events Events an edge has yet to apply.\n# TYPE quench_edge_lag_events gauge");
+    for edge in manager.propagation.view(Seq::new(head)) {
+        let _ = writeln!(
+            out,
+            "quench_edge_lag_events{{edge=\"{}\",region=\"{}\"}} {}",
+            edge.id, edge.region, edge.lag
+        );
+    }
+    let _ = now;
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+#[utoipa::path(
+    get, path = "/openapi.json", tag = "system",
+    responses((status = 200, description = "This document", content_type = "application/json"))
+)]
+pub async fn openapi() -> impl IntoResponse {
+    Json(ApiDoc::openapi())
+}

@@ -1,0 +1,171 @@
+//! Who is calling, and what they may do.
+//!
+//! Manager tokens have the key format with the `qt` prefix (so the scanner finds leaked ones too) and
+//! are stored as SHA-256 verifiers like keys. A token carries scopes and, optionally, an owner it is
+//! confined to. A missing or invalid token is 401; a valid one without the scope, or touching another
+//! owner's keys, is 403.
+//!
+//! The bootstrap token is either given (`QUENCH_BOOTSTRAP_TOKEN`, held only as a hash in memory) or
+//! generated on first start as an ordinary `admin` token.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use axum::{
+    extract::{ConnectInfo, FromRequestParts},
+    http::{header, request::Parts},
+};
+use quench_core::{
+    ApiKey, HashAlg, Owner, Prefix, Timestamp, Verifier,
+    hash::sha256,
+    scope::{Scope, Scopes},
+};
+use quench_edge::web::ApiError;
+use quench_store::{Actor, Store, StoreError, TokenRecord};
+use subtle::ConstantTimeEq;
+
+use crate::{Manager, config::BootstrapToken, metrics::ManagerMetrics};
+
+pub const TOKEN_PREFIX: &str = "qt";
+/// The shortest bootstrap token accepted from configuration.
+pub const MIN_BOOTSTRAP_LEN: usize = 32;
+
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// The token id, or `bootstrap` for a configured bootstrap token.
+    pub id: String,
+    pub scopes: Scopes,
+    pub owner: Option<Owner>,
+    pub source: Option<String>,
+}
+
+impl Principal {
+    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+        if self.scopes.allows(scope) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!("this token lacks the {scope} scope")))
+        }
+    }
+
+    /// Refuses when the token is confined to another owner.
+    pub fn may_touch(&self, owner: &Owner) -> Result<(), ApiError> {
+        match &self.owner {
+            Some(mine) if mine != owner => Err(ApiError::forbidden(format!(
+                "this token is confined to owner {mine}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn actor(&self) -> Actor {
+        Actor {
+            principal: self.id.clone(),
+            source: self.source.clone(),
+            at: Timestamp::now(),
+        }
+    }
+}
+
+pub struct Authenticator {
+    store: Arc<dyn Store>,
+    bootstrap: Option<[u8; 32]>,
+}
+
+impl Authenticator {
+    pub fn new(store: Arc<dyn Store>, bootstrap: Option<BootstrapToken>) -> Self {
+        Self {
+            store,
+            bootstrap: bootstrap.map(|t| sha256(t.0.as_bytes())),
+        }
+    }
+
+    pub async fn authenticate(&self, presented: &str, source: Option<String>) -> Result<Principal, ApiError> {
+        if let Some(expected) = &self.bootstrap {
+            if bool::from(sha256(presented.as_bytes()).ct_eq(expected)) {
+                return Ok(Principal {
+                    id: "bootstrap".into(),
+                    scopes: Scopes::new(vec![Scope::Admin]),
+                    owner: None,
+                    source,
+                });
+            }
+        }
+        let invalid = || ApiError::unauthorized("the token is not valid");
+        let token = ApiKey::parse(presented).map_err(|_| invalid())?;
+        if token.prefix().as_str() != TOKEN_PREFIX {
+            return Err(invalid());
+        }
+        let record = self
+            .store
+            .token(token.id())
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(invalid)?;
+        if !record.verifier.matches(token.secret().as_bytes()) {
+            return Err(invalid());
+        }
+        Ok(Principal {
+            id: format!("token:{}", record.id),
+            scopes: record.scopes,
+            owner: record.owner,
+            source,
+        })
+    }
+}
+
+impl FromRequestParts<Arc<Manager>> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, manager: &Arc<Manager>) -> Result<Self, ApiError> {
+        let source = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip().to_string());
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let token = header
+            .and_then(|h| h.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
+        let result = match token {
+            None => Err(ApiError::unauthorized(
+                "send a token as Authorization: Bearer <token>",
+            )),
+            Some(token) => manager.auth.authenticate(token, source).await,
+        };
+        if result.is_err() {
+            ManagerMetrics::add(&manager.metrics.auth_failures, 1);
+        }
+        result
+    }
+}
+
+/// Issues a token: returns its plaintext (shown once) and what was stored.
+pub async fn issue_token(
+    store: &dyn Store,
+    scopes: Scopes,
+    owner: Option<Owner>,
+    actor: &Actor,
+) -> Result<(String, TokenRecord), StoreError> {
+    let prefix = Prefix::parse(TOKEN_PREFIX).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    loop {
+        let token = ApiKey::generate(prefix).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let record = TokenRecord {
+            id: token.id(),
+            verifier: Verifier::create(HashAlg::Sha256, token.secret())
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            scopes: scopes.clone(),
+            owner: owner.clone(),
+            created_at: actor.at,
+            created_by: actor.principal.clone(),
+        };
+        match store.create_token(&record, actor).await {
+            // A random id collided with an existing one: draw again.
+            Err(StoreError::Conflict(_)) => continue,
+            Err(e) => return Err(e),
+            Ok(()) => return Ok((token.expose(), record)),
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! The manager's settings.
+
+use std::time::Duration;
+
+use quench_core::{HashAlg, Prefix};
+
+/// An issuer: a key prefix and how its keys' secrets are hashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Issuer {
+    pub prefix: Prefix,
+    pub hash: HashAlg,
+}
+
+impl Default for Issuer {
+    fn default() -> Self {
+        Self {
+            prefix: Prefix::default(),
+            hash: HashAlg::Sha256,
+        }
+    }
+}
+
+impl Issuer {
+    /// `PREFIX` or `PREFIX:ALG`, as given on the command line.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (prefix, hash) = match text.split_once(':') {
+            Some((p, h)) => (
+                p,
+                HashAlg::parse(h).ok_or_else(|| format!("unknown hash {h:?}; use sha256, argon2id or bcrypt"))?,
+            ),
+            None => (text, HashAlg::Sha256),
+        };
+        let prefix = Prefix::parse(prefix).map_err(|e| format!("issuer prefix {prefix:?}: {e}"))?;
+        Ok(Self { prefix, hash })
+    }
+}
+
+/// A bootstrap token given by configuration; it does not print.
+#[derive(Clone)]
+pub struct BootstrapToken(pub String);
+
+impl std::fmt::Debug for BootstrapToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BootstrapToken(<redacted>)")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    pub id: String,
+    /// The first is the default for new keys.
+    pub issuers: Vec<Issuer>,
+    pub heartbeat_interval: Duration,
+    /// An edge not heard from for this long is no longer waited for.
+    pub edge_liveness: Duration,
+    pub default_wait_timeout: Duration,
+    pub bootstrap_token: Option<BootstrapToken>,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        Self {
+            id: "manager-1".into(),
+            issuers: vec![Issuer::default()],
+            heartbeat_interval: Duration::from_secs(1),
+            edge_liveness: Duration::from_secs(5),
+            default_wait_timeout: Duration::from_secs(2),
+            bootstrap_token: None,
+        }
+    }
+}
+
+impl ManagerConfig {
+    pub fn issuer(&self, prefix: Option<&str>) -> Option<Issuer> {
+        match prefix {
+            None => self.issuers.first().copied(),
+            Some(p) => self.issuers.iter().find(|i| i.prefix.as_str() == p).copied(),
+        }
+    }
+}
