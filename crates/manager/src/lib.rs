@@ -8,7 +8,9 @@
 
 pub mod api;
 pub mod auth;
+pub mod bootstrap;
 pub mod config;
+pub mod embedded;
 pub mod metrics;
 pub mod propagation;
 pub mod upstream;
