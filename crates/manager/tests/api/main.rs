@@ -1,0 +1,7 @@
+//! Black-box tests of the manager and embedded edge, over HTTP.
+
+mod admin;
+mod auth;
+mod helpers;
+mod input;
+mod keys;
