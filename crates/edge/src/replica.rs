@@ -87,11 +87,15 @@ impl Replica {
         self.ready.load(Ordering::Acquire)
     }
 
-    pub(crate) fn mark_ready(&self) {
+    /// Marks the replica as having caught up with its first bootstrap, so it may answer `valid`. The
+    /// follower calls this; it is public for embedders that fill the key set themselves, and for benchmarks.
+    pub fn mark_ready(&self) {
         self.ready.store(true, Ordering::Release);
     }
 
-    pub(crate) fn heard_manager(&self, at: Timestamp) {
+    /// Records that the manager was heard at `at` (freshness only moves forward). The follower calls this;
+    /// it is public for embedders that feed the replica themselves, and for benchmarks.
+    pub fn heard_manager(&self, at: Timestamp) {
         self.last_contact.fetch_max(at.as_millis(), Ordering::AcqRel);
     }
 
