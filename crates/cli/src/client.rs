@@ -27,13 +27,21 @@ fn token(args: &ClientArgs) -> anyhow::Result<String> {
 }
 
 /// Calls the manager; returns the JSON body of a success, or the API's error as an error.
-async fn call(args: &ClientArgs, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+async fn call(
+    args: &ClientArgs,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<Value> {
     let url = format!("{}{path}", args.server.trim_end_matches('/'));
     let mut request = http()?.request(method, &url).bearer_auth(token(args)?);
     if let Some(body) = body {
         request = request.json(&body);
     }
-    let response = request.send().await.with_context(|| format!("calling {url}"))?;
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("calling {url}"))?;
     let status = response.status();
     let body: Value = response.json().await.unwrap_or(Value::Null);
     if status.is_success() {
@@ -56,8 +64,19 @@ fn text(value: &Value) -> String {
 
 fn print_key(key: &Value) {
     for field in [
-        "id", "owner", "name", "status", "apis", "scopes", "hashing", "created_at", "expires_at",
-        "revoked_at", "revoked_reason", "rotated_from", "replaced_by",
+        "id",
+        "owner",
+        "name",
+        "status",
+        "apis",
+        "scopes",
+        "hashing",
+        "created_at",
+        "expires_at",
+        "revoked_at",
+        "revoked_reason",
+        "rotated_from",
+        "replaced_by",
     ] {
         if !key[field].is_null() {
             println!("{field:>15}: {}", text(&key[field]));
@@ -82,7 +101,11 @@ fn print_propagation(body: &Value) {
         let when = edge["latency_ms"]
             .as_f64()
             .map_or("pending".to_owned(), |ms| format!("{ms:.3} ms"));
-        println!("  {} ({}): {when}", text(&edge["edge"]), text(&edge["region"]));
+        println!(
+            "  {} ({}): {when}",
+            text(&edge["edge"]),
+            text(&edge["region"])
+        );
     }
 }
 
@@ -135,14 +158,25 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
         }
         KeysCommand::List(a) => {
             let mut query = vec![format!("limit={}", a.limit)];
-            for (name, value) in [("owner", &a.owner), ("status", &a.status), ("api", &a.api), ("cursor", &a.cursor)] {
+            for (name, value) in [
+                ("owner", &a.owner),
+                ("status", &a.status),
+                ("api", &a.api),
+                ("cursor", &a.cursor),
+            ] {
                 if let Some(value) = value {
                     query.push(format!("{name}={}", urlencode(value)));
                 }
             }
-            let page = call(&a.client, Method::GET, &format!("/v1/keys?{}", query.join("&")), None).await?;
+            let page = call(
+                &a.client,
+                Method::GET,
+                &format!("/v1/keys?{}", query.join("&")),
+                None,
+            )
+            .await?;
             emit(a.client.json, &page, |p| {
-                println!("{:<12} {:<8} {:<20} {:<24} {}", "ID", "STATUS", "OWNER", "CREATED", "NAME");
+                println!("{:<12} {:<8} {:<20} {:<24} NAME", "ID", "STATUS", "OWNER", "CREATED");
                 for k in p["keys"].as_array().into_iter().flatten() {
                     println!(
                         "{:<12} {:<8} {:<20} {:<24} {}",
@@ -159,7 +193,13 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
             });
         }
         KeysCommand::Show(a) => {
-            let key = call(&a.client, Method::GET, &format!("/v1/keys/{}", urlencode(&a.id)), None).await?;
+            let key = call(
+                &a.client,
+                Method::GET,
+                &format!("/v1/keys/{}", urlencode(&a.id)),
+                None,
+            )
+            .await?;
             emit(a.client.json, &key, print_key);
         }
         KeysCommand::Revoke(a) => {
@@ -167,7 +207,13 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
             let body = match (&a.id, &a.owner, &a.api) {
                 (Some(id), _, _) => {
                     let path = format!("/v1/keys/{}/revoke{query}", urlencode(id));
-                    call(&a.client, Method::POST, &path, Some(json!({"reason": a.reason}))).await?
+                    call(
+                        &a.client,
+                        Method::POST,
+                        &path,
+                        Some(json!({"reason": a.reason})),
+                    )
+                    .await?
                 }
                 (None, owner, api) => {
                     let mut body = json!({"reason": a.reason});
@@ -177,16 +223,33 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
                     if let Some(api) = api {
                         body["api"] = json!(api);
                     }
-                    call(&a.client, Method::POST, &format!("/v1/revocations{query}"), Some(body)).await?
+                    call(
+                        &a.client,
+                        Method::POST,
+                        &format!("/v1/revocations{query}"),
+                        Some(body),
+                    )
+                    .await?
                 }
             };
             emit(a.client.json, &body, |b| {
                 if let Some(key) = b.get("key") {
-                    let verb = if b["already_revoked"].as_bool() == Some(true) { "was already revoked" } else { "revoked" };
-                    println!("key {} {verb} at {}", text(&key["id"]), text(&key["revoked_at"]));
+                    let verb = if b["already_revoked"].as_bool() == Some(true) {
+                        "was already revoked"
+                    } else {
+                        "revoked"
+                    };
+                    println!(
+                        "key {} {verb} at {}",
+                        text(&key["id"]),
+                        text(&key["revoked_at"])
+                    );
                 } else {
                     let count = b["revoked"].as_array().map_or(0, Vec::len);
-                    println!("revoked {count} key(s); {} already revoked", text(&b["already_revoked"]));
+                    println!(
+                        "revoked {count} key(s); {} already revoked",
+                        text(&b["already_revoked"])
+                    );
                 }
                 print_propagation(b);
             });
@@ -199,11 +262,18 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
             let path = format!("/v1/keys/{}/rotate", urlencode(&a.id));
             let rotated = call(&a.client, Method::POST, &path, Some(body)).await?;
             emit(a.client.json, &rotated, |r| {
-                println!("new key {} replaces {}:", text(&r["id"]), text(&r["previous"]["id"]));
+                println!(
+                    "new key {} replaces {}:",
+                    text(&r["id"]),
+                    text(&r["previous"]["id"])
+                );
                 println!();
                 println!("  {}", text(&r["key"]));
                 println!();
-                println!("The old key stops working at {}.", text(&r["previous"]["expires_at"]));
+                println!(
+                    "The old key stops working at {}.",
+                    text(&r["previous"]["expires_at"])
+                );
                 println!("This is the only time the new key is shown. Store it now.");
             });
         }
@@ -218,7 +288,11 @@ pub async fn create_token(args: TokenArgs) -> anyhow::Result<ExitCode> {
     }
     let created = call(&args.client, Method::POST, "/v1/tokens", Some(body)).await?;
     emit(args.client.json, &created, |t| {
-        println!("token {} with scopes {}:", text(&t["id"]), text(&t["scopes"]));
+        println!(
+            "token {} with scopes {}:",
+            text(&t["id"]),
+            text(&t["scopes"])
+        );
         println!();
         println!("  {}", text(&t["token"]));
         println!();
@@ -230,7 +304,9 @@ pub async fn create_token(args: TokenArgs) -> anyhow::Result<ExitCode> {
 pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let key = if args.key == "-" {
         let mut input = String::new();
-        std::io::stdin().read_to_string(&mut input).context("reading the key from standard input")?;
+        std::io::stdin()
+            .read_to_string(&mut input)
+            .context("reading the key from standard input")?;
         input.trim().to_owned()
     } else {
         args.key.clone()
@@ -249,12 +325,21 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let valid = body["valid"].as_bool() == Some(true);
     emit(args.json, &body, |b| {
         if valid {
-            println!("valid: key {} of {} (scopes: {})", text(&b["key_id"]), text(&b["owner"]), text(&b["scopes"]));
+            println!(
+                "valid: key {} of {} (scopes: {})",
+                text(&b["key_id"]),
+                text(&b["owner"]),
+                text(&b["scopes"])
+            );
         } else {
             println!("invalid: {}", text(&b["reason"]));
         }
     });
-    Ok(if valid { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn urlencode(text: &str) -> String {

@@ -7,7 +7,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::{client, up};
 
 #[derive(Debug, Parser)]
-#[command(name = "quench", version, about = "Revoke leaked API keys everywhere within milliseconds.")]
+#[command(
+    name = "quench",
+    version,
+    about = "Revoke leaked API keys everywhere within milliseconds."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -31,7 +35,12 @@ pub enum Command {
 #[derive(Debug, Args, Clone)]
 pub struct ClientArgs {
     /// Manager URL.
-    #[arg(long, env = "QUENCH_SERVER", default_value = "http://127.0.0.1:7600", global = true)]
+    #[arg(
+        long,
+        env = "QUENCH_SERVER",
+        default_value = "http://127.0.0.1:7600",
+        global = true
+    )]
     pub server: String,
     /// Manager token; defaults to the bootstrap token in `<data-dir>/admin.token`.
     #[arg(long, env = "QUENCH_TOKEN", hide_env_values = true, global = true)]

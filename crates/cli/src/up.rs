@@ -65,7 +65,9 @@ async fn open_store(args: &UpArgs) -> anyhow::Result<SqliteStore> {
             .context("opening the SQLite store"),
         Some(url) => {
             let scheme = url.split(':').next().unwrap_or("");
-            bail!("--database: this build stores keys in SQLite only (a sqlite: URL); {scheme:?} is not supported")
+            bail!(
+                "--database: this build stores keys in SQLite only (a sqlite: URL); {scheme:?} is not supported"
+            )
         }
     }
 }
@@ -85,15 +87,16 @@ async fn shutdown_signal(cancel: CancellationToken) {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                let _ = interrupt.await;
-                cancel.cancel();
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for SIGTERM");
+                    let _ = interrupt.await;
+                    cancel.cancel();
+                    return;
+                }
+            };
         tokio::select! {
             _ = interrupt => {}
             _ = term.recv() => {}
@@ -130,11 +133,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("binding the edge API to {}", args.edge_listen))?;
 
-    if bootstrap_token.is_none() {
-        if let Some(token) = bootstrap::first_token(&*store, &args.data_dir).await? {
-            println!("Bootstrap admin token (shown once, also saved to {}):", embedded::token_path(&args.data_dir).display());
-            println!("  {token}");
-        }
+    let first_token = match bootstrap_token {
+        None => bootstrap::first_token(&*store, &args.data_dir).await?,
+        Some(_) => None,
+    };
+    if let Some(token) = first_token {
+        println!(
+            "Bootstrap admin token (shown once, also saved to {}):",
+            embedded::token_path(&args.data_dir).display()
+        );
+        println!("  {token}");
     }
     let manager_config = ManagerConfig {
         issuers,
@@ -154,7 +162,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     println!("edge listening on http://{}", edge.local_addr()?);
     let cancel = CancellationToken::new();
     let store_dyn: Arc<dyn Store> = store.clone();
-    let running = embedded::start(store_dyn, manager_config, edge_config, admin, edge, cancel.clone()).await?;
+    let running = embedded::start(
+        store_dyn,
+        manager_config,
+        edge_config,
+        admin,
+        edge,
+        cancel.clone(),
+    )
+    .await?;
     shutdown_signal(cancel).await;
     running.finished().await;
     store.close().await;

@@ -28,7 +28,14 @@ impl Drop for Node {
 
 fn up(data_dir: &Path, extra: &[&str]) -> Node {
     let mut child = Command::new(QUENCH)
-        .args(["up", "--admin-listen", "127.0.0.1:0", "--edge-listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "up",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--edge-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(data_dir)
         .args(extra)
         .env_remove("QUENCH_BOOTSTRAP_TOKEN")
@@ -56,7 +63,9 @@ fn up(data_dir: &Path, extra: &[&str]) -> Node {
     let mut lines = Vec::new();
     let (mut admin, mut edge) = (None, None);
     while admin.is_none() || edge.is_none() {
-        let line = rx.recv_timeout(Duration::from_secs(20)).expect("quench up printed its addresses");
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("quench up printed its addresses");
         if let Some(url) = line.strip_prefix("manager listening on ") {
             admin = Some(url.to_owned());
         }
@@ -65,7 +74,9 @@ fn up(data_dir: &Path, extra: &[&str]) -> Node {
         }
         lines.push(line);
     }
-    let token = lines.iter().find_map(|l| l.trim().strip_prefix("qt_").map(|t| format!("qt_{t}")));
+    let token = lines
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("qt_").map(|t| format!("qt_{t}")));
     let node = Node {
         child,
         stderr: Some(stderr),
@@ -117,15 +128,26 @@ fn text(output: &Output) -> String {
 
 fn stop(mut node: Node) -> String {
     let pid = node.child.id().to_string();
-    let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
     assert!(status.success());
     let exit = node.child.wait().expect("wait");
     assert!(exit.success(), "quench up exits 0 on SIGTERM, got {exit:?}");
-    node.stderr.take().expect("log reader").join().expect("log reader")
+    node.stderr
+        .take()
+        .expect("log reader")
+        .join()
+        .expect("log reader")
 }
 
 fn json(output: &Output) -> serde_json::Value {
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     serde_json::from_slice(&output.stdout).expect("--json prints JSON")
 }
 
@@ -134,65 +156,153 @@ fn walk_through_survives_restart_and_keeps_secrets_out_of_logs() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
     let node = up(&data, &[]);
-    let token = node.token.clone().expect("first start prints the bootstrap token");
+    let token = node
+        .token
+        .clone()
+        .expect("first start prints the bootstrap token");
     let token_file = data.join("admin.token");
-    assert_eq!(std::fs::read_to_string(&token_file).expect("token file").trim(), token);
+    assert_eq!(
+        std::fs::read_to_string(&token_file)
+            .expect("token file")
+            .trim(),
+        token
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&token_file).expect("meta").permissions().mode() & 0o777;
+        let mode = std::fs::metadata(&token_file)
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600);
     }
 
-    let created = json(&quench(&node, &data, &["keys", "create", "--owner", "team-a", "--name", "demo", "--api", "orders", "--scope", "read", "--json"]));
+    let created = json(&quench(
+        &node,
+        &data,
+        &[
+            "keys", "create", "--owner", "team-a", "--name", "demo", "--api", "orders", "--scope",
+            "read", "--json",
+        ],
+    ));
     let key = created["key"].as_str().expect("key").to_owned();
     let id = created["id"].as_str().expect("id").to_owned();
-    let kept = json(&quench(&node, &data, &["keys", "create", "--owner", "team-b", "--json"]));
+    let kept = json(&quench(
+        &node,
+        &data,
+        &["keys", "create", "--owner", "team-b", "--json"],
+    ));
     let kept_key = kept["key"].as_str().expect("key").to_owned();
 
     let ok = verify(&node, &key);
     assert_eq!(ok.status.code(), Some(0));
-    assert!(text(&ok).starts_with(&format!("valid: key {id} of team-a")), "{}", text(&ok));
+    assert!(
+        text(&ok).starts_with(&format!("valid: key {id} of team-a")),
+        "{}",
+        text(&ok)
+    );
 
     let human = quench(&node, &data, &["keys", "create", "--owner", "team-c"]);
     assert!(human.status.success());
     assert!(text(&human).contains("This is the only time the key is shown"));
 
     let revoked = quench(&node, &data, &["keys", "revoke", &id, "--reason", "leaked"]);
-    assert!(revoked.status.success(), "{}", String::from_utf8_lossy(&revoked.stderr));
-    assert!(text(&revoked).contains("enforced on 1 edge(s)"), "{}", text(&revoked));
+    assert!(
+        revoked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&revoked.stderr)
+    );
+    assert!(
+        text(&revoked).contains("enforced on 1 edge(s)"),
+        "{}",
+        text(&revoked)
+    );
     let refused = verify(&node, &key);
     assert_eq!(refused.status.code(), Some(1));
     assert_eq!(text(&refused).trim(), "invalid: revoked");
 
     let listed = quench(&node, &data, &["keys", "list"]);
-    assert!(text(&listed).lines().any(|l| l.starts_with(&id) && l.contains("revoked")), "{}", text(&listed));
+    assert!(
+        text(&listed)
+            .lines()
+            .any(|l| l.starts_with(&id) && l.contains("revoked")),
+        "{}",
+        text(&listed)
+    );
     let shown = quench(&node, &data, &["keys", "show", &id]);
-    assert!(text(&shown).contains("revoked_reason: leaked"), "{}", text(&shown));
+    assert!(
+        text(&shown).contains("revoked_reason: leaked"),
+        "{}",
+        text(&shown)
+    );
 
-    let rotated = json(&quench(&node, &data, &["keys", "rotate", kept["id"].as_str().expect("id"), "--grace", "3600", "--json"]));
+    let rotated = json(&quench(
+        &node,
+        &data,
+        &[
+            "keys",
+            "rotate",
+            kept["id"].as_str().expect("id"),
+            "--grace",
+            "3600",
+            "--json",
+        ],
+    ));
     let rotated_key = rotated["key"].as_str().expect("key").to_owned();
 
-    let made = json(&quench(&node, &data, &["tokens", "create", "--scope", "keys:read", "--json"]));
+    let made = json(&quench(
+        &node,
+        &data,
+        &["tokens", "create", "--scope", "keys:read", "--json"],
+    ));
     let reader = made["token"].as_str().expect("token").to_owned();
     let denied = Command::new(QUENCH)
-        .args(["keys", "revoke", &rotated["id"].as_str().expect("id").to_owned(), "--reason", "x", "--server", &node.admin, "--token", &reader])
+        .args([
+            "keys",
+            "revoke",
+            rotated["id"].as_str().expect("id"),
+            "--reason",
+            "x",
+            "--server",
+            &node.admin,
+            "--token",
+            &reader,
+        ])
         .output()
         .expect("run");
     assert_eq!(denied.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&denied.stderr).contains("forbidden"));
 
     let logs = stop(node);
-    assert!(logs.contains("stopped"), "graceful shutdown is logged:\n{logs}");
+    assert!(
+        logs.contains("stopped"),
+        "graceful shutdown is logged:\n{logs}"
+    );
     for secret in [&key, &kept_key, &rotated_key, &token, &reader] {
         assert!(!logs.contains(secret.as_str()), "a secret reached the log");
-        assert!(!logs.contains(&secret[13..]), "a secret's body reached the log");
+        assert!(
+            !logs.contains(&secret[13..]),
+            "a secret's body reached the log"
+        );
     }
 
     let again = up(&data, &[]);
-    assert!(again.token.is_none(), "the bootstrap token is printed only once: {:?}", again.stdout);
-    assert_eq!(verify(&again, &key).status.code(), Some(1), "still revoked after restart");
-    assert_eq!(verify(&again, &kept_key).status.code(), Some(0), "still valid within the grace");
+    assert!(
+        again.token.is_none(),
+        "the bootstrap token is printed only once: {:?}",
+        again.stdout
+    );
+    assert_eq!(
+        verify(&again, &key).status.code(),
+        Some(1),
+        "still revoked after restart"
+    );
+    assert_eq!(
+        verify(&again, &kept_key).status.code(),
+        Some(0),
+        "still valid within the grace"
+    );
     assert_eq!(verify(&again, &rotated_key).status.code(), Some(0));
     let still = json(&quench(&again, &data, &["keys", "show", &id, "--json"]));
     assert_eq!(still["status"], "revoked");
@@ -211,7 +321,16 @@ fn bad_flags_and_unreachable_servers_fail_clearly() {
     assert!(String::from_utf8_lossy(&bad_issuer.stderr).contains("--issuer"));
 
     let postgres = Command::new(QUENCH)
-        .args(["up", "--database", "postgres://localhost/x", "--admin-listen", "127.0.0.1:0", "--edge-listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "up",
+            "--database",
+            "postgres://localhost/x",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--edge-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .output()
         .expect("run");
@@ -219,7 +338,14 @@ fn bad_flags_and_unreachable_servers_fail_clearly() {
     assert!(String::from_utf8_lossy(&postgres.stderr).contains("--database"));
 
     let short = Command::new(QUENCH)
-        .args(["up", "--admin-listen", "127.0.0.1:0", "--edge-listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "up",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--edge-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .env("QUENCH_BOOTSTRAP_TOKEN", "short")
         .output()
@@ -228,7 +354,14 @@ fn bad_flags_and_unreachable_servers_fail_clearly() {
     assert!(String::from_utf8_lossy(&short.stderr).contains("QUENCH_BOOTSTRAP_TOKEN"));
 
     let nowhere = Command::new(QUENCH)
-        .args(["keys", "list", "--server", "http://127.0.0.1:1", "--token", "qt_x"])
+        .args([
+            "keys",
+            "list",
+            "--server",
+            "http://127.0.0.1:1",
+            "--token",
+            "qt_x",
+        ])
         .output()
         .expect("run");
     assert_eq!(nowhere.status.code(), Some(2));
@@ -243,6 +376,13 @@ fn bad_flags_and_unreachable_servers_fail_clearly() {
     assert_eq!(no_token.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&no_token.stderr).contains("no token"));
 
-    let usage = Command::new(QUENCH).args(["keys", "revoke", "abc"]).output().expect("run");
-    assert_eq!(usage.status.code(), Some(2), "clap reports a missing --reason");
+    let usage = Command::new(QUENCH)
+        .args(["keys", "revoke", "abc"])
+        .output()
+        .expect("run");
+    assert_eq!(
+        usage.status.code(),
+        Some(2),
+        "clap reports a missing --reason"
+    );
 }

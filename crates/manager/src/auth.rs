@@ -43,7 +43,9 @@ impl Principal {
         if self.scopes.allows(scope) {
             Ok(())
         } else {
-            Err(ApiError::forbidden(format!("this token lacks the {scope} scope")))
+            Err(ApiError::forbidden(format!(
+                "this token lacks the {scope} scope"
+            )))
         }
     }
 
@@ -79,16 +81,22 @@ impl Authenticator {
         }
     }
 
-    pub async fn authenticate(&self, presented: &str, source: Option<String>) -> Result<Principal, ApiError> {
-        if let Some(expected) = &self.bootstrap {
-            if bool::from(sha256(presented.as_bytes()).ct_eq(expected)) {
-                return Ok(Principal {
-                    id: "bootstrap".into(),
-                    scopes: Scopes::new(vec![Scope::Admin]),
-                    owner: None,
-                    source,
-                });
-            }
+    pub async fn authenticate(
+        &self,
+        presented: &str,
+        source: Option<String>,
+    ) -> Result<Principal, ApiError> {
+        let is_bootstrap = self
+            .bootstrap
+            .as_ref()
+            .is_some_and(|expected| bool::from(sha256(presented.as_bytes()).ct_eq(expected)));
+        if is_bootstrap {
+            return Ok(Principal {
+                id: "bootstrap".into(),
+                scopes: Scopes::new(vec![Scope::Admin]),
+                owner: None,
+                source,
+            });
         }
         let invalid = || ApiError::unauthorized("the token is not valid");
         let token = ApiKey::parse(presented).map_err(|_| invalid())?;
@@ -116,7 +124,10 @@ impl Authenticator {
 impl FromRequestParts<Arc<Manager>> for Principal {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, manager: &Arc<Manager>) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        manager: &Arc<Manager>,
+    ) -> Result<Self, ApiError> {
         let source = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()

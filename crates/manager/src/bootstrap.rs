@@ -41,7 +41,10 @@ pub fn configured(value: String) -> Result<BootstrapToken, BootstrapError> {
 }
 
 /// Issues the first admin token if the store has none. Returns it when it was issued now.
-pub async fn first_token(store: &dyn Store, data_dir: &Path) -> Result<Option<String>, BootstrapError> {
+pub async fn first_token(
+    store: &dyn Store,
+    data_dir: &Path,
+) -> Result<Option<String>, BootstrapError> {
     if store.count_tokens().await? > 0 {
         return Ok(None);
     }

@@ -26,7 +26,8 @@ impl Issuer {
         let (prefix, hash) = match text.split_once(':') {
             Some((p, h)) => (
                 p,
-                HashAlg::parse(h).ok_or_else(|| format!("unknown hash {h:?}; use sha256, argon2id or bcrypt"))?,
+                HashAlg::parse(h)
+                    .ok_or_else(|| format!("unknown hash {h:?}; use sha256, argon2id or bcrypt"))?,
             ),
             None => (text, HashAlg::Sha256),
         };
@@ -74,7 +75,11 @@ impl ManagerConfig {
     pub fn issuer(&self, prefix: Option<&str>) -> Option<Issuer> {
         match prefix {
             None => self.issuers.first().copied(),
-            Some(p) => self.issuers.iter().find(|i| i.prefix.as_str() == p).copied(),
+            Some(p) => self
+                .issuers
+                .iter()
+                .find(|i| i.prefix.as_str() == p)
+                .copied(),
         }
     }
 }

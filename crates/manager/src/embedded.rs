@@ -57,7 +57,12 @@ pub async fn start(
         Arc::new(StoreUpstream(store)),
         cancel.clone(),
     ));
-    let admin_server = tokio::spawn(serve(admin, api::router(manager.clone()), cancel.clone(), "manager"));
+    let admin_server = tokio::spawn(serve(
+        admin,
+        api::router(manager.clone()),
+        cancel.clone(),
+        "manager",
+    ));
     let edge_server = tokio::spawn(serve(
         edge,
         quench_edge::http::router(replica.clone()),
@@ -71,7 +76,12 @@ pub async fn start(
     })
 }
 
-async fn serve(listener: TcpListener, router: axum::Router, cancel: CancellationToken, name: &'static str) {
+async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    cancel: CancellationToken,
+    name: &'static str,
+) {
     let shutdown = async move { cancel.cancelled().await };
     if let Err(error) = quench_edge::web::serve(listener, router, shutdown).await {
         tracing::error!(%error, server = name, "server failed");

@@ -37,7 +37,9 @@ pub struct Manager {
 
 impl std::fmt::Debug for Manager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Manager").field("id", &self.config.id).finish()
+        f.debug_struct("Manager")
+            .field("id", &self.config.id)
+            .finish()
     }
 }
 
@@ -65,7 +67,10 @@ impl Manager {
     }
 
     /// Starts the background work: heartbeats out, acknowledgements in. Both stop on `cancel`.
-    pub async fn start(self: &Arc<Self>, cancel: CancellationToken) -> Result<(), quench_bus::BusError> {
+    pub async fn start(
+        self: &Arc<Self>,
+        cancel: CancellationToken,
+    ) -> Result<(), quench_bus::BusError> {
         let acks = self.bus.acks().await?;
         tokio::spawn(self.propagation.clone().track(acks, cancel.clone()));
         tokio::spawn(self.clone().heartbeats(cancel));

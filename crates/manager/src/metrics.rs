@@ -23,13 +23,41 @@ impl ManagerMetrics {
 
     pub fn render(&self, out: &mut String) {
         for (name, help, counter) in [
-            ("quench_keys_created_total", "Keys issued.", &self.keys_created),
-            ("quench_keys_revoked_total", "Keys revoked (each key once).", &self.keys_revoked),
-            ("quench_keys_rotated_total", "Keys rotated.", &self.keys_rotated),
-            ("quench_tokens_created_total", "Manager tokens issued.", &self.tokens_created),
-            ("quench_auth_failures_total", "Requests refused for a missing or invalid token.", &self.auth_failures),
-            ("quench_revocation_waits_complete_total", "wait=all calls every live edge confirmed in time.", &self.waits_complete),
-            ("quench_revocation_waits_timed_out_total", "wait=all calls that timed out.", &self.waits_timed_out),
+            (
+                "quench_keys_created_total",
+                "Keys issued.",
+                &self.keys_created,
+            ),
+            (
+                "quench_keys_revoked_total",
+                "Keys revoked (each key once).",
+                &self.keys_revoked,
+            ),
+            (
+                "quench_keys_rotated_total",
+                "Keys rotated.",
+                &self.keys_rotated,
+            ),
+            (
+                "quench_tokens_created_total",
+                "Manager tokens issued.",
+                &self.tokens_created,
+            ),
+            (
+                "quench_auth_failures_total",
+                "Requests refused for a missing or invalid token.",
+                &self.auth_failures,
+            ),
+            (
+                "quench_revocation_waits_complete_total",
+                "wait=all calls every live edge confirmed in time.",
+                &self.waits_complete,
+            ),
+            (
+                "quench_revocation_waits_timed_out_total",
+                "wait=all calls that timed out.",
+                &self.waits_timed_out,
+            ),
         ] {
             let _ = writeln!(
                 out,

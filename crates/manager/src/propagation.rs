@@ -111,7 +111,11 @@ impl Propagation {
         self.changed.send_modify(|v| *v = v.wrapping_add(1));
     }
 
-    pub async fn track(self: Arc<Self>, mut acks: BoxStream<'static, Ack>, cancel: CancellationToken) {
+    pub async fn track(
+        self: Arc<Self>,
+        mut acks: BoxStream<'static, Ack>,
+        cancel: CancellationToken,
+    ) {
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return,
@@ -181,7 +185,11 @@ impl Propagation {
                 break;
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() || tokio::time::timeout(remaining, changes.changed()).await.is_err() {
+            if remaining.is_zero()
+                || tokio::time::timeout(remaining, changes.changed())
+                    .await
+                    .is_err()
+            {
                 break;
             }
         }
@@ -234,7 +242,12 @@ mod tests {
         let confirmation = waiter.await.expect("waiter");
         assert!(confirmation.complete);
         assert_eq!(confirmation.edges.len(), 2);
-        assert!(confirmation.edges.iter().all(|e| e.confirmed && e.latency_ms.is_some()));
+        assert!(
+            confirmation
+                .edges
+                .iter()
+                .all(|e| e.confirmed && e.latency_ms.is_some())
+        );
     }
 
     #[tokio::test]
@@ -242,7 +255,9 @@ mod tests {
         let tracker = Propagation::new(Duration::from_secs(5));
         tracker.record(&ack("a", 5));
         tracker.record(&ack("b", 1));
-        let confirmation = tracker.wait_for(Seq::new(5), Duration::from_millis(50)).await;
+        let confirmation = tracker
+            .wait_for(Seq::new(5), Duration::from_millis(50))
+            .await;
         assert!(!confirmation.complete);
         let pending: Vec<&str> = confirmation
             .edges

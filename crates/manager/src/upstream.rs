@@ -12,7 +12,10 @@ pub struct StoreUpstream(pub Arc<dyn Store>);
 #[async_trait]
 impl Upstream for StoreUpstream {
     async fn snapshot(&self) -> Result<Snapshot, UpstreamError> {
-        self.0.snapshot().await.map_err(|e| UpstreamError(e.to_string()))
+        self.0
+            .snapshot()
+            .await
+            .map_err(|e| UpstreamError(e.to_string()))
     }
 
     async fn events_after(&self, after: Seq, limit: u32) -> Result<Vec<Event>, UpstreamError> {

@@ -8,9 +8,7 @@ use axum::{
     http::StatusCode,
 };
 use quench_core::{
-    ApiKey, KeyRecord, Label, Owner, Timestamp, Verifier,
-    record::KeyStatus,
-    scope::Scope,
+    ApiKey, KeyRecord, Label, Owner, Timestamp, Verifier, record::KeyStatus, scope::Scope,
 };
 use quench_edge::web::{ApiError, JsonBody, QueryParams};
 use quench_store::{KeyFilter, Selector, StoreError};
@@ -18,8 +16,9 @@ use quench_store::{KeyFilter, Selector, StoreError};
 use super::{
     Wait,
     model::{
-        self, BulkRevocation, BulkRevokeRequest, CreateKeyRequest, CreatedKey, ErrorResponse, KeyList,
-        KeyView, ListQuery, NewKey, Revocation, RevokeRequest, RotateRequest, Rotation, WaitQuery,
+        self, BulkRevocation, BulkRevokeRequest, CreateKeyRequest, CreatedKey, ErrorResponse,
+        KeyList, KeyView, ListQuery, NewKey, Revocation, RevokeRequest, RotateRequest, Rotation,
+        WaitQuery,
     },
     store_error,
 };
@@ -28,10 +27,7 @@ use crate::{Manager, auth::Principal, metrics::ManagerMetrics};
 /// Draws ids until one is unused: a collision among 62^10 ids is rare but must not fail a request.
 const CREATE_ATTEMPTS: usize = 4;
 
-async fn make_verifier(
-    alg: quench_core::HashAlg,
-    key: &ApiKey,
-) -> Result<Verifier, ApiError> {
+async fn make_verifier(alg: quench_core::HashAlg, key: &ApiKey) -> Result<Verifier, ApiError> {
     // argon2id and bcrypt take tens of milliseconds: keep them off the async workers.
     let secret = ApiKey::parse(&key.expose()).map_err(ApiError::internal)?;
     tokio::task::spawn_blocking(move || Verifier::create(alg, secret.secret()))
@@ -71,14 +67,16 @@ async fn issue(
             verifier: make_verifier(issuer.hash, &key).await?,
         };
         let stored = match rotation {
-            None => manager.store.create_key(&record, &actor).await.map(|e| vec![e]),
-            Some((old, grace_end)) => {
-                manager
-                    .store
-                    .rotate_key(old.id, &record, grace_end, &actor)
-                    .await
-                    .map(|r| r.events)
-            }
+            None => manager
+                .store
+                .create_key(&record, &actor)
+                .await
+                .map(|e| vec![e]),
+            Some((old, grace_end)) => manager
+                .store
+                .rotate_key(old.id, &record, grace_end, &actor)
+                .await
+                .map(|r| r.events),
         };
         match stored {
             Err(StoreError::Conflict(what)) if what.starts_with("key id") => continue,
@@ -180,7 +178,10 @@ pub async fn list(
     let cursor = query
         .cursor
         .as_deref()
-        .map(|c| c.parse::<u64>().map_err(|_| ApiError::invalid("cursor: not one this API returned")))
+        .map(|c| {
+            c.parse::<u64>()
+                .map_err(|_| ApiError::invalid("cursor: not one this API returned"))
+        })
         .transpose()?;
     let now = Timestamp::now();
     let rows = manager
@@ -299,7 +300,10 @@ pub async fn rotate(
     let expires_at = model::expiry(request.expires_at.as_deref(), request.expires_in, now)?;
     let old = load(&manager, &principal, &id).await?;
     if old.revoked.is_some() {
-        return Err(ApiError::conflict(format!("key {} is revoked; issue a new key instead", old.id)));
+        return Err(ApiError::conflict(format!(
+            "key {} is revoked; issue a new key instead",
+            old.id
+        )));
     }
     let new = NewKey {
         owner: Some(old.owner.clone()),
@@ -357,7 +361,8 @@ pub async fn bulk_revoke(
     let reason = model::reason(&request.reason)?;
     let selector = match (request.owner, request.api, request.ids) {
         (Some(owner), None, None) => {
-            let owner = Owner::parse(&owner).map_err(|e| ApiError::invalid(format!("owner: {e}")))?;
+            let owner =
+                Owner::parse(&owner).map_err(|e| ApiError::invalid(format!("owner: {e}")))?;
             principal.may_touch(&owner)?;
             Selector::Owner(owner)
         }
@@ -374,7 +379,8 @@ pub async fn bulk_revoke(
             let parsed = ids
                 .iter()
                 .map(|id| {
-                    quench_core::KeyId::parse(id).map_err(|_| ApiError::invalid(format!("ids: {id:?} is not a key id")))
+                    quench_core::KeyId::parse(id)
+                        .map_err(|_| ApiError::invalid(format!("ids: {id:?} is not a key id")))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             Selector::Ids(parsed)
@@ -383,7 +389,12 @@ pub async fn bulk_revoke(
     };
     let outcome = manager
         .store
-        .revoke_many(&selector, principal.owner.as_ref(), &reason, &principal.actor())
+        .revoke_many(
+            &selector,
+            principal.owner.as_ref(),
+            &reason,
+            &principal.actor(),
+        )
         .await
         .map_err(store_error)?;
     ManagerMetrics::add(&manager.metrics.keys_revoked, outcome.revoked.len() as u64);

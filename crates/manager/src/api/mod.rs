@@ -97,7 +97,9 @@ impl Wait {
         match query.wait.as_deref() {
             None | Some("all") => Ok(Self::All(timeout)),
             Some("none") => Ok(Self::None),
-            Some(other) => Err(ApiError::invalid(format!("wait: `all` or `none`, not {other:?}"))),
+            Some(other) => Err(ApiError::invalid(format!(
+                "wait: `all` or `none`, not {other:?}"
+            ))),
         }
     }
 }

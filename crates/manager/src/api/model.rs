@@ -73,7 +73,9 @@ fn field<T, E: std::fmt::Display>(name: &str, result: Result<T, E>) -> Result<T,
 
 fn labels(name: &str, values: &[String]) -> Result<Vec<Label>, ApiError> {
     if values.len() > MAX_LABELS {
-        return Err(ApiError::invalid(format!("{name}: at most {MAX_LABELS} entries")));
+        return Err(ApiError::invalid(format!(
+            "{name}: at most {MAX_LABELS} entries"
+        )));
     }
     let mut parsed: Vec<Label> = values
         .iter()
@@ -114,11 +116,21 @@ impl CreateKeyRequest {
     pub fn into_new_key(self, now: Timestamp) -> Result<NewKey, ApiError> {
         let metadata = self.metadata.unwrap_or_default();
         if serde_json::to_vec(&metadata).map_or(0, |v| v.len()) > MAX_METADATA {
-            return Err(ApiError::invalid(format!("metadata: at most {MAX_METADATA} bytes")));
+            return Err(ApiError::invalid(format!(
+                "metadata: at most {MAX_METADATA} bytes"
+            )));
         }
         Ok(NewKey {
-            owner: self.owner.as_deref().map(|o| field("owner", Owner::parse(o))).transpose()?,
-            name: self.name.as_deref().map(|n| field("name", KeyName::parse(n))).transpose()?,
+            owner: self
+                .owner
+                .as_deref()
+                .map(|o| field("owner", Owner::parse(o)))
+                .transpose()?,
+            name: self
+                .name
+                .as_deref()
+                .map(|n| field("name", KeyName::parse(n)))
+                .transpose()?,
             apis: labels("apis", &self.apis)?,
             scopes: labels("scopes", &self.scopes)?,
             expires_at: expiry(self.expires_at.as_deref(), self.expires_in, now)?,
@@ -242,10 +254,14 @@ pub fn reason(text: &str) -> Result<String, ApiError> {
         return Err(ApiError::invalid("reason: must not be empty"));
     }
     if trimmed.chars().count() > REASON_MAX {
-        return Err(ApiError::invalid(format!("reason: at most {REASON_MAX} characters")));
+        return Err(ApiError::invalid(format!(
+            "reason: at most {REASON_MAX} characters"
+        )));
     }
     if trimmed.chars().any(char::is_control) {
-        return Err(ApiError::invalid("reason: must not contain control characters"));
+        return Err(ApiError::invalid(
+            "reason: must not contain control characters",
+        ));
     }
     Ok(trimmed.to_owned())
 }
@@ -378,6 +394,8 @@ pub fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
     match limit {
         None => Ok(DEFAULT_PAGE),
         Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
-        Some(_) => Err(ApiError::invalid(format!("limit: between 1 and {MAX_PAGE}"))),
+        Some(_) => Err(ApiError::invalid(format!(
+            "limit: between 1 and {MAX_PAGE}"
+        ))),
     }
 }

@@ -18,12 +18,16 @@ use utoipa::OpenApi;
 use super::{
     ApiDoc,
     model::{
-        self, AuditPage, AuditQuery, AuditRecord, CreateTokenRequest, CreatedToken, EdgeList, ErrorResponse,
-        EventPage, EventsQuery, Health,
+        self, AuditPage, AuditQuery, AuditRecord, CreateTokenRequest, CreatedToken, EdgeList,
+        ErrorResponse, EventPage, EventsQuery, Health,
     },
     store_error,
 };
-use crate::{Manager, auth::{self, Principal}, metrics::ManagerMetrics};
+use crate::{
+    Manager,
+    auth::{self, Principal},
+    metrics::ManagerMetrics,
+};
 
 #[utoipa::path(
     post, path = "/v1/tokens", tag = "admin",
@@ -73,7 +77,11 @@ pub async fn create_token(
         Json(CreatedToken {
             id: record.id.to_string(),
             token,
-            scopes: record.scopes.iter().map(|s| s.as_str().to_owned()).collect(),
+            scopes: record
+                .scopes
+                .iter()
+                .map(|s| s.as_str().to_owned())
+                .collect(),
             owner: record.owner.map(|o| o.to_string()),
             created_at: record.created_at.to_string(),
         }),
@@ -112,7 +120,10 @@ pub async fn events(
     ),
     security(("bearer" = []))
 )]
-pub async fn edges(State(manager): State<Arc<Manager>>, principal: Principal) -> Result<Json<EdgeList>, ApiError> {
+pub async fn edges(
+    State(manager): State<Arc<Manager>>,
+    principal: Principal,
+) -> Result<Json<EdgeList>, ApiError> {
     principal.require(Scope::KeysRead)?;
     let head = manager.store.head().await.map_err(store_error)?;
     Ok(Json(EdgeList {
@@ -137,11 +148,17 @@ pub async fn audit(
 ) -> Result<Json<AuditPage>, ApiError> {
     principal.require(Scope::Admin)?;
     if principal.owner.is_some() {
-        return Err(ApiError::forbidden("the audit log is for unconfined admin tokens"));
+        return Err(ApiError::forbidden(
+            "the audit log is for unconfined admin tokens",
+        ));
     }
     let limit = model::page_limit(query.limit)?;
     let key = query.key_id.as_deref().map(model::key_id).transpose()?;
-    let records = manager.store.audit_log(key, limit).await.map_err(store_error)?;
+    let records = manager
+        .store
+        .audit_log(key, limit)
+        .await
+        .map_err(store_error)?;
     Ok(Json(AuditPage {
         records: records
             .into_iter()
@@ -193,7 +210,10 @@ pub async fn metrics(State(manager): State<Arc<Manager>>) -> impl IntoResponse {
         manager.propagation.live_count()
     );
     let now = Timestamp::now();
-    let _ = writeln!(out, "# HELP quench_edge_lag_events Events an edge has yet to apply.\n# TYPE quench_edge_lag_events gauge");
+    let _ = writeln!(
+        out,
+        "# HELP quench_edge_lag_events Events an edge has yet to apply.\n# TYPE quench_edge_lag_events gauge"
+    );
     for edge in manager.propagation.view(Seq::new(head)) {
         let _ = writeln!(
             out,

@@ -8,10 +8,15 @@ async fn the_event_log_pages_in_sequence_order() {
     let app = spawn_app().await;
     let (id, _) = app.new_key("team-a").await;
     app.new_key("team-a").await;
-    app.post(&format!("/v1/keys/{id}/revoke"), json!({"reason": "x"})).await.expect(200);
+    app.post(&format!("/v1/keys/{id}/revoke"), json!({"reason": "x"}))
+        .await
+        .expect(200);
     let page = app.get("/v1/events").await.expect(200);
     let events = page["events"].as_array().expect("events");
-    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().expect("seq")).collect();
+    let seqs: Vec<u64> = events
+        .iter()
+        .map(|e| e["seq"].as_u64().expect("seq"))
+        .collect();
     assert_eq!(seqs, vec![1, 2, 3]);
     assert_eq!(events[0]["type"], "key_created");
     assert_eq!(events[2]["type"], "key_revoked");
@@ -19,7 +24,10 @@ async fn the_event_log_pages_in_sequence_order() {
     let later = app.get("/v1/events?after=1&limit=1").await.expect(200);
     assert_eq!(later["events"].as_array().expect("events").len(), 1);
     assert_eq!(later["events"][0]["seq"], 2);
-    assert_eq!(app.get("/v1/events?after=3").await.expect(200)["events"], json!([]));
+    assert_eq!(
+        app.get("/v1/events?after=3").await.expect(200)["events"],
+        json!([])
+    );
     for bad in ["after=-1", "after=x", "limit=0", "limit=5000"] {
         app.get(&format!("/v1/events?{bad}")).await.expect(422);
     }
@@ -44,37 +52,80 @@ async fn edges_report_their_progress() {
 async fn every_mutation_is_audited_with_who_and_from_where() {
     let app = spawn_app().await;
     let (id, _) = app.new_key("team-a").await;
-    app.post(&format!("/v1/keys/{id}/revoke"), json!({"reason": "compromised laptop"})).await.expect(200);
+    app.post(
+        &format!("/v1/keys/{id}/revoke"),
+        json!({"reason": "compromised laptop"}),
+    )
+    .await
+    .expect(200);
     let page = app.get(&format!("/v1/audit?key_id={id}")).await.expect(200);
     let records = page["records"].as_array().expect("records");
-    let actions: Vec<&str> = records.iter().map(|r| r["action"].as_str().expect("action")).collect();
+    let actions: Vec<&str> = records
+        .iter()
+        .map(|r| r["action"].as_str().expect("action"))
+        .collect();
     assert_eq!(actions, vec!["key.revoke", "key.create"]);
     assert_eq!(records[0]["reason"], "compromised laptop");
     assert_eq!(records[0]["source"], "127.0.0.1");
-    assert!(records[0]["principal"].as_str().expect("principal").starts_with("token:"));
+    assert!(
+        records[0]["principal"]
+            .as_str()
+            .expect("principal")
+            .starts_with("token:")
+    );
     let reader = app.token_with(&["keys:read"], None).await;
-    app.send(Method::GET, "/v1/audit", Some(&reader), None).await.expect(403);
+    app.send(Method::GET, "/v1/audit", Some(&reader), None)
+        .await
+        .expect(403);
     let all = app.get("/v1/audit?limit=10").await.expect(200);
-    assert!(all["records"].as_array().expect("records").iter().any(|r| r["action"] == "token.create"));
+    assert!(
+        all["records"]
+            .as_array()
+            .expect("records")
+            .iter()
+            .any(|r| r["action"] == "token.create")
+    );
 }
 
 #[tokio::test]
 async fn health_and_metrics_need_no_token() {
     let app = spawn_app().await;
     let (id, _) = app.new_key("team-a").await;
-    app.post(&format!("/v1/keys/{id}/revoke"), json!({"reason": "x"})).await.expect(200);
-    let health = app.send(Method::GET, "/healthz", None, None).await.expect(200);
+    app.post(&format!("/v1/keys/{id}/revoke"), json!({"reason": "x"}))
+        .await
+        .expect(200);
+    let health = app
+        .send(Method::GET, "/healthz", None, None)
+        .await
+        .expect(200);
     assert_eq!(health["status"], "ok");
     assert_eq!(health["head_seq"], 2);
     assert_eq!(health["live_edges"], 1);
     let metrics = app.send(Method::GET, "/metrics", None, None).await;
     assert_eq!(metrics.status, 200);
     let text = metrics.body.as_str().expect("text").to_owned();
-    for line in ["quench_keys_created_total 1", "quench_keys_revoked_total 1", "quench_log_head_seq 2", "quench_live_edges 1", "quench_revocation_waits_complete_total 2"] {
+    for line in [
+        "quench_keys_created_total 1",
+        "quench_keys_revoked_total 1",
+        "quench_log_head_seq 2",
+        "quench_live_edges 1",
+        "quench_revocation_waits_complete_total 2",
+    ] {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
     }
-    let edge_metrics = app.http.get(format!("{}/metrics", app.edge)).send().await.expect("metrics").text().await.expect("text");
-    assert!(edge_metrics.contains("quench_edge_applied_seq 2"), "{edge_metrics}");
+    let edge_metrics = app
+        .http
+        .get(format!("{}/metrics", app.edge))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        edge_metrics.contains("quench_edge_applied_seq 2"),
+        "{edge_metrics}"
+    );
 }
 
 #[tokio::test]
@@ -82,7 +133,9 @@ async fn unknown_routes_and_methods_answer_json() {
     let app = spawn_app().await;
     let missing = app.get("/v2/keys").await;
     assert_eq!(missing.expect(404)["error"]["code"], "not_found");
-    let wrong = app.send(Method::DELETE, "/v1/keys", Some(&app.token), None).await;
+    let wrong = app
+        .send(Method::DELETE, "/v1/keys", Some(&app.token), None)
+        .await;
     assert_eq!(wrong.expect(405)["error"]["code"], "method_not_allowed");
 }
 
@@ -91,20 +144,41 @@ async fn unknown_routes_and_methods_answer_json() {
 #[tokio::test]
 async fn openapi_document_matches_the_snapshot() {
     let app = spawn_app().await;
-    let served = app.send(Method::GET, "/openapi.json", None, None).await.expect(200);
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/openapi.json");
+    let served = app
+        .send(Method::GET, "/openapi.json", None, None)
+        .await
+        .expect(200);
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/openapi.json");
     let rendered = serde_json::to_string_pretty(&served).expect("json") + "\n";
     if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
         std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");
         std::fs::write(&path, &rendered).expect("write snapshot");
     }
-    let stored = std::fs::read_to_string(&path).expect("snapshot exists; run with UPDATE_SNAPSHOTS=1");
+    let stored =
+        std::fs::read_to_string(&path).expect("snapshot exists; run with UPDATE_SNAPSHOTS=1");
     let stored: Value = serde_json::from_str(&stored).expect("snapshot is JSON");
-    assert_eq!(served, stored, "the API contract changed; review and regenerate the snapshot");
+    assert_eq!(
+        served, stored,
+        "the API contract changed; review and regenerate the snapshot"
+    );
     for path in [
-        "/v1/keys", "/v1/keys/{id}", "/v1/keys/{id}/revoke", "/v1/keys/{id}/rotate", "/v1/revocations",
-        "/v1/tokens", "/v1/events", "/v1/edges", "/v1/audit", "/healthz", "/metrics", "/openapi.json",
+        "/v1/keys",
+        "/v1/keys/{id}",
+        "/v1/keys/{id}/revoke",
+        "/v1/keys/{id}/rotate",
+        "/v1/revocations",
+        "/v1/tokens",
+        "/v1/events",
+        "/v1/edges",
+        "/v1/audit",
+        "/healthz",
+        "/metrics",
+        "/openapi.json",
     ] {
-        assert!(served["paths"][path].is_object(), "{path} missing from the document");
+        assert!(
+            served["paths"][path].is_object(),
+            "{path} missing from the document"
+        );
     }
 }

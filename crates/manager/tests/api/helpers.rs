@@ -34,7 +34,9 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_with(config: ManagerConfig) -> TestApp {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteStore::open(&dir.path().join("quench.db")).await.expect("store");
+    let store = SqliteStore::open(&dir.path().join("quench.db"))
+        .await
+        .expect("store");
     let store: Arc<dyn Store> = Arc::new(store);
     let token = bootstrap::first_token(&*store, dir.path())
         .await
@@ -45,9 +47,19 @@ pub async fn spawn_with(config: ManagerConfig) -> TestApp {
     let admin_url = format!("http://{}", admin.local_addr().expect("addr"));
     let edge_url = format!("http://{}", edge.local_addr().expect("addr"));
     let cancel = CancellationToken::new();
-    let running = embedded::start(store, config, EdgeConfig { id: "embedded".into(), ..EdgeConfig::default() }, admin, edge, cancel.clone())
-        .await
-        .expect("start");
+    let running = embedded::start(
+        store,
+        config,
+        EdgeConfig {
+            id: "embedded".into(),
+            ..EdgeConfig::default()
+        },
+        admin,
+        edge,
+        cancel.clone(),
+    )
+    .await
+    .expect("start");
     let app = TestApp {
         admin: admin_url,
         edge: edge_url,
@@ -71,8 +83,16 @@ impl Reply {
     pub fn expect(self, status: u16) -> Value {
         assert_eq!(self.status.as_u16(), status, "body: {}", self.body);
         if status >= 400 {
-            assert!(self.body["error"]["code"].is_string(), "error body: {}", self.body);
-            assert!(self.body["error"]["message"].is_string(), "error body: {}", self.body);
+            assert!(
+                self.body["error"]["code"].is_string(),
+                "error body: {}",
+                self.body
+            );
+            assert!(
+                self.body["error"]["message"].is_string(),
+                "error body: {}",
+                self.body
+            );
         }
         self.body
     }
@@ -83,7 +103,13 @@ impl Reply {
 }
 
 impl TestApp {
-    pub async fn send(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
         let mut request = self.http.request(method, format!("{}{path}", self.admin));
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -103,11 +129,17 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Reply {
-        self.send(Method::POST, path, Some(&self.token), Some(body)).await
+        self.send(Method::POST, path, Some(&self.token), Some(body))
+            .await
     }
 
     /// A raw body with a content type, for malformed-input tests.
-    pub async fn post_raw(&self, path: &str, content_type: &str, body: impl Into<reqwest::Body>) -> Reply {
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> Reply {
         let response = self
             .http
             .post(format!("{}{path}", self.admin))
@@ -119,7 +151,10 @@ impl TestApp {
             .expect("request");
         let status = response.status();
         let text = response.text().await.expect("body");
-        Reply { status, body: serde_json::from_str(&text).unwrap_or(Value::String(text)) }
+        Reply {
+            status,
+            body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        }
     }
 
     pub async fn create_key(&self, body: Value) -> Value {
@@ -127,8 +162,13 @@ impl TestApp {
     }
 
     pub async fn new_key(&self, owner: &str) -> (String, String) {
-        let created = self.create_key(json!({"owner": owner, "apis": ["orders"], "scopes": ["read"]})).await;
-        (created["id"].as_str().expect("id").to_owned(), created["key"].as_str().expect("key").to_owned())
+        let created = self
+            .create_key(json!({"owner": owner, "apis": ["orders"], "scopes": ["read"]}))
+            .await;
+        (
+            created["id"].as_str().expect("id").to_owned(),
+            created["key"].as_str().expect("key").to_owned(),
+        )
     }
 
     pub async fn token_with(&self, scopes: &[&str], owner: Option<&str>) -> String {
