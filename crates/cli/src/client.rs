@@ -176,7 +176,10 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
             )
             .await?;
             emit(a.client.json, &page, |p| {
-                println!("{:<12} {:<8} {:<20} {:<24} NAME", "ID", "STATUS", "OWNER", "CREATED");
+                println!(
+                    "{:<12} {:<8} {:<20} {:<24} NAME",
+                    "ID", "STATUS", "OWNER", "CREATED"
+                );
                 for k in p["keys"].as_array().into_iter().flatten() {
                     println!(
                         "{:<12} {:<8} {:<20} {:<24} {}",
