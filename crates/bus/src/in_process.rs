@@ -61,7 +61,8 @@ impl Bus for InProcessBus {
     }
 
     async fn acks(&self) -> Result<BoxStream<'static, Ack>, BusError> {
-        let stream = BroadcastStream::new(self.acks.subscribe()).filter_map(|item| async move { item.ok() });
+        let stream =
+            BroadcastStream::new(self.acks.subscribe()).filter_map(|item| async move { item.ok() });
         Ok(stream.boxed())
     }
 }

@@ -16,8 +16,13 @@ async fn a_subscriber_that_falls_behind_is_told_what_it_lost() {
     let bus = InProcessBus::with_capacity(4);
     let mut slow = bus.subscribe().await.expect("subscribe");
     for seq in 1..=10 {
-        bus.publish(&conformance::event(seq)).await.expect("publish");
+        bus.publish(&conformance::event(seq))
+            .await
+            .expect("publish");
     }
     assert_eq!(slow.next().await, Some(Delivery::Lost(6)));
-    assert_eq!(slow.next().await, Some(Delivery::Event(conformance::event(7))));
+    assert_eq!(
+        slow.next().await,
+        Some(Delivery::Event(conformance::event(7)))
+    );
 }

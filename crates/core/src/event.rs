@@ -9,11 +9,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    key::KeyId,
-    record::EdgeKey,
-    time::Timestamp,
-};
+use crate::{key::KeyId, record::EdgeKey, time::Timestamp};
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -58,8 +54,13 @@ pub struct Event {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Change {
-    KeyCreated { key: EdgeKey },
-    KeyRevoked { id: KeyId, reason: String },
+    KeyCreated {
+        key: EdgeKey,
+    },
+    KeyRevoked {
+        id: KeyId,
+        reason: String,
+    },
     /// A key's expiry moved (rotation with a grace period). Never revives a revoked key.
     KeyExpiryChanged {
         id: KeyId,

@@ -23,7 +23,9 @@ use crate::key::{RandomError, Secret, fill_random};
 pub const SALT_LEN: usize = 32;
 pub const BCRYPT_COST: u32 = 10;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum HashAlg {
     #[default]
@@ -91,7 +93,8 @@ impl Verifier {
             HashAlg::Argon2id => {
                 let mut salt = [0u8; 16];
                 fill_random(&mut salt)?;
-                let salt = SaltString::encode_b64(&salt).map_err(|e| HashError::Hasher(e.to_string()))?;
+                let salt =
+                    SaltString::encode_b64(&salt).map_err(|e| HashError::Hasher(e.to_string()))?;
                 let hash = Argon2::default()
                     .hash_password(secret.as_bytes(), &salt)
                     .map_err(|e| HashError::Hasher(e.to_string()))?;

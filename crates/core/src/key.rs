@@ -335,7 +335,9 @@ mod tests {
     #[test]
     fn debug_never_prints_the_secret() {
         let key = ApiKey::generate(Prefix::default()).expect("random");
-        let secret = std::str::from_utf8(key.secret().as_bytes()).expect("ascii").to_owned();
+        let secret = std::str::from_utf8(key.secret().as_bytes())
+            .expect("ascii")
+            .to_owned();
         let shown = format!("{key:?} {:?}", key.secret());
         assert!(!shown.contains(&secret));
         assert!(shown.contains(&key.id().to_string()));
@@ -343,7 +345,9 @@ mod tests {
 
     #[test]
     fn rejects_each_kind_of_malformed_text() {
-        let good = ApiKey::generate(Prefix::default()).expect("random").expose();
+        let good = ApiKey::generate(Prefix::default())
+            .expect("random")
+            .expose();
         assert_eq!(
             ApiKey::parse("nounderscore").err(),
             Some(KeyError::MissingSeparator)
@@ -363,7 +367,9 @@ mod tests {
     #[test]
     fn a_valid_checksum_over_a_bad_prefix_is_still_rejected() {
         // Build `Q1_...` with a correct checksum: the prefix rule must still refuse it.
-        let good = ApiKey::generate(Prefix::default()).expect("random").expose();
+        let good = ApiKey::generate(Prefix::default())
+            .expect("random")
+            .expose();
         let mut text = format!("Q1_{}", &good[3..good.len() - CHECKSUM_LEN]);
         let mut sum = [0u8; CHECKSUM_LEN];
         base62::encode_fixed(u64::from(crc32fast::hash(text.as_bytes())), &mut sum);

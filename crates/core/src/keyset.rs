@@ -82,7 +82,10 @@ impl Profile {
 
 #[derive(Debug, Clone)]
 pub enum Verdict {
-    Valid { key_id: KeyId, profile: Arc<Profile> },
+    Valid {
+        key_id: KeyId,
+        profile: Arc<Profile>,
+    },
     Invalid {
         reason: Reason,
         /// Present only when the presented secret matched, so a guessed id learns nothing.
@@ -285,7 +288,9 @@ impl KeySet {
 
     fn writer(&self) -> std::sync::MutexGuard<'_, Writer> {
         // A panic while holding the writer cannot leave the map half-updated (each insert is atomic).
-        self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Installs a snapshot consistent at `seq`. Older than what is applied: ignored. Revoked keys stay
@@ -372,7 +377,8 @@ impl KeySet {
         let Some(entry) = map.get(&key.id().as_u64()) else {
             return unknown();
         };
-        if entry.profile.prefix != key.prefix() || !entry.verifier.matches(key.secret().as_bytes()) {
+        if entry.profile.prefix != key.prefix() || !entry.verifier.matches(key.secret().as_bytes())
+        {
             return unknown();
         }
         let key_id = Some(key.id());

@@ -125,13 +125,15 @@ mod tests {
 
     #[test]
     fn labels_accept_common_shapes_and_refuse_the_rest() {
-        for ok in ["team-payments", "orders:read", "alice@example.com", "svc/a.b_c+1"] {
+        for ok in [
+            "team-payments",
+            "orders:read",
+            "alice@example.com",
+            "svc/a.b_c+1",
+        ] {
             assert!(Owner::parse(ok).is_ok(), "{ok}");
         }
-        assert_eq!(
-            Label::parse(""),
-            Err(NameError::Empty { what: "name" })
-        );
+        assert_eq!(Label::parse(""), Err(NameError::Empty { what: "name" }));
         assert!(Label::parse("has space").is_err());
         assert!(Label::parse(&"x".repeat(LABEL_MAX + 1)).is_err());
         assert!(KeyName::parse("line\nbreak").is_err());

@@ -15,7 +15,9 @@ pub enum Scope {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown scope {0:?}; scopes are admin, keys:read, keys:write, keys:revoke, leaks:report, edge")]
+#[error(
+    "unknown scope {0:?}; scopes are admin, keys:read, keys:write, keys:revoke, leaks:report, edge"
+)]
 pub struct ScopeError(pub String);
 
 impl Scope {
@@ -91,7 +93,11 @@ impl Scopes {
 
     /// Space-separated, as stored.
     pub fn encode(&self) -> String {
-        self.0.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")
+        self.0
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     pub fn decode(text: &str) -> Result<Self, ScopeError> {

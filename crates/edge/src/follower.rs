@@ -140,7 +140,10 @@ impl Follower {
         let mut repaired = false;
         loop {
             let asked_at = Timestamp::now();
-            let events = self.upstream.events_after(self.replica.applied(), PAGE).await?;
+            let events = self
+                .upstream
+                .events_after(self.replica.applied(), PAGE)
+                .await?;
             if events.is_empty() {
                 self.replica.heard_manager(asked_at);
                 if repaired {

@@ -78,7 +78,10 @@ impl From<&Verdict> for VerifyResponse {
 }
 
 /// Every verdict is a 200: the question was answered. Only a malformed *request* is an error.
-async fn verify(State(replica): State<Arc<Replica>>, JsonBody(request): JsonBody<VerifyRequest>) -> Json<VerifyResponse> {
+async fn verify(
+    State(replica): State<Arc<Replica>>,
+    JsonBody(request): JsonBody<VerifyRequest>,
+) -> Json<VerifyResponse> {
     let verdict = replica.verify(
         &request.key,
         request.api.as_deref(),
@@ -95,7 +98,11 @@ struct AuthQuery {
 }
 
 fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
 }
 
 /// The key from `X-API-Key`, or from `Authorization: Bearer`.
@@ -116,8 +123,14 @@ async fn forward_auth(
     QueryParams(query): QueryParams<AuthQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let api = query.api.as_deref().or_else(|| header_text(&headers, "x-quench-api"));
-    let scope = query.scope.as_deref().or_else(|| header_text(&headers, "x-quench-scope"));
+    let api = query
+        .api
+        .as_deref()
+        .or_else(|| header_text(&headers, "x-quench-api"));
+    let scope = query
+        .scope
+        .as_deref()
+        .or_else(|| header_text(&headers, "x-quench-scope"));
     let Some(key) = presented_key(&headers) else {
         return refusal(StatusCode::UNAUTHORIZED, "missing");
     };

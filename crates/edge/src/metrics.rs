@@ -47,7 +47,10 @@ impl EdgeMetrics {
     }
 
     pub fn render(&self, out: &mut String) {
-        let _ = writeln!(out, "# HELP quench_edge_verifications_total Keys checked, by result.");
+        let _ = writeln!(
+            out,
+            "# HELP quench_edge_verifications_total Keys checked, by result."
+        );
         let _ = writeln!(out, "# TYPE quench_edge_verifications_total counter");
         let _ = writeln!(
             out,
@@ -63,13 +66,37 @@ impl EdgeMetrics {
             );
         }
         for (name, help, counter) in [
-            ("quench_edge_events_applied_total", "Events applied to the replica.", &self.events_applied),
-            ("quench_edge_events_duplicate_total", "Events received again and ignored.", &self.events_duplicate),
-            ("quench_edge_gaps_repaired_total", "Times missing events were fetched from the manager's log.", &self.gaps_repaired),
-            ("quench_edge_bootstraps_total", "Snapshots installed.", &self.bootstraps),
-            ("quench_edge_upstream_errors_total", "Failed calls to the manager.", &self.upstream_errors),
+            (
+                "quench_edge_events_applied_total",
+                "Events applied to the replica.",
+                &self.events_applied,
+            ),
+            (
+                "quench_edge_events_duplicate_total",
+                "Events received again and ignored.",
+                &self.events_duplicate,
+            ),
+            (
+                "quench_edge_gaps_repaired_total",
+                "Times missing events were fetched from the manager's log.",
+                &self.gaps_repaired,
+            ),
+            (
+                "quench_edge_bootstraps_total",
+                "Snapshots installed.",
+                &self.bootstraps,
+            ),
+            (
+                "quench_edge_upstream_errors_total",
+                "Failed calls to the manager.",
+                &self.upstream_errors,
+            ),
         ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", counter.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                counter.load(Ordering::Relaxed)
+            );
         }
     }
 }

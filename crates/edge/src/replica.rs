@@ -96,21 +96,33 @@ impl Replica {
     /// Records that the manager was heard at `at` (freshness only moves forward). The follower calls this;
     /// it is public for embedders that feed the replica themselves, and for benchmarks.
     pub fn heard_manager(&self, at: Timestamp) {
-        self.last_contact.fetch_max(at.as_millis(), Ordering::AcqRel);
+        self.last_contact
+            .fetch_max(at.as_millis(), Ordering::AcqRel);
     }
 
     /// Milliseconds since the manager was last heard, or `None` if it never was.
     pub fn staleness(&self, now: Timestamp) -> Option<Duration> {
         let last = self.last_contact.load(Ordering::Acquire);
-        (last > 0).then(|| Duration::from_millis(now.millis_since(Timestamp::from_millis(last)).max(0) as u64))
+        (last > 0).then(|| {
+            Duration::from_millis(now.millis_since(Timestamp::from_millis(last)).max(0) as u64)
+        })
     }
 
     pub fn is_stale(&self, now: Timestamp) -> bool {
-        !self.is_ready() || self.staleness(now).is_none_or(|s| s > self.config.max_staleness)
+        !self.is_ready()
+            || self
+                .staleness(now)
+                .is_none_or(|s| s > self.config.max_staleness)
     }
 
     /// Answers for a presented key text. Never awaits, never allocates on the valid path.
-    pub fn verify(&self, presented: &str, api: Option<&str>, scope: Option<&str>, now: Timestamp) -> Verdict {
+    pub fn verify(
+        &self,
+        presented: &str,
+        api: Option<&str>,
+        scope: Option<&str>,
+        now: Timestamp,
+    ) -> Verdict {
         let verdict = match ApiKey::parse(presented) {
             Err(_) => Verdict::Invalid {
                 reason: Reason::Malformed,

@@ -8,8 +8,8 @@ use std::{
 use async_trait::async_trait;
 use quench_bus::{Bus, Heartbeat, InProcessBus};
 use quench_core::{
-    ApiKey, Change, EdgeKey, Event, HashAlg, Label, Owner, Prefix, Reason, Seq, Timestamp, Verifier,
-    record::Snapshot,
+    ApiKey, Change, EdgeKey, Event, HashAlg, Label, Owner, Prefix, Reason, Seq, Timestamp,
+    Verifier, record::Snapshot,
 };
 use quench_edge::{EdgeConfig, Replica, StalePolicy, Upstream, UpstreamError, follow};
 use tokio_util::sync::CancellationToken;
@@ -27,10 +27,14 @@ impl FakeManager {
         let mut keys = self.keys.lock().expect("lock");
         match &change {
             Change::KeyCreated { key } => keys.push(key.clone()),
-            Change::KeyRevoked { id, .. } => keys.iter_mut().filter(|k| k.id == *id).for_each(|k| k.revoked = true),
-            Change::KeyExpiryChanged { id, expires_at } => {
-                keys.iter_mut().filter(|k| k.id == *id).for_each(|k| k.expires_at = *expires_at)
-            }
+            Change::KeyRevoked { id, .. } => keys
+                .iter_mut()
+                .filter(|k| k.id == *id)
+                .for_each(|k| k.revoked = true),
+            Change::KeyExpiryChanged { id, expires_at } => keys
+                .iter_mut()
+                .filter(|k| k.id == *id)
+                .for_each(|k| k.expires_at = *expires_at),
         }
         let event = Event {
             seq: Seq::new(log.len() as u64 + 1),
@@ -74,7 +78,10 @@ fn new_key(scopes: &[&str]) -> (ApiKey, EdgeKey) {
         prefix: key.prefix(),
         owner: Owner::parse("team-a").expect("owner"),
         apis: vec![],
-        scopes: scopes.iter().map(|s| Label::parse(s).expect("scope")).collect(),
+        scopes: scopes
+            .iter()
+            .map(|s| Label::parse(s).expect("scope"))
+            .collect(),
         expires_at: None,
         revoked: false,
         verifier: Verifier::create(HashAlg::Sha256, key.secret()).expect("hash"),
@@ -99,7 +106,12 @@ async fn start(manager: Arc<FakeManager>, config: EdgeConfig) -> Harness {
     let bus = Arc::new(InProcessBus::default());
     let replica = Replica::new(config);
     let cancel = CancellationToken::new();
-    tokio::spawn(follow(replica.clone(), bus.clone(), manager.clone(), cancel.clone()));
+    tokio::spawn(follow(
+        replica.clone(),
+        bus.clone(),
+        manager.clone(),
+        cancel.clone(),
+    ));
     let harness = Harness {
         manager,
         bus,
@@ -149,7 +161,10 @@ async fn bootstraps_from_a_snapshot_then_follows_the_bus() {
     h.bus.publish(&created).await.expect("publish");
     h.until(|r| r.applied() == Seq::new(2)).await;
     assert_eq!(h.reason(&late), None);
-    let revoked = h.manager.append(Change::KeyRevoked { id: early.id(), reason: "x".into() });
+    let revoked = h.manager.append(Change::KeyRevoked {
+        id: early.id(),
+        reason: "x".into(),
+    });
     h.bus.publish(&revoked).await.expect("publish");
     h.until(|r| r.applied() == Seq::new(3)).await;
     assert_eq!(h.reason(&early), Some(Reason::Revoked));
@@ -167,7 +182,13 @@ async fn a_skipped_sequence_number_is_repaired_from_the_log() {
     h.until(|r| r.applied() == Seq::new(2)).await;
     assert_eq!(h.reason(&a), None);
     assert_eq!(h.reason(&b), None);
-    assert_eq!(h.replica.metrics().gaps_repaired.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        h.replica
+            .metrics()
+            .gaps_repaired
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
 }
 
 #[tokio::test]
@@ -175,7 +196,10 @@ async fn a_heartbeat_ahead_of_the_replica_triggers_repair() {
     let h = start(Arc::new(FakeManager::default()), EdgeConfig::default()).await;
     let (a, a_edge) = new_key(&[]);
     h.manager.append(Change::KeyCreated { key: a_edge });
-    h.manager.append(Change::KeyRevoked { id: a.id(), reason: "silent loss".into() });
+    h.manager.append(Change::KeyRevoked {
+        id: a.id(),
+        reason: "silent loss".into(),
+    });
     h.heartbeat().await;
     h.until(|r| r.applied() == Seq::new(2)).await;
     assert_eq!(h.reason(&a), Some(Reason::Revoked));
@@ -186,7 +210,10 @@ async fn duplicates_and_replays_change_nothing() {
     let h = start(Arc::new(FakeManager::default()), EdgeConfig::default()).await;
     let (a, a_edge) = new_key(&[]);
     let created = h.manager.append(Change::KeyCreated { key: a_edge });
-    let revoked = h.manager.append(Change::KeyRevoked { id: a.id(), reason: "x".into() });
+    let revoked = h.manager.append(Change::KeyRevoked {
+        id: a.id(),
+        reason: "x".into(),
+    });
     for event in [&created, &revoked, &created, &revoked, &created] {
         h.bus.publish(event).await.expect("publish");
     }
@@ -194,7 +221,13 @@ async fn duplicates_and_replays_change_nothing() {
     h.until(|r| r.applied() == Seq::new(2)).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(h.reason(&a), Some(Reason::Revoked));
-    assert!(h.replica.metrics().events_duplicate.load(std::sync::atomic::Ordering::Relaxed) >= 3);
+    assert!(
+        h.replica
+            .metrics()
+            .events_duplicate
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 3
+    );
 }
 
 #[tokio::test]
@@ -208,7 +241,10 @@ async fn a_stale_edge_fails_closed_then_recovers() {
     let (bad, bad_edge) = new_key(&[]);
     manager.append(Change::KeyCreated { key: good_edge });
     manager.append(Change::KeyCreated { key: bad_edge });
-    manager.append(Change::KeyRevoked { id: bad.id(), reason: "x".into() });
+    manager.append(Change::KeyRevoked {
+        id: bad.id(),
+        reason: "x".into(),
+    });
     let h = start(manager, config).await;
     assert_eq!(h.reason(&good), None);
     // No heartbeats: past max_staleness the edge stops vouching for keys, but still refuses revoked ones.
@@ -243,7 +279,9 @@ async fn an_edge_that_never_bootstrapped_vouches_for_nothing() {
     let verdict = replica.verify(&key.expose(), None, None, Timestamp::now());
     assert_eq!(verdict.reason(), Some(Reason::Stale));
     assert_eq!(
-        replica.verify("garbage", None, None, Timestamp::now()).reason(),
+        replica
+            .verify("garbage", None, None, Timestamp::now())
+            .reason(),
         Some(Reason::Malformed)
     );
 }
@@ -255,7 +293,9 @@ mod http {
 
     async fn serve(replica: Arc<Replica>) -> String {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         tokio::spawn(quench_edge::web::serve(
             listener,
@@ -265,7 +305,11 @@ mod http {
         url
     }
 
-    async fn auth(url: &str, headers: &[(&str, &str)], query: &str) -> (StatusCode, reqwest::header::HeaderMap) {
+    async fn auth(
+        url: &str,
+        headers: &[(&str, &str)],
+        query: &str,
+    ) -> (StatusCode, reqwest::header::HeaderMap) {
         let mut request = reqwest::Client::new().get(format!("{url}/auth{query}"));
         for (name, value) in headers {
             request = request.header(*name, *value);
@@ -281,7 +325,10 @@ mod http {
         let (revoked, revoked_edge) = new_key(&[]);
         manager.append(Change::KeyCreated { key: edge_key });
         manager.append(Change::KeyCreated { key: revoked_edge });
-        manager.append(Change::KeyRevoked { id: revoked.id(), reason: "x".into() });
+        manager.append(Change::KeyRevoked {
+            id: revoked.id(),
+            reason: "x".into(),
+        });
         let h = start(manager, EdgeConfig::default()).await;
         let url = serve(h.replica.clone()).await;
         let text = key.expose();
@@ -291,8 +338,14 @@ mod http {
         assert_eq!(headers["x-quench-key-id"], key.id().to_string().as_str());
         assert_eq!(headers["x-quench-owner"], "team-a");
         let bearer = format!("Bearer {text}");
-        assert_eq!(auth(&url, &[("authorization", &bearer)], "").await.0, StatusCode::OK);
-        assert_eq!(auth(&url, &[("x-api-key", &text)], "?scope=read").await.0, StatusCode::OK);
+        assert_eq!(
+            auth(&url, &[("authorization", &bearer)], "").await.0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            auth(&url, &[("x-api-key", &text)], "?scope=read").await.0,
+            StatusCode::OK
+        );
         // Envoy's ext_authz forwards the original method and path under the prefix.
         let envoy = reqwest::Client::new()
             .post(format!("{url}/auth/orders/42"))
@@ -305,18 +358,38 @@ mod http {
         let (status, headers) = auth(&url, &[("x-api-key", &text)], "?scope=write").await;
         assert_eq!(status, StatusCode::FORBIDDEN);
         assert_eq!(headers["x-quench-reason"], "forbidden");
-        assert_eq!(auth(&url, &[("x-quench-scope", "write"), ("x-api-key", &text)], "").await.0, StatusCode::FORBIDDEN);
+        assert_eq!(
+            auth(
+                &url,
+                &[("x-quench-scope", "write"), ("x-api-key", &text)],
+                ""
+            )
+            .await
+            .0,
+            StatusCode::FORBIDDEN
+        );
         let (status, headers) = auth(&url, &[("x-api-key", &revoked.expose())], "").await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         assert_eq!(headers["x-quench-reason"], "revoked");
         assert!(headers.contains_key("www-authenticate"));
         assert_eq!(auth(&url, &[], "").await.0, StatusCode::UNAUTHORIZED);
-        assert_eq!(auth(&url, &[("authorization", "Basic Zm9vOmJhcg==")], "").await.0, StatusCode::UNAUTHORIZED);
-        assert_eq!(auth(&url, &[("x-api-key", "qk_broken")], "").await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            auth(&url, &[("authorization", "Basic Zm9vOmJhcg==")], "")
+                .await
+                .0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            auth(&url, &[("x-api-key", "qk_broken")], "").await.0,
+            StatusCode::UNAUTHORIZED
+        );
 
         let cold = Replica::new(EdgeConfig::default());
         let cold_url = serve(cold).await;
-        assert_eq!(auth(&cold_url, &[("x-api-key", &text)], "").await.0, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            auth(&cold_url, &[("x-api-key", &text)], "").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 
     #[tokio::test]
@@ -325,38 +398,93 @@ mod http {
         let (key, edge_key) = new_key(&["read"]);
         manager.append(Change::KeyCreated { key: edge_key });
         let cold_url = serve(Replica::new(EdgeConfig::default())).await;
-        let health = reqwest::get(format!("{cold_url}/healthz")).await.expect("health");
+        let health = reqwest::get(format!("{cold_url}/healthz"))
+            .await
+            .expect("health");
         assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(health.json::<Value>().await.expect("json")["status"], "starting");
+        assert_eq!(
+            health.json::<Value>().await.expect("json")["status"],
+            "starting"
+        );
 
         let h = start(manager, EdgeConfig::default()).await;
         h.heartbeat().await;
         let url = serve(h.replica.clone()).await;
         let client = reqwest::Client::new();
         let post = |body: Value| client.post(format!("{url}/v1/verify")).json(&body).send();
-        let valid: Value = post(json!({"key": key.expose(), "scope": "read"})).await.expect("verify").json().await.expect("json");
-        assert_eq!(valid, json!({"valid": true, "key_id": key.id().to_string(), "owner": "team-a", "scopes": ["read"]}));
-        let malformed: Value = post(json!({"key": "qk_nope"})).await.expect("verify").json().await.expect("json");
+        let valid: Value = post(json!({"key": key.expose(), "scope": "read"}))
+            .await
+            .expect("verify")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(
+            valid,
+            json!({"valid": true, "key_id": key.id().to_string(), "owner": "team-a", "scopes": ["read"]})
+        );
+        let malformed: Value = post(json!({"key": "qk_nope"}))
+            .await
+            .expect("verify")
+            .json()
+            .await
+            .expect("json");
         assert_eq!(malformed, json!({"valid": false, "reason": "malformed"}));
-        for (body, status) in [(json!({}), 422), (json!({"key": 5}), 422), (json!({"key": "x", "extra": 1}), 422)] {
+        for (body, status) in [
+            (json!({}), 422),
+            (json!({"key": 5}), 422),
+            (json!({"key": "x", "extra": 1}), 422),
+        ] {
             let response = post(body).await.expect("verify");
             assert_eq!(response.status().as_u16(), status);
             let error: Value = response.json().await.expect("json");
             assert_eq!(error["error"]["code"], "invalid_request");
         }
-        let broken = client.post(format!("{url}/v1/verify")).header("content-type", "application/json").body("{").send().await.expect("verify");
+        let broken = client
+            .post(format!("{url}/v1/verify"))
+            .header("content-type", "application/json")
+            .body("{")
+            .send()
+            .await
+            .expect("verify");
         assert_eq!(broken.status(), StatusCode::BAD_REQUEST);
-        let text = client.post(format!("{url}/v1/verify")).body("key").send().await.expect("verify");
+        let text = client
+            .post(format!("{url}/v1/verify"))
+            .body("key")
+            .send()
+            .await
+            .expect("verify");
         assert_eq!(text.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
-        let big = client.post(format!("{url}/v1/verify")).header("content-type", "application/json").body(vec![b' '; 100_000]).send().await.expect("verify");
+        let big = client
+            .post(format!("{url}/v1/verify"))
+            .header("content-type", "application/json")
+            .body(vec![b' '; 100_000])
+            .send()
+            .await
+            .expect("verify");
         assert_eq!(big.status(), StatusCode::PAYLOAD_TOO_LARGE);
 
-        let health: Value = reqwest::get(format!("{url}/healthz")).await.expect("health").json().await.expect("json");
+        let health: Value = reqwest::get(format!("{url}/healthz"))
+            .await
+            .expect("health")
+            .json()
+            .await
+            .expect("json");
         assert_eq!(health["status"], "ok");
         assert_eq!(health["applied_seq"], 1);
         assert_eq!(health["keys"], 1);
-        let metrics = reqwest::get(format!("{url}/metrics")).await.expect("metrics").text().await.expect("text");
-        assert!(metrics.contains("quench_edge_verifications_total{result=\"valid\"} 1"), "{metrics}");
-        assert!(metrics.contains("quench_edge_verifications_total{result=\"malformed\"} 1"), "{metrics}");
+        let metrics = reqwest::get(format!("{url}/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        assert!(
+            metrics.contains("quench_edge_verifications_total{result=\"valid\"} 1"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("quench_edge_verifications_total{result=\"malformed\"} 1"),
+            "{metrics}"
+        );
     }
 }

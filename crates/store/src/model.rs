@@ -1,8 +1,4 @@
-use quench_core::{
-    KeyId, Label, Owner, Timestamp, Verifier,
-    record::KeyStatus,
-    scope::Scopes,
-};
+use quench_core::{KeyId, Label, Owner, Timestamp, Verifier, record::KeyStatus, scope::Scopes};
 
 /// Who is making a change, from where, and when: recorded with every mutation.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,13 +14,15 @@ use quench_core::{
 };
 use sqlx::{
     QueryBuilder, Row, Sqlite, SqlitePool, Transaction,
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous},
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    },
 };
 use tokio::sync::Mutex;
 
 use crate::{
-    Actor, AuditEntry, BulkRevoked, KeyFilter, Result, Revoked, Rotated, Selector, Store, StoreError,
-    TokenRecord, migrate, rows,
+    Actor, AuditEntry, BulkRevoked, KeyFilter, Result, Revoked, Rotated, Selector, Store,
+    StoreError, TokenRecord, migrate, rows,
 };
 
 pub struct SqliteStore {
@@ -97,7 +99,11 @@ impl SqliteStore {
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
-            tracing::info!(version = migration.version, name = migration.name, "migrated the database");
+            tracing::info!(
+                version = migration.version,
+                name = migration.name,
+                "migrated the database"
+            );
         }
         Ok(())
     }
@@ -114,9 +120,10 @@ impl SqliteStore {
 }
 
 async fn next_seq(tx: &mut Tx<'_>) -> Result<Seq> {
-    let seq: i64 = sqlx::query_scalar("UPDATE log_head SET seq = seq + 1 WHERE id = 1 RETURNING seq")
-        .fetch_one(&mut **tx)
-        .await?;
+    let seq: i64 =
+        sqlx::query_scalar("UPDATE log_head SET seq = seq + 1 WHERE id = 1 RETURNING seq")
+            .fetch_one(&mut **tx)
+            .await?;
     Ok(Seq::new(rows::unsigned(seq)?))
 }
 
@@ -180,7 +187,9 @@ async fn insert_key(tx: &mut Tx<'_>, key: &KeyRecord, created_seq: Seq) -> Resul
     .execute(&mut **tx)
     .await;
     if let Err(e) = inserted {
-        if e.as_database_error().is_some_and(|d| d.is_unique_violation()) {
+        if e.as_database_error()
+            .is_some_and(|d| d.is_unique_violation())
+        {
             return Err(StoreError::Conflict(format!("key id {}", key.id)));
         }
         return Err(e.into());
@@ -196,12 +205,16 @@ async fn insert_key(tx: &mut Tx<'_>, key: &KeyRecord, created_seq: Seq) -> Resul
 }
 
 async fn key_in(tx: &mut Tx<'_>, id: KeyId) -> Result<Option<KeyRecord>> {
-    sqlx::query(concat!("SELECT ", key_columns!(), " FROM keys WHERE id = ?"))
-        .bind(id.to_string())
-        .fetch_optional(&mut **tx)
-        .await?
-        .map(|row| key_from_row(&row))
-        .transpose()
+    sqlx::query(concat!(
+        "SELECT ",
+        key_columns!(),
+        " FROM keys WHERE id = ?"
+    ))
+    .bind(id.to_string())
+    .fetch_optional(&mut **tx)
+    .await?
+    .map(|row| key_from_row(&row))
+    .transpose()
 }
 
 async fn mark_revoked(
@@ -275,7 +288,14 @@ fn push_status(query: &mut QueryBuilder<Sqlite>, status: KeyStatus, now: Timesta
 impl Store for SqliteStore {
     async fn create_key(&self, key: &KeyRecord, actor: &Actor) -> Result<Event> {
         let (_guard, mut tx) = self.write().await?;
-        let event = append(&mut tx, actor.at, Change::KeyCreated { key: key.edge_view() }).await?;
+        let event = append(
+            &mut tx,
+            actor.at,
+            Change::KeyCreated {
+                key: key.edge_view(),
+            },
+        )
+        .await?;
         insert_key(&mut tx, key, event.seq).await?;
         audit(&mut tx, actor, "key.create", Some(key.id), None).await?;
         tx.commit().await?;
@@ -308,7 +328,14 @@ impl Store for SqliteStore {
         if record.revoked.is_some() {
             return Err(StoreError::Conflict(format!("key {old} is revoked")));
         }
-        let created = append(&mut tx, actor.at, Change::KeyCreated { key: new.edge_view() }).await?;
+        let created = append(
+            &mut tx,
+            actor.at,
+            Change::KeyCreated {
+                key: new.edge_view(),
+            },
+        )
+        .await?;
         insert_key(&mut tx, new, created.seq).await?;
         let expires_at = record
             .expires_at
@@ -343,7 +370,8 @@ impl Store for SqliteStore {
         actor: &Actor,
     ) -> Result<BulkRevoked> {
         let (_guard, mut tx) = self.write().await?;
-        let mut query = QueryBuilder::<Sqlite>::new(format!("SELECT {KEY_COLUMNS} FROM keys WHERE "));
+        let mut query =
+            QueryBuilder::<Sqlite>::new(format!("SELECT {KEY_COLUMNS} FROM keys WHERE "));
         match selector {
             Selector::Owner(owner) => {
                 query.push("owner = ").push_bind(owner.as_str());
@@ -390,12 +418,16 @@ impl Store for SqliteStore {
     }
 
     async fn key(&self, id: KeyId) -> Result<Option<KeyRecord>> {
-        sqlx::query(concat!("SELECT ", key_columns!(), " FROM keys WHERE id = ?"))
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|row| key_from_row(&row))
-            .transpose()
+        sqlx::query(concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM keys WHERE id = ?"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|row| key_from_row(&row))
+        .transpose()
     }
 
     async fn list_keys(
@@ -405,7 +437,8 @@ impl Store for SqliteStore {
         limit: u32,
         now: Timestamp,
     ) -> Result<Vec<(u64, KeyRecord)>> {
-        let mut query = QueryBuilder::<Sqlite>::new(format!("SELECT {KEY_COLUMNS} FROM keys WHERE 1 = 1"));
+        let mut query =
+            QueryBuilder::<Sqlite>::new(format!("SELECT {KEY_COLUMNS} FROM keys WHERE 1 = 1"));
         if let Some(owner) = &filter.owner {
             query.push(" AND owner = ").push_bind(owner.as_str());
         }
@@ -443,7 +476,13 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(|row| rows::event(row.try_get("seq")?, row.try_get("at")?, row.try_get("body")?))
+            .map(|row| {
+                rows::event(
+                    row.try_get("seq")?,
+                    row.try_get("at")?,
+                    row.try_get("body")?,
+                )
+            })
             .collect()
     }
 
@@ -460,12 +499,16 @@ impl Store for SqliteStore {
         let seq: i64 = sqlx::query_scalar("SELECT seq FROM log_head WHERE id = 1")
             .fetch_one(&mut *tx)
             .await?;
-        let keys = sqlx::query(concat!("SELECT ", key_columns!(), " FROM keys ORDER BY created_seq"))
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|row| key_from_row(row).map(|k| k.edge_view()))
-            .collect::<Result<Vec<EdgeKey>>>()?;
+        let keys = sqlx::query(concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM keys ORDER BY created_seq"
+        ))
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|row| key_from_row(row).map(|k| k.edge_view()))
+        .collect::<Result<Vec<EdgeKey>>>()?;
         tx.commit().await?;
         Ok(Snapshot {
             seq: Seq::new(rows::unsigned(seq)?),
@@ -487,32 +530,43 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await;
         if let Err(e) = inserted {
-            if e.as_database_error().is_some_and(|d| d.is_unique_violation()) {
+            if e.as_database_error()
+                .is_some_and(|d| d.is_unique_violation())
+            {
                 return Err(StoreError::Conflict(format!("token id {}", token.id)));
             }
             return Err(e.into());
         }
-        audit(&mut tx, actor, "token.create", None, Some(&token.scopes.encode())).await?;
+        audit(
+            &mut tx,
+            actor,
+            "token.create",
+            None,
+            Some(&token.scopes.encode()),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn token(&self, id: KeyId) -> Result<Option<TokenRecord>> {
-        sqlx::query("SELECT id, verifier, scopes, owner, created_at, created_by FROM tokens WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|row| {
-                rows::token(
-                    row.try_get("id")?,
-                    row.try_get("verifier")?,
-                    row.try_get("scopes")?,
-                    row.try_get("owner")?,
-                    row.try_get("created_at")?,
-                    row.try_get("created_by")?,
-                )
-            })
-            .transpose()
+        sqlx::query(
+            "SELECT id, verifier, scopes, owner, created_at, created_by FROM tokens WHERE id = ?",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|row| {
+            rows::token(
+                row.try_get("id")?,
+                row.try_get("verifier")?,
+                row.try_get("scopes")?,
+                row.try_get("owner")?,
+                row.try_get("created_at")?,
+                row.try_get("created_by")?,
+            )
+        })
+        .transpose()
     }
 
     async fn count_tokens(&self) -> Result<u64> {
@@ -529,7 +583,9 @@ impl Store for SqliteStore {
         if let Some(key) = key {
             query.push(" WHERE key_id = ").push_bind(key.to_string());
         }
-        query.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(limit));
+        query
+            .push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(limit));
         query
             .build()
             .fetch_all(&self.pool)

@@ -9,7 +9,9 @@ use quench_store::{Store, sqlite::SqliteStore};
 
 async fn fresh() -> (Arc<dyn Store>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteStore::open(&dir.path().join("quench.db")).await.expect("open");
+    let store = SqliteStore::open(&dir.path().join("quench.db"))
+        .await
+        .expect("open");
     (Arc::new(store), dir)
 }
 
@@ -22,8 +24,14 @@ async fn everything_survives_a_reopen() {
     let key = conformance::record("team-a", &["orders"]);
     {
         let store = SqliteStore::open(&path).await.expect("open");
-        store.create_key(&key, &conformance::actor()).await.expect("create");
-        store.revoke_key(key.id, "leaked", &conformance::actor()).await.expect("revoke");
+        store
+            .create_key(&key, &conformance::actor())
+            .await
+            .expect("create");
+        store
+            .revoke_key(key.id, "leaked", &conformance::actor())
+            .await
+            .expect("revoke");
         store.close().await;
     }
     let store = SqliteStore::open(&path).await.expect("reopen");
@@ -31,6 +39,8 @@ async fn everything_survives_a_reopen() {
     assert_eq!(read.revoked.expect("still revoked").reason, "leaked");
     assert_eq!(store.head().await.expect("head"), Seq::new(2));
     // Migrations are not re-applied on an up-to-date database.
-    let again = store.create_key(&conformance::record("team-a", &[]), &conformance::actor()).await;
+    let again = store
+        .create_key(&conformance::record("team-a", &[]), &conformance::actor())
+        .await;
     assert_eq!(again.expect("create").seq, Seq::new(3));
 }

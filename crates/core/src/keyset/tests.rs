@@ -15,7 +15,10 @@ fn issue(owner: &str, apis: &[&str], scopes: &[&str], alg: HashAlg) -> Issued {
         prefix: key.prefix(),
         owner: Owner::parse(owner).expect("owner"),
         apis: apis.iter().map(|a| Label::parse(a).expect("api")).collect(),
-        scopes: scopes.iter().map(|s| Label::parse(s).expect("scope")).collect(),
+        scopes: scopes
+            .iter()
+            .map(|s| Label::parse(s).expect("scope"))
+            .collect(),
         expires_at: None,
         revoked: false,
         verifier: Verifier::create(alg, key.secret()).expect("hash"),
@@ -113,7 +116,10 @@ fn expiry_api_and_scope_are_checked_at_verify_time() {
     let mut a = issue("team", &["orders"], &["read"], HashAlg::Sha256);
     a.edge.expires_at = Some(Timestamp::from_millis(2_000_000));
     set.apply(&created(1, &a)).expect("in order");
-    assert!(set.verify(&a.key, Some("orders"), Some("read"), NOW).is_valid());
+    assert!(
+        set.verify(&a.key, Some("orders"), Some("read"), NOW)
+            .is_valid()
+    );
     assert_eq!(
         set.verify(&a.key, Some("billing"), None, NOW).reason(),
         Some(Reason::Forbidden)

@@ -59,20 +59,29 @@ pub async fn refuses_a_reused_id(store: Arc<dyn Store>) {
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
     // The failed transaction handed back its sequence number.
     assert_eq!(store.head().await.expect("head"), Seq::new(1));
-    let next = store.create_key(&record("team-a", &[]), &actor()).await.expect("create");
+    let next = store
+        .create_key(&record("team-a", &[]), &actor())
+        .await
+        .expect("create");
     assert_eq!(next.seq, Seq::new(2));
 }
 
 pub async fn revocation_is_idempotent(store: Arc<dyn Store>) {
     let key = record("team-a", &[]);
     store.create_key(&key, &actor()).await.expect("create");
-    let first = store.revoke_key(key.id, "leaked", &actor()).await.expect("revoke");
+    let first = store
+        .revoke_key(key.id, "leaked", &actor())
+        .await
+        .expect("revoke");
     let event = first.event.expect("first revocation makes an event");
     assert_eq!(event.seq, Seq::new(2));
     let revoked_at = first.record.revoked.clone().expect("revoked").at;
     let mut later = actor();
     later.at = Timestamp::from_millis(later.at.as_millis() + 5_000);
-    let second = store.revoke_key(key.id, "again", &later).await.expect("revoke");
+    let second = store
+        .revoke_key(key.id, "again", &later)
+        .await
+        .expect("revoke");
     assert!(second.event.is_none());
     let stored = second.record.revoked.expect("still revoked");
     assert_eq!(stored.at, revoked_at);
@@ -100,11 +109,24 @@ pub async fn rotation_creates_a_successor_and_bounds_the_old_key(store: Arc<dyn 
     assert_eq!(seqs, vec![2, 3]);
     let stored_new = store.key(new.id).await.expect("read").expect("exists");
     assert_eq!(stored_new.rotated_from, Some(old.id));
-    store.revoke_key(new.id, "done", &actor()).await.expect("revoke");
-    let refused = store.rotate_key(new.id, &record("team-a", &[]), grace_end, &actor()).await;
-    assert!(matches!(refused, Err(StoreError::Conflict(_))), "{refused:?}");
+    store
+        .revoke_key(new.id, "done", &actor())
+        .await
+        .expect("revoke");
+    let refused = store
+        .rotate_key(new.id, &record("team-a", &[]), grace_end, &actor())
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Conflict(_))),
+        "{refused:?}"
+    );
     let missing = store
-        .rotate_key(KeyId::generate().expect("random"), &record("x1", &[]), grace_end, &actor())
+        .rotate_key(
+            KeyId::generate().expect("random"),
+            &record("x1", &[]),
+            grace_end,
+            &actor(),
+        )
         .await;
     assert!(matches!(missing, Err(StoreError::NotFound)));
 }
@@ -118,13 +140,23 @@ pub async fn bulk_revocation_by_owner_api_and_ids(store: Arc<dyn Store>) {
         store.create_key(k, &actor()).await.expect("create");
     }
     let by_api = store
-        .revoke_many(&Selector::Api(Label::parse("orders").expect("api")), None, "api", &actor())
+        .revoke_many(
+            &Selector::Api(Label::parse("orders").expect("api")),
+            None,
+            "api",
+            &actor(),
+        )
         .await
         .expect("bulk");
     assert_eq!(as_set(&by_api.revoked), as_set(&[a1.id, b1.id]));
     assert_eq!(by_api.last_seq(), Some(Seq::new(6)));
     let by_owner = store
-        .revoke_many(&Selector::Owner(Owner::parse("team-a").expect("owner")), None, "owner", &actor())
+        .revoke_many(
+            &Selector::Owner(Owner::parse("team-a").expect("owner")),
+            None,
+            "owner",
+            &actor(),
+        )
         .await
         .expect("bulk");
     assert_eq!(by_owner.revoked, vec![a2.id]);
@@ -152,7 +184,12 @@ pub async fn bulk_revocation_stays_within_an_owner(store: Arc<dyn Store>) {
     }
     let team_a = Owner::parse("team-a").expect("owner");
     let by_api = store
-        .revoke_many(&Selector::Api(Label::parse("orders").expect("api")), Some(&team_a), "x", &actor())
+        .revoke_many(
+            &Selector::Api(Label::parse("orders").expect("api")),
+            Some(&team_a),
+            "x",
+            &actor(),
+        )
         .await
         .expect("bulk");
     assert_eq!(by_api.revoked, vec![a.id]);
@@ -161,7 +198,15 @@ pub async fn bulk_revocation_stays_within_an_owner(store: Arc<dyn Store>) {
         .await
         .expect("bulk");
     assert!(by_ids.revoked.is_empty());
-    assert!(store.key(b.id).await.expect("read").expect("exists").revoked.is_none());
+    assert!(
+        store
+            .key(b.id)
+            .await
+            .expect("read")
+            .expect("exists")
+            .revoked
+            .is_none()
+    );
 }
 
 fn as_set(ids: &[KeyId]) -> HashSet<KeyId> {
@@ -179,21 +224,38 @@ pub async fn lists_with_filters_and_cursor(store: Arc<dyn Store>) {
         store.create_key(&key, &actor()).await.expect("create");
         ids.push(key.id);
     }
-    store.revoke_key(ids[0], "x", &actor()).await.expect("revoke");
+    store
+        .revoke_key(ids[0], "x", &actor())
+        .await
+        .expect("revoke");
     let now = actor().at;
-    let all = store.list_keys(&KeyFilter::default(), None, 100, now).await.expect("list");
+    let all = store
+        .list_keys(&KeyFilter::default(), None, 100, now)
+        .await
+        .expect("list");
     let listed: Vec<KeyId> = all.iter().map(|(_, k)| k.id).collect();
     let newest_first: Vec<KeyId> = ids.iter().rev().copied().collect();
     assert_eq!(listed, newest_first);
 
-    let page1 = store.list_keys(&KeyFilter::default(), None, 2, now).await.expect("list");
+    let page1 = store
+        .list_keys(&KeyFilter::default(), None, 2, now)
+        .await
+        .expect("list");
     let cursor = page1.last().map(|(c, _)| *c);
-    let page2 = store.list_keys(&KeyFilter::default(), cursor, 2, now).await.expect("list");
+    let page2 = store
+        .list_keys(&KeyFilter::default(), cursor, 2, now)
+        .await
+        .expect("list");
     let page3 = store
         .list_keys(&KeyFilter::default(), page2.last().map(|(c, _)| *c), 2, now)
         .await
         .expect("list");
-    let paged: Vec<KeyId> = page1.iter().chain(&page2).chain(&page3).map(|(_, k)| k.id).collect();
+    let paged: Vec<KeyId> = page1
+        .iter()
+        .chain(&page2)
+        .chain(&page3)
+        .map(|(_, k)| k.id)
+        .collect();
     assert_eq!(paged, newest_first);
 
     let filter = |owner: Option<&str>, status: Option<KeyStatus>, api: Option<&str>| KeyFilter {
@@ -201,19 +263,50 @@ pub async fn lists_with_filters_and_cursor(store: Arc<dyn Store>) {
         status,
         api: api.map(|a| Label::parse(a).expect("api")),
     };
-    let count = |rows: Vec<(u64, KeyRecord)>| rows.into_iter().map(|(_, k)| k.id).collect::<HashSet<_>>();
-    let team_a = store.list_keys(&filter(Some("team-a"), None, None), None, 100, now).await.expect("list");
+    let count =
+        |rows: Vec<(u64, KeyRecord)>| rows.into_iter().map(|(_, k)| k.id).collect::<HashSet<_>>();
+    let team_a = store
+        .list_keys(&filter(Some("team-a"), None, None), None, 100, now)
+        .await
+        .expect("list");
     assert_eq!(count(team_a), as_set(&[ids[0], ids[2], ids[4]]));
-    let revoked = store.list_keys(&filter(None, Some(KeyStatus::Revoked), None), None, 100, now).await.expect("list");
+    let revoked = store
+        .list_keys(
+            &filter(None, Some(KeyStatus::Revoked), None),
+            None,
+            100,
+            now,
+        )
+        .await
+        .expect("list");
     assert_eq!(count(revoked), as_set(&[ids[0]]));
-    let expired = store.list_keys(&filter(None, Some(KeyStatus::Expired), None), None, 100, now).await.expect("list");
+    let expired = store
+        .list_keys(
+            &filter(None, Some(KeyStatus::Expired), None),
+            None,
+            100,
+            now,
+        )
+        .await
+        .expect("list");
     assert_eq!(count(expired), as_set(&[ids[4]]));
-    let active = store.list_keys(&filter(None, Some(KeyStatus::Active), None), None, 100, now).await.expect("list");
+    let active = store
+        .list_keys(&filter(None, Some(KeyStatus::Active), None), None, 100, now)
+        .await
+        .expect("list");
     assert_eq!(count(active), as_set(&[ids[1], ids[2], ids[3]]));
-    let orders = store.list_keys(&filter(None, None, Some("orders")), None, 100, now).await.expect("list");
+    let orders = store
+        .list_keys(&filter(None, None, Some("orders")), None, 100, now)
+        .await
+        .expect("list");
     assert_eq!(count(orders), as_set(&[ids[0], ids[1]]));
     let combined = store
-        .list_keys(&filter(Some("team-b"), Some(KeyStatus::Active), Some("orders")), None, 100, now)
+        .list_keys(
+            &filter(Some("team-b"), Some(KeyStatus::Active), Some("orders")),
+            None,
+            100,
+            now,
+        )
         .await
         .expect("list");
     assert_eq!(count(combined), as_set(&[ids[1]]));
@@ -226,15 +319,26 @@ pub async fn events_page_in_order(store: Arc<dyn Store>) {
         store.create_key(&key, &actor()).await.expect("create");
         ids.push(key.id);
     }
-    store.revoke_key(ids[1], "x", &actor()).await.expect("revoke");
+    store
+        .revoke_key(ids[1], "x", &actor())
+        .await
+        .expect("revoke");
     let all = store.events_after(Seq::ZERO, 100).await.expect("events");
     let seqs: Vec<u64> = all.iter().map(|e| e.seq.get()).collect();
     assert_eq!(seqs, vec![1, 2, 3, 4, 5, 6]);
-    assert!(matches!(&all[5].change, Change::KeyRevoked { id, reason } if *id == ids[1] && reason == "x"));
+    assert!(
+        matches!(&all[5].change, Change::KeyRevoked { id, reason } if *id == ids[1] && reason == "x")
+    );
     let page = store.events_after(Seq::new(2), 2).await.expect("events");
     let seqs: Vec<u64> = page.iter().map(|e| e.seq.get()).collect();
     assert_eq!(seqs, vec![3, 4]);
-    assert!(store.events_after(Seq::new(6), 10).await.expect("events").is_empty());
+    assert!(
+        store
+            .events_after(Seq::new(6), 10)
+            .await
+            .expect("events")
+            .is_empty()
+    );
 }
 
 pub async fn snapshot_is_consistent_with_head(store: Arc<dyn Store>) {
@@ -267,18 +371,37 @@ pub async fn stores_tokens_as_verifiers(store: Arc<dyn Store>) {
     assert_eq!(read, token);
     assert!(read.verifier.matches(secret.secret().as_bytes()));
     assert_eq!(store.count_tokens().await.expect("count"), 1);
-    assert!(matches!(store.create_token(&token, &actor()).await, Err(StoreError::Conflict(_))));
-    assert_eq!(store.token(KeyId::generate().expect("random")).await.expect("read"), None);
+    assert!(matches!(
+        store.create_token(&token, &actor()).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store
+            .token(KeyId::generate().expect("random"))
+            .await
+            .expect("read"),
+        None
+    );
 }
 
 pub async fn audits_every_mutation(store: Arc<dyn Store>) {
     let key = record("team-a", &[]);
     store.create_key(&key, &actor()).await.expect("create");
-    store.revoke_key(key.id, "compromised", &actor()).await.expect("revoke");
-    store.revoke_key(key.id, "again", &actor()).await.expect("revoke");
+    store
+        .revoke_key(key.id, "compromised", &actor())
+        .await
+        .expect("revoke");
+    store
+        .revoke_key(key.id, "again", &actor())
+        .await
+        .expect("revoke");
     let log = store.audit_log(Some(key.id), 10).await.expect("audit");
     let actions: Vec<&str> = log.iter().map(|a| a.action.as_str()).collect();
-    assert_eq!(actions, vec!["key.revoke", "key.create"], "a no-op revocation is not a mutation");
+    assert_eq!(
+        actions,
+        vec!["key.revoke", "key.create"],
+        "a no-op revocation is not a mutation"
+    );
     assert_eq!(log[0].reason.as_deref(), Some("compromised"));
     assert_eq!(log[0].principal, "tok_test");
     assert_eq!(log[0].source.as_deref(), Some("192.0.2.7"));
@@ -296,7 +419,10 @@ pub async fn concurrent_writers_keep_the_log_gap_free(store: Arc<dyn Store>) {
         tasks.push(tokio::spawn(async move {
             let mut seqs = Vec::new();
             for _ in 0..per_writer {
-                let event = store.create_key(&record("team-a", &[]), &actor()).await.expect("create");
+                let event = store
+                    .create_key(&record("team-a", &[]), &actor())
+                    .await
+                    .expect("create");
                 seqs.push(event.seq.get());
             }
             seqs
