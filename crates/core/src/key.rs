@@ -247,33 +247,25 @@ impl ApiKey {
         })
     }
 
-    /// Parses a presented key. The checksum is checked before anything else is looked at.
+    /// Parses a key and copies its secret into memory that is wiped on drop.
     pub fn parse(text: &str) -> Result<Self, KeyError> {
-        let (prefix_text, body) = text.split_once('_').ok_or(KeyError::MissingSeparator)?;
-        if body.len() != BODY_LEN || !body.is_ascii() {
-            return Err(KeyError::BadLength);
-        }
-        let (covered, checksum) = text.split_at(text.len() - CHECKSUM_LEN);
-        let expected = base62::decode_fixed(checksum.as_bytes()).ok_or(KeyError::BadCharacter)?;
-        if u64::from(crc32fast::hash(covered.as_bytes())) != expected {
-            return Err(KeyError::BadChecksum);
-        }
-        let prefix = Prefix::parse(prefix_text)?;
-        let (id_text, rest) = body.split_at(KEY_ID_LEN);
-        let secret_text = &rest.as_bytes()[..SECRET_LEN];
-        if base62::decode_fixed(id_text.as_bytes()).is_none()
-            || secret_text.iter().any(|&b| base62::digit(b).is_none())
-        {
-            return Err(KeyError::BadCharacter);
-        }
-        let id = KeyId::parse(id_text)?;
+        let presented = PresentedKey::parse(text)?;
         let mut secret = [0u8; SECRET_LEN];
-        secret.copy_from_slice(secret_text);
+        secret.copy_from_slice(presented.secret);
         Ok(Self {
-            prefix,
-            id,
+            prefix: presented.prefix,
+            id: presented.id,
             secret: Secret(secret),
         })
+    }
+
+    /// A borrowed view, as the verify path takes it.
+    pub fn presented(&self) -> PresentedKey<'_> {
+        PresentedKey {
+            prefix: self.prefix,
+            id: self.id,
+            secret: self.secret.as_bytes(),
+        }
     }
 
     pub fn prefix(&self) -> Prefix {
@@ -308,10 +300,64 @@ impl fmt::Debug for ApiKey {
     }
 }
 
+/// A key as presented to an edge: parsed and checksum-verified, its secret borrowed from the caller's text
+/// rather than copied. The verify path uses this so a check allocates and copies nothing.
+#[derive(Clone, Copy)]
+pub struct PresentedKey<'a> {
+    prefix: Prefix,
+    id: KeyId,
+    secret: &'a [u8],
+}
+
+impl<'a> PresentedKey<'a> {
+    /// Parses a presented key. The checksum is checked before anything else is looked at.
+    pub fn parse(text: &'a str) -> Result<Self, KeyError> {
+        let (prefix_text, body) = text.split_once('_').ok_or(KeyError::MissingSeparator)?;
+        if body.len() != BODY_LEN || !body.is_ascii() {
+            return Err(KeyError::BadLength);
+        }
+        let (covered, checksum) = text.split_at(text.len() - CHECKSUM_LEN);
+        let expected = base62::decode_fixed(checksum.as_bytes()).ok_or(KeyError::BadCharacter)?;
+        if u64::from(crc32fast::hash(covered.as_bytes())) != expected {
+            return Err(KeyError::BadChecksum);
+        }
+        let prefix = Prefix::parse(prefix_text)?;
+        let (id_text, rest) = body.as_bytes().split_at(KEY_ID_LEN);
+        let id = base62::decode_fixed(id_text).ok_or(KeyError::BadCharacter)?;
+        let id = KeyId::from_u64(id)?;
+        let secret = &rest[..SECRET_LEN];
+        // The base62 alphabet is exactly ASCII alphanumerics.
+        if !secret.iter().all(u8::is_ascii_alphanumeric) {
+            return Err(KeyError::BadCharacter);
+        }
+        Ok(Self { prefix, id, secret })
+    }
+
+    pub fn prefix(&self) -> Prefix {
+        self.prefix
+    }
+
+    pub fn id(&self) -> KeyId {
+        self.id
+    }
+
+    pub fn secret(&self) -> &'a [u8] {
+        self.secret
+    }
+}
+
+impl fmt::Debug for PresentedKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PresentedKey({}_{}<redacted>)", self.prefix, self.id)
+    }
+}
+
 /// What a scanner needs: does this text look like a key (cheap), and is it one (checksum)?
 /// Returns the key id of a checksum-valid candidate without keeping the secret.
 pub fn confirm_candidate(text: &str) -> Option<(Prefix, KeyId)> {
-    ApiKey::parse(text).ok().map(|key| (key.prefix, key.id))
+    PresentedKey::parse(text)
+        .ok()
+        .map(|key| (key.prefix, key.id))
 }
 
 #[cfg(test)]
@@ -338,7 +384,7 @@ mod tests {
         let secret = std::str::from_utf8(key.secret().as_bytes())
             .expect("ascii")
             .to_owned();
-        let shown = format!("{key:?} {:?}", key.secret());
+        let shown = format!("{key:?} {:?} {:?}", key.secret(), key.presented());
         assert!(!shown.contains(&secret));
         assert!(shown.contains(&key.id().to_string()));
     }

@@ -2,14 +2,14 @@
 //!
 //! Reads are lock-free: the map is a `papaya` concurrent hash map, so a verification pins an epoch, looks
 //! up one key id and hashes the presented secret. It never awaits, never blocks on the writer and never
-//! allocates: the answer shares the key's interned profile (owner, APIs, scopes) by reference count.
+//! allocates: the answer points at the key's interned profile (owner, APIs, scopes).
 //!
 //! Writes come from one follower at a time (a mutex makes that so; readers never touch it). Events must
 //! arrive in sequence order: `apply` takes `applied + 1` and nothing else, so a duplicate is ignored and a
 //! gap is reported for the caller to repair. Revocation is sticky: a revoked key stays in the map as a
 //! tombstone, and no later event or snapshot for its id makes it valid again.
 //!
-//! Memory: an entry holds the 32-byte salt and 32-byte digest inline, the expiry, a flag and a pointer to a
+//! Memory: an entry holds the 32-byte hash state after the salt block and the 32-byte digest inline, the expiry, a flag and a pointer to a
 //! profile shared by every key with the same owner, APIs and scopes.
 
 use std::{
@@ -21,12 +21,10 @@ use std::{
     },
 };
 
-use subtle::ConstantTimeEq;
-
 use crate::{
     event::{Change, Event, Seq},
-    hash::{SALT_LEN, Verifier, salted_sha256, sha256},
-    key::{ApiKey, KeyId, Prefix},
+    hash::{Verifier, digest_from_state, digests_equal, salt_state, sha256},
+    key::{KeyId, Prefix, PresentedKey},
     names::{Label, Owner},
     record::EdgeKey,
     time::Timestamp,
@@ -84,7 +82,7 @@ impl Profile {
 pub enum Verdict {
     Valid {
         key_id: KeyId,
-        profile: Arc<Profile>,
+        profile: &'static Profile,
     },
     Invalid {
         reason: Reason,
@@ -127,8 +125,9 @@ struct SlowVerifier {
 
 #[derive(Debug, Clone)]
 enum EdgeVerifier {
+    /// The SHA-256 state after the salt block stands in for the salt: one compression per check.
     Sha256 {
-        salt: [u8; SALT_LEN],
+        state: [u32; 8],
         digest: [u8; 32],
     },
     Slow(Arc<SlowVerifier>),
@@ -137,7 +136,10 @@ enum EdgeVerifier {
 impl EdgeVerifier {
     fn new(verifier: Verifier) -> Self {
         match verifier {
-            Verifier::Sha256 { salt, digest } => Self::Sha256 { salt, digest },
+            Verifier::Sha256 { salt, digest } => Self::Sha256 {
+                state: salt_state(&salt),
+                digest,
+            },
             slow => Self::Slow(Arc::new(SlowVerifier {
                 verifier: slow,
                 verified: OnceLock::new(),
@@ -147,11 +149,13 @@ impl EdgeVerifier {
 
     fn matches(&self, secret: &[u8]) -> bool {
         match self {
-            Self::Sha256 { salt, digest } => salted_sha256(salt, secret).ct_eq(digest).into(),
+            Self::Sha256 { state, digest } => {
+                digests_equal(&digest_from_state(state, secret), digest)
+            }
             Self::Slow(slow) => {
                 let fast = sha256(secret);
                 if let Some(known) = slow.verified.get() {
-                    return fast.ct_eq(known).into();
+                    return digests_equal(&fast, known);
                 }
                 let ok = slow.verifier.matches(secret);
                 if ok {
@@ -167,7 +171,7 @@ const NO_EXPIRY: i64 = i64::MAX;
 
 #[derive(Debug, Clone)]
 struct Entry {
-    profile: Arc<Profile>,
+    profile: &'static Profile,
     expires_at: i64,
     revoked: bool,
     verifier: EdgeVerifier,
@@ -210,16 +214,19 @@ pub type KeyMap<V> = papaya::HashMap<u64, V, BuildKeyIdHasher>;
 
 #[derive(Default)]
 struct Writer {
-    profiles: StdHashMap<Arc<Profile>, ()>,
+    profiles: StdHashMap<&'static Profile, ()>,
 }
 
 impl Writer {
-    fn intern(&mut self, profile: Profile) -> Arc<Profile> {
+    /// Profiles live as long as the process: one per distinct (issuer, owner, APIs, scopes), shared by
+    /// every key that has them. Keys are never deleted either, so nothing would ever free one; making
+    /// them `'static` lets a verification hand out its profile without touching a reference count.
+    fn intern(&mut self, profile: Profile) -> &'static Profile {
         if let Some((existing, ())) = self.profiles.get_key_value(&profile) {
-            return existing.clone();
+            return existing;
         }
-        let shared = Arc::new(profile);
-        self.profiles.insert(shared.clone(), ());
+        let shared: &'static Profile = Box::leak(Box::new(profile));
+        self.profiles.insert(shared, ());
         shared
     }
 
@@ -368,7 +375,7 @@ impl KeySet {
     /// about the key is revealed.
     pub fn verify(
         &self,
-        key: &ApiKey,
+        key: &PresentedKey<'_>,
         api: Option<&str>,
         scope: Option<&str>,
         now: Timestamp,
@@ -377,8 +384,7 @@ impl KeySet {
         let Some(entry) = map.get(&key.id().as_u64()) else {
             return unknown();
         };
-        if entry.profile.prefix != key.prefix() || !entry.verifier.matches(key.secret().as_bytes())
-        {
+        if entry.profile.prefix != key.prefix() || !entry.verifier.matches(key.secret()) {
             return unknown();
         }
         let key_id = Some(key.id());
@@ -402,7 +408,7 @@ impl KeySet {
         }
         Verdict::Valid {
             key_id: key.id(),
-            profile: entry.profile.clone(),
+            profile: entry.profile,
         }
     }
 
@@ -430,9 +436,9 @@ fn tombstone(writer: &mut Writer) -> Entry {
         profile,
         expires_at: 0,
         revoked: true,
-        // No secret hashes to an all-zero digest under an all-zero salt, in practice.
+        // No secret hashes to an all-zero digest.
         verifier: EdgeVerifier::Sha256 {
-            salt: [0; SALT_LEN],
+            state: [0; 8],
             digest: [0; 32],
         },
     }

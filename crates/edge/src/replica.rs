@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use quench_core::{ApiKey, KeySet, Reason, Seq, Timestamp, Verdict};
+use quench_core::{KeySet, Reason, Seq, Timestamp, Verdict, key::PresentedKey};
 
 use crate::metrics::EdgeMetrics;
 
@@ -123,7 +123,7 @@ impl Replica {
         scope: Option<&str>,
         now: Timestamp,
     ) -> Verdict {
-        let verdict = match ApiKey::parse(presented) {
+        let verdict = match PresentedKey::parse(presented) {
             Err(_) => Verdict::Invalid {
                 reason: Reason::Malformed,
                 key_id: None,

@@ -1,7 +1,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::hash::HashAlg;
+use crate::{hash::HashAlg, key::ApiKey};
 
 struct Issued {
     key: ApiKey,
@@ -60,10 +60,10 @@ fn verifies_then_refuses_after_revocation() {
     let set = KeySet::default();
     let a = issue("team", &[], &[], HashAlg::Sha256);
     assert_eq!(set.apply(&created(1, &a)), Ok(Applied::Changed));
-    assert!(set.verify(&a.key, None, None, NOW).is_valid());
+    assert!(set.verify(&a.key.presented(), None, None, NOW).is_valid());
     assert_eq!(set.apply(&revoked(2, a.key.id())), Ok(Applied::Changed));
     assert_eq!(
-        set.verify(&a.key, None, None, NOW).reason(),
+        set.verify(&a.key.presented(), None, None, NOW).reason(),
         Some(Reason::Revoked)
     );
     assert_eq!(set.applied(), Seq::new(2));
@@ -85,7 +85,7 @@ fn a_wrong_secret_is_unknown_and_reveals_no_id() {
         format!("{body}{}", std::str::from_utf8(&sum).expect("ascii"))
     };
     let forged = ApiKey::parse(&forged_text).expect("well-formed");
-    match set.verify(&forged, None, None, NOW) {
+    match set.verify(&forged.presented(), None, None, NOW) {
         Verdict::Invalid { reason, key_id } => {
             assert_eq!(reason, Reason::Unknown);
             assert_eq!(key_id, None);
@@ -107,7 +107,7 @@ fn duplicates_are_ignored_and_gaps_reported() {
             got: Seq::new(3)
         })
     );
-    assert!(set.verify(&a.key, None, None, NOW).is_valid());
+    assert!(set.verify(&a.key.presented(), None, None, NOW).is_valid());
 }
 
 #[test]
@@ -117,20 +117,22 @@ fn expiry_api_and_scope_are_checked_at_verify_time() {
     a.edge.expires_at = Some(Timestamp::from_millis(2_000_000));
     set.apply(&created(1, &a)).expect("in order");
     assert!(
-        set.verify(&a.key, Some("orders"), Some("read"), NOW)
+        set.verify(&a.key.presented(), Some("orders"), Some("read"), NOW)
             .is_valid()
     );
     assert_eq!(
-        set.verify(&a.key, Some("billing"), None, NOW).reason(),
+        set.verify(&a.key.presented(), Some("billing"), None, NOW)
+            .reason(),
         Some(Reason::Forbidden)
     );
     assert_eq!(
-        set.verify(&a.key, None, Some("write"), NOW).reason(),
+        set.verify(&a.key.presented(), None, Some("write"), NOW)
+            .reason(),
         Some(Reason::Forbidden)
     );
     let later = Timestamp::from_millis(2_000_000);
     assert_eq!(
-        set.verify(&a.key, None, None, later).reason(),
+        set.verify(&a.key.presented(), None, None, later).reason(),
         Some(Reason::Expired)
     );
     set.apply(&event(
@@ -141,7 +143,7 @@ fn expiry_api_and_scope_are_checked_at_verify_time() {
         },
     ))
     .expect("in order");
-    assert!(set.verify(&a.key, None, None, later).is_valid());
+    assert!(set.verify(&a.key.presented(), None, None, later).is_valid());
 }
 
 #[test]
@@ -149,7 +151,10 @@ fn keys_without_apis_may_call_any_api() {
     let set = KeySet::default();
     let a = issue("team", &[], &[], HashAlg::Sha256);
     set.apply(&created(1, &a)).expect("in order");
-    assert!(set.verify(&a.key, Some("anything"), None, NOW).is_valid());
+    assert!(
+        set.verify(&a.key.presented(), Some("anything"), None, NOW)
+            .is_valid()
+    );
 }
 
 #[test]
@@ -157,12 +162,12 @@ fn slow_hashes_are_paid_once_and_still_refuse_wrong_secrets() {
     let set = KeySet::default();
     let a = issue("team", &[], &[], HashAlg::Argon2id);
     set.apply(&created(1, &a)).expect("in order");
-    assert!(set.verify(&a.key, None, None, NOW).is_valid());
+    assert!(set.verify(&a.key.presented(), None, None, NOW).is_valid());
     // Second time goes through the in-memory cache.
-    assert!(set.verify(&a.key, None, None, NOW).is_valid());
+    assert!(set.verify(&a.key.presented(), None, None, NOW).is_valid());
     set.apply(&revoked(2, a.key.id())).expect("in order");
     assert_eq!(
-        set.verify(&a.key, None, None, NOW).reason(),
+        set.verify(&a.key.presented(), None, None, NOW).reason(),
         Some(Reason::Revoked)
     );
 }
@@ -176,7 +181,7 @@ fn snapshots_never_revive_a_revoked_key() {
     // A snapshot taken a moment too early still lists the key as active.
     assert!(set.install_snapshot(Seq::new(5), [a.edge.clone()]));
     assert_eq!(
-        set.verify(&a.key, None, None, NOW).reason(),
+        set.verify(&a.key.presented(), None, None, NOW).reason(),
         Some(Reason::Revoked)
     );
     // An older snapshot is refused outright.
@@ -190,7 +195,7 @@ fn a_revocation_before_creation_leaves_a_tombstone() {
     set.apply(&revoked(1, a.key.id())).expect("in order");
     set.apply(&created(2, &a)).expect("in order");
     assert_eq!(
-        set.verify(&a.key, None, None, NOW).reason(),
+        set.verify(&a.key.presented(), None, None, NOW).reason(),
         Some(Reason::Unknown)
     );
     assert_eq!(set.is_revoked(a.key.id()), Some(true));
@@ -204,12 +209,12 @@ fn profiles_are_shared_between_keys() {
     set.apply(&created(1, &a)).expect("in order");
     set.apply(&created(2, &b)).expect("in order");
     let (Verdict::Valid { profile: pa, .. }, Verdict::Valid { profile: pb, .. }) = (
-        set.verify(&a.key, None, None, NOW),
-        set.verify(&b.key, None, None, NOW),
+        set.verify(&a.key.presented(), None, None, NOW),
+        set.verify(&b.key.presented(), None, None, NOW),
     ) else {
         panic!("both valid");
     };
-    assert!(Arc::ptr_eq(&pa, &pb));
+    assert!(std::ptr::eq(pa, pb));
 }
 
 #[derive(Debug, Clone)]
@@ -276,7 +281,7 @@ proptest! {
                 }
             }
             for k in &keys {
-                let verdict = set.verify(&k.key, None, None, NOW);
+                let verdict = set.verify(&k.key.presented(), None, None, NOW);
                 if revoked_ids.contains(&k.key.id()) {
                     prop_assert_eq!(verdict.reason(), Some(Reason::Revoked));
                 } else {
