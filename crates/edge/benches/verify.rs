@@ -15,7 +15,7 @@
 //! * `QUENCH_BENCH_SAMPLE`: how many distinct keys are presented, default 1024. A small sample stays in the
 //!   CPU caches; a large one (e.g. 1048576) shows the cost of cache misses on a large key set.
 //!
-//! Run: `CARGO_TARGET_DIR=/tmp/bench-target cargo bench -p quench-edge --bench verify`
+//! Run: `cargo bench -p quench-edge --bench verify`
 
 use std::{
     hint::black_box,
