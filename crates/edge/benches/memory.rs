@@ -11,7 +11,7 @@
 //!
 //! Environment: `QUENCH_BENCH_KEYS` (default 10000000); `QUENCH_BENCH_JSON=1` adds one JSON line.
 //!
-//! Run: `CARGO_TARGET_DIR=/tmp/bench-target cargo bench -p quench-edge --bench memory`
+//! Run: `cargo bench -p quench-edge --bench memory`
 
 use std::{
     collections::HashMap,
