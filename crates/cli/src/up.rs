@@ -21,7 +21,7 @@ pub struct UpArgs {
     /// Edge API address.
     #[arg(long, default_value = "127.0.0.1:7601")]
     pub edge_listen: String,
-    /// The store, as a `sqlite:` URL; default `<data-dir>/quench.db`.
+    /// The store: a `postgres://` or `sqlite:` URL; default `<data-dir>/quench.db`.
     #[arg(long, env = "QUENCH_DATABASE")]
     pub database: Option<String>,
     /// An issuer as PREFIX or PREFIX:HASH (sha256, argon2id, bcrypt); repeat for several, the first is
@@ -55,20 +55,17 @@ fn init_logging() {
         .try_init();
 }
 
-async fn open_store(args: &UpArgs) -> anyhow::Result<SqliteStore> {
+async fn open_store(args: &UpArgs) -> anyhow::Result<Arc<dyn Store>> {
     match &args.database {
-        None => SqliteStore::open(&args.data_dir.join("quench.db"))
-            .await
-            .context("opening the SQLite store"),
-        Some(url) if url.starts_with("sqlite:") => SqliteStore::open_url(url)
-            .await
-            .context("opening the SQLite store"),
-        Some(url) => {
-            let scheme = url.split(':').next().unwrap_or("");
-            bail!(
-                "--database: this build stores keys in SQLite only (a sqlite: URL); {scheme:?} is not supported"
-            )
+        None => {
+            let store = SqliteStore::open(&args.data_dir.join("quench.db"))
+                .await
+                .context("opening the SQLite store")?;
+            Ok(Arc::new(store))
         }
+        Some(url) => quench_store::open_url(url)
+            .await
+            .context("--database: opening the store"),
     }
 }
 
@@ -125,7 +122,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         .map(bootstrap::configured)
         .transpose()?;
     create_data_dir(&args.data_dir)?;
-    let store = Arc::new(open_store(&args).await?);
+    let store = open_store(&args).await?;
     let admin = TcpListener::bind(&args.admin_listen)
         .await
         .with_context(|| format!("binding the manager API to {}", args.admin_listen))?;
@@ -161,9 +158,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     println!("manager listening on http://{}", admin.local_addr()?);
     println!("edge listening on http://{}", edge.local_addr()?);
     let cancel = CancellationToken::new();
-    let store_dyn: Arc<dyn Store> = store.clone();
     let running = embedded::start(
-        store_dyn,
+        store.clone(),
         manager_config,
         edge_config,
         admin,

@@ -320,11 +320,11 @@ fn bad_flags_and_unreachable_servers_fail_clearly() {
     assert_eq!(bad_issuer.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad_issuer.stderr).contains("--issuer"));
 
-    let postgres = Command::new(QUENCH)
+    let unsupported = Command::new(QUENCH)
         .args([
             "up",
             "--database",
-            "postgres://localhost/x",
+            "mysql://localhost/x",
             "--admin-listen",
             "127.0.0.1:0",
             "--edge-listen",
@@ -334,8 +334,8 @@ fn bad_flags_and_unreachable_servers_fail_clearly() {
         .arg(dir.path())
         .output()
         .expect("run");
-    assert_eq!(postgres.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&postgres.stderr).contains("--database"));
+    assert_eq!(unsupported.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unsupported.stderr).contains("--database"));
 
     let short = Command::new(QUENCH)
         .args([
@@ -385,4 +385,107 @@ fn bad_flags_and_unreachable_servers_fail_clearly() {
         Some(2),
         "clap reports a missing --reason"
     );
+}
+
+/// A fresh PostgreSQL database for one test, dropped afterwards. `None` (with a loud skip) only outside CI.
+struct PgDatabase {
+    admin: String,
+    name: String,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl PgDatabase {
+    fn create() -> Option<Self> {
+        use sqlx::Connection;
+        let admin = std::env::var("QUENCH_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let name = format!("quench_cli_{}", std::process::id());
+        let created = runtime.block_on(async {
+            let mut conn = sqlx::PgConnection::connect(&admin).await?;
+            let sql = format!(
+                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE); CREATE DATABASE \"{name}\""
+            );
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut conn)
+                .await
+        });
+        if let Err(error) = created {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("PostgreSQL is required in CI but {admin} is unreachable: {error}");
+            }
+            eprintln!("SKIPPED: PostgreSQL at {admin} is unreachable ({error})");
+            return None;
+        }
+        Some(Self {
+            admin,
+            name,
+            runtime,
+        })
+    }
+
+    fn url(&self) -> String {
+        let base = self
+            .admin
+            .rsplit_once('/')
+            .map_or(self.admin.as_str(), |(base, _)| base);
+        format!("{base}/{}", self.name)
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        use sqlx::Connection;
+        let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
+        let admin = self.admin.clone();
+        let _ = self.runtime.block_on(async move {
+            let mut conn = sqlx::PgConnection::connect(&admin).await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut conn)
+                .await
+        });
+    }
+}
+
+#[test]
+fn up_runs_on_postgresql_and_keeps_revocations_across_restarts() {
+    let Some(db) = PgDatabase::create() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let url = db.url();
+    let node = up(&data, &["--database", &url]);
+    assert!(
+        node.token.is_some(),
+        "a new database gets a bootstrap token"
+    );
+    let created = json(&quench(
+        &node,
+        &data,
+        &["keys", "create", "--owner", "team-a", "--json"],
+    ));
+    let key = created["key"].as_str().expect("key").to_owned();
+    let id = created["id"].as_str().expect("id").to_owned();
+    assert_eq!(verify(&node, &key).status.code(), Some(0));
+    let revoked = quench(&node, &data, &["keys", "revoke", &id, "--reason", "leaked"]);
+    assert!(
+        text(&revoked).contains("enforced on 1 edge(s)"),
+        "{}",
+        text(&revoked)
+    );
+    assert_eq!(verify(&node, &key).status.code(), Some(1));
+    stop(node);
+
+    let again = up(&data, &["--database", &url]);
+    assert!(again.token.is_none());
+    assert_eq!(
+        verify(&again, &key).status.code(),
+        Some(1),
+        "still revoked after restart"
+    );
+    stop(again);
 }

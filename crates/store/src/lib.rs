@@ -13,6 +13,7 @@
 
 mod migrate;
 mod model;
+pub mod postgres;
 mod rows;
 pub mod sqlite;
 
@@ -31,6 +32,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("migrating the database failed: {0}")]
     Migration(String),
+    #[error("unsupported database URL scheme {0:?}: use postgres:// or sqlite:")]
+    Unsupported(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -118,4 +121,24 @@ pub trait Store: Send + Sync + 'static {
 
     /// The newest audit records first, optionally for one key.
     async fn audit_log(&self, key: Option<KeyId>, limit: u32) -> Result<Vec<AuditEntry>>;
+
+    /// Closes the connections, waiting for those in use (graceful shutdown).
+    async fn close(&self);
+}
+
+/// Opens the store a URL names: `postgres://` / `postgresql://`, or `sqlite:`.
+pub async fn open_url(url: &str) -> Result<std::sync::Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(
+            postgres::PostgresStore::open(url).await?,
+        ))
+    } else if url.starts_with("sqlite:") {
+        Ok(std::sync::Arc::new(
+            sqlite::SqliteStore::open_url(url).await?,
+        ))
+    } else {
+        Err(StoreError::Unsupported(
+            url.split(':').next().unwrap_or("").to_owned(),
+        ))
+    }
 }

@@ -15,3 +15,9 @@ pub const SQLITE: &[Migration] = &[Migration {
     name: "keys, event log, audit, tokens",
     sql: include_str!("../migrations/sqlite/0001_init.sql"),
 }];
+
+pub const POSTGRES: &[Migration] = &[Migration {
+    version: 1,
+    name: "keys, event log, audit, tokens",
+    sql: include_str!("../migrations/postgres/0001_init.sql"),
+}];

@@ -108,10 +108,6 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
-
     async fn write(&self) -> Result<(tokio::sync::MutexGuard<'_, ()>, Tx<'_>)> {
         let guard = self.writer.lock().await;
         let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -602,5 +598,9 @@ impl Store for SqliteStore {
                 )
             })
             .collect()
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
     }
 }

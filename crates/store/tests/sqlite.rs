@@ -7,12 +7,22 @@ use std::sync::Arc;
 use quench_core::Seq;
 use quench_store::{Store, sqlite::SqliteStore};
 
-async fn fresh() -> (Arc<dyn Store>, tempfile::TempDir) {
+async fn fresh() -> Option<conformance::Fixture> {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteStore::open(&dir.path().join("quench.db"))
-        .await
-        .expect("open");
-    (Arc::new(store), dir)
+    let path = dir.path().join("quench.db");
+    let store = SqliteStore::open(&path).await.expect("open");
+    Some(conformance::Fixture {
+        store: Arc::new(store),
+        reopen: Box::new(move || {
+            let path = path.clone();
+            Box::pin(async move {
+                let store: Arc<dyn Store> =
+                    Arc::new(SqliteStore::open(&path).await.expect("reopen"));
+                store
+            })
+        }),
+        _guard: Box::new(dir),
+    })
 }
 
 all_conformance_tests!();

@@ -1,0 +1,596 @@
+//! PostgreSQL, for deployments with several managers.
+//!
+//! Every writing transaction starts by incrementing the one-row log head; the row lock it takes is held
+//! until commit, so transactions from any number of managers are serialised at that point and receive
+//! sequence numbers in commit order, without holes (a rolled-back transaction returns its number). See the
+//! crate documentation for why a database sequence would not do. Snapshots are read in one
+//! `REPEATABLE READ` transaction, so the keys and the head they report are from the same instant.
+//! Migrations run under a transaction-scoped advisory lock, so managers starting together do not race.
+
+use std::{str::FromStr, time::Duration};
+
+use async_trait::async_trait;
+use quench_core::{
+    Change, EdgeKey, Event, KeyId, KeyRecord, Owner, Seq, Timestamp,
+    record::{KeyStatus, Snapshot},
+};
+use sqlx::{
+    PgPool, Postgres, QueryBuilder, Row, Transaction,
+    postgres::{PgConnectOptions, PgPoolOptions, PgRow},
+};
+use tokio::sync::Mutex;
+
+use crate::{
+    Actor, AuditEntry, BulkRevoked, KeyFilter, Result, Revoked, Rotated, Selector, Store,
+    StoreError, TokenRecord, migrate, rows,
+};
+
+pub struct PostgresStore {
+    pool: PgPool,
+    writer: Mutex<()>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PostgresStore")
+    }
+}
+
+type Tx<'a> = Transaction<'a, Postgres>;
+
+macro_rules! key_columns {
+    () => {
+        "id, created_seq, prefix, owner, name, apis, scopes, metadata, verifier, \
+         created_at, expires_at, revoked_at, revoked_reason, rotated_from, replaced_by"
+    };
+}
+const KEY_COLUMNS: &str = key_columns!();
+
+impl PostgresStore {
+    /// Connects to a `postgres://` URL and brings the schema up to date.
+    pub async fn open(url: &str) -> Result<Self> {
+        let options = PgConnectOptions::from_str(url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        let store = Self {
+            pool,
+            writer: Mutex::new(()),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        // Every manager migrating this database queues on the same lock.
+        sqlx::query("SELECT pg_advisory_xact_lock(7600515545)")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+            .execute(&mut *tx)
+            .await?;
+        let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_version")
+            .fetch_one(&mut *tx)
+            .await?;
+        let current = current.unwrap_or(0);
+        for migration in migrate::POSTGRES.iter().filter(|m| m.version > current) {
+            sqlx::raw_sql(migration.sql)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| StoreError::Migration(format!("{}: {e}", migration.name)))?;
+            sqlx::query("INSERT INTO schema_version (version) VALUES ($1)")
+                .bind(migration.version)
+                .execute(&mut *tx)
+                .await?;
+            tracing::info!(
+                version = migration.version,
+                name = migration.name,
+                "migrated the database"
+            );
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn write(&self) -> Result<(tokio::sync::MutexGuard<'_, ()>, Tx<'_>)> {
+        let guard = self.writer.lock().await;
+        let tx = self.pool.begin().await?;
+        Ok((guard, tx))
+    }
+}
+
+async fn next_seq(tx: &mut Tx<'_>) -> Result<Seq> {
+    let seq: i64 =
+        sqlx::query_scalar("UPDATE log_head SET seq = seq + 1 WHERE id = 1 RETURNING seq")
+            .fetch_one(&mut **tx)
+            .await?;
+    Ok(Seq::new(rows::unsigned(seq)?))
+}
+
+async fn append(tx: &mut Tx<'_>, at: Timestamp, change: Change) -> Result<Event> {
+    let seq = next_seq(tx).await?;
+    let body = serde_json::to_string(&change).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    sqlx::query("INSERT INTO events (seq, at, kind, key_id, body) VALUES ($1, $2, $3, $4, $5)")
+        .bind(seq.get() as i64)
+        .bind(at.as_millis())
+        .bind(change.kind())
+        .bind(change.key_id().to_string())
+        .bind(body)
+        .execute(&mut **tx)
+        .await?;
+    Ok(Event { seq, at, change })
+}
+
+async fn audit(
+    tx: &mut Tx<'_>,
+    actor: &Actor,
+    action: &str,
+    key: Option<KeyId>,
+    reason: Option<&str>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO audit (at, principal, action, key_id, reason, source) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(actor.at.as_millis())
+    .bind(&actor.principal)
+    .bind(action)
+    .bind(key.map(|k| k.to_string()))
+    .bind(reason)
+    .bind(&actor.source)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn insert_key(tx: &mut Tx<'_>, key: &KeyRecord, created_seq: Seq) -> Result<()> {
+    let row = rows::KeyColumns::of(key);
+    let inserted = sqlx::query(concat!(
+        "INSERT INTO keys (",
+        key_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+    ))
+    .bind(&row.id)
+    .bind(created_seq.get() as i64)
+    .bind(&row.prefix)
+    .bind(&row.owner)
+    .bind(&row.name)
+    .bind(&row.apis)
+    .bind(&row.scopes)
+    .bind(&row.metadata)
+    .bind(&row.verifier)
+    .bind(row.created_at)
+    .bind(row.expires_at)
+    .bind(row.revoked_at)
+    .bind(&row.revoked_reason)
+    .bind(&row.rotated_from)
+    .bind(&row.replaced_by)
+    .execute(&mut **tx)
+    .await;
+    if let Err(e) = inserted {
+        if e.as_database_error()
+            .is_some_and(|d| d.is_unique_violation())
+        {
+            return Err(StoreError::Conflict(format!("key id {}", key.id)));
+        }
+        return Err(e.into());
+    }
+    for api in &key.apis {
+        sqlx::query("INSERT INTO key_apis (api, key_id) VALUES ($1, $2)")
+            .bind(api.as_str())
+            .bind(&row.id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn key_in(tx: &mut Tx<'_>, id: KeyId) -> Result<Option<KeyRecord>> {
+    sqlx::query(concat!(
+        "SELECT ",
+        key_columns!(),
+        " FROM keys WHERE id = $1"
+    ))
+    .bind(id.to_string())
+    .fetch_optional(&mut **tx)
+    .await?
+    .map(|row| key_from_row(&row))
+    .transpose()
+}
+
+async fn mark_revoked(
+    tx: &mut Tx<'_>,
+    mut record: KeyRecord,
+    reason: &str,
+    actor: &Actor,
+) -> Result<Revoked> {
+    sqlx::query("UPDATE keys SET revoked_at = $1, revoked_reason = $2 WHERE id = $3")
+        .bind(actor.at.as_millis())
+        .bind(reason)
+        .bind(record.id.to_string())
+        .execute(&mut **tx)
+        .await?;
+    let change = Change::KeyRevoked {
+        id: record.id,
+        reason: reason.to_owned(),
+    };
+    let event = append(tx, actor.at, change).await?;
+    audit(tx, actor, "key.revoke", Some(record.id), Some(reason)).await?;
+    record.revoked = Some(quench_core::Revocation {
+        at: actor.at,
+        reason: reason.to_owned(),
+    });
+    Ok(Revoked {
+        record,
+        event: Some(event),
+    })
+}
+
+fn key_from_row(row: &PgRow) -> Result<KeyRecord> {
+    rows::KeyColumns {
+        id: row.try_get("id")?,
+        prefix: row.try_get("prefix")?,
+        owner: row.try_get("owner")?,
+        name: row.try_get("name")?,
+        apis: row.try_get("apis")?,
+        scopes: row.try_get("scopes")?,
+        metadata: row.try_get("metadata")?,
+        verifier: row.try_get("verifier")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+        revoked_reason: row.try_get("revoked_reason")?,
+        rotated_from: row.try_get("rotated_from")?,
+        replaced_by: row.try_get("replaced_by")?,
+    }
+    .into_record()
+}
+
+fn push_status(query: &mut QueryBuilder<Postgres>, status: KeyStatus, now: Timestamp) {
+    match status {
+        KeyStatus::Revoked => {
+            query.push(" AND revoked_at IS NOT NULL");
+        }
+        KeyStatus::Active => {
+            query
+                .push(" AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ")
+                .push_bind(now.as_millis())
+                .push(")");
+        }
+        KeyStatus::Expired => {
+            query
+                .push(" AND revoked_at IS NULL AND expires_at <= ")
+                .push_bind(now.as_millis());
+        }
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn create_key(&self, key: &KeyRecord, actor: &Actor) -> Result<Event> {
+        let (_guard, mut tx) = self.write().await?;
+        let event = append(
+            &mut tx,
+            actor.at,
+            Change::KeyCreated {
+                key: key.edge_view(),
+            },
+        )
+        .await?;
+        insert_key(&mut tx, key, event.seq).await?;
+        audit(&mut tx, actor, "key.create", Some(key.id), None).await?;
+        tx.commit().await?;
+        Ok(event)
+    }
+
+    async fn revoke_key(&self, id: KeyId, reason: &str, actor: &Actor) -> Result<Revoked> {
+        let (_guard, mut tx) = self.write().await?;
+        let record = key_in(&mut tx, id).await?.ok_or(StoreError::NotFound)?;
+        if record.revoked.is_some() {
+            return Ok(Revoked {
+                record,
+                event: None,
+            });
+        }
+        let revoked = mark_revoked(&mut tx, record, reason, actor).await?;
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
+    async fn rotate_key(
+        &self,
+        old: KeyId,
+        new: &KeyRecord,
+        old_expires_at: Timestamp,
+        actor: &Actor,
+    ) -> Result<Rotated> {
+        let (_guard, mut tx) = self.write().await?;
+        let mut record = key_in(&mut tx, old).await?.ok_or(StoreError::NotFound)?;
+        if record.revoked.is_some() {
+            return Err(StoreError::Conflict(format!("key {old} is revoked")));
+        }
+        let created = append(
+            &mut tx,
+            actor.at,
+            Change::KeyCreated {
+                key: new.edge_view(),
+            },
+        )
+        .await?;
+        insert_key(&mut tx, new, created.seq).await?;
+        let expires_at = record
+            .expires_at
+            .map_or(old_expires_at, |at| at.min(old_expires_at));
+        sqlx::query("UPDATE keys SET expires_at = $1, replaced_by = $2 WHERE id = $3")
+            .bind(expires_at.as_millis())
+            .bind(new.id.to_string())
+            .bind(old.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let change = Change::KeyExpiryChanged {
+            id: old,
+            expires_at: Some(expires_at),
+        };
+        let expiry = append(&mut tx, actor.at, change).await?;
+        audit(&mut tx, actor, "key.rotate", Some(old), None).await?;
+        audit(&mut tx, actor, "key.create", Some(new.id), None).await?;
+        tx.commit().await?;
+        record.expires_at = Some(expires_at);
+        record.replaced_by = Some(new.id);
+        Ok(Rotated {
+            old: record,
+            events: vec![created, expiry],
+        })
+    }
+
+    async fn revoke_many(
+        &self,
+        selector: &Selector,
+        within: Option<&Owner>,
+        reason: &str,
+        actor: &Actor,
+    ) -> Result<BulkRevoked> {
+        let (_guard, mut tx) = self.write().await?;
+        let mut query =
+            QueryBuilder::<Postgres>::new(format!("SELECT {KEY_COLUMNS} FROM keys WHERE "));
+        match selector {
+            Selector::Owner(owner) => {
+                query.push("owner = ").push_bind(owner.as_str());
+            }
+            Selector::Api(api) => {
+                query
+                    .push("id IN (SELECT key_id FROM key_apis WHERE api = ")
+                    .push_bind(api.as_str())
+                    .push(")");
+            }
+            Selector::Ids(ids) => {
+                query.push("id IN (");
+                let mut list = query.separated(", ");
+                for id in ids {
+                    list.push_bind(id.to_string());
+                }
+                list.push_unseparated(")");
+            }
+        }
+        if let Some(owner) = within {
+            query.push(" AND owner = ").push_bind(owner.as_str());
+        }
+        query.push(" ORDER BY created_seq");
+        let records = query
+            .build()
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(key_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        let mut outcome = BulkRevoked::default();
+        for record in records {
+            if record.revoked.is_some() {
+                outcome.already_revoked += 1;
+                continue;
+            }
+            let id = record.id;
+            let revoked = mark_revoked(&mut tx, record, reason, actor).await?;
+            outcome.events.extend(revoked.event);
+            outcome.revoked.push(id);
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn key(&self, id: KeyId) -> Result<Option<KeyRecord>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM keys WHERE id = $1"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|row| key_from_row(&row))
+        .transpose()
+    }
+
+    async fn list_keys(
+        &self,
+        filter: &KeyFilter,
+        after: Option<u64>,
+        limit: u32,
+        now: Timestamp,
+    ) -> Result<Vec<(u64, KeyRecord)>> {
+        let mut query =
+            QueryBuilder::<Postgres>::new(format!("SELECT {KEY_COLUMNS} FROM keys WHERE 1 = 1"));
+        if let Some(owner) = &filter.owner {
+            query.push(" AND owner = ").push_bind(owner.as_str());
+        }
+        if let Some(api) = &filter.api {
+            query
+                .push(" AND id IN (SELECT key_id FROM key_apis WHERE api = ")
+                .push_bind(api.as_str())
+                .push(")");
+        }
+        if let Some(status) = filter.status {
+            push_status(&mut query, status, now);
+        }
+        if let Some(after) = after {
+            query.push(" AND created_seq < ").push_bind(after as i64);
+        }
+        query
+            .push(" ORDER BY created_seq DESC LIMIT ")
+            .push_bind(i64::from(limit));
+        query
+            .build()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| {
+                let cursor: i64 = row.try_get("created_seq")?;
+                Ok((rows::unsigned(cursor)?, key_from_row(row)?))
+            })
+            .collect()
+    }
+
+    async fn events_after(&self, after: Seq, limit: u32) -> Result<Vec<Event>> {
+        sqlx::query("SELECT seq, at, body FROM events WHERE seq > $1 ORDER BY seq LIMIT $2")
+            .bind(after.get() as i64)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| {
+                rows::event(
+                    row.try_get("seq")?,
+                    row.try_get("at")?,
+                    row.try_get("body")?,
+                )
+            })
+            .collect()
+    }
+
+    async fn head(&self) -> Result<Seq> {
+        let seq: i64 = sqlx::query_scalar("SELECT seq FROM log_head WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Seq::new(rows::unsigned(seq)?))
+    }
+
+    async fn snapshot(&self) -> Result<Snapshot> {
+        // One REPEATABLE READ transaction: both reads see the same committed state.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await?;
+        let seq: i64 = sqlx::query_scalar("SELECT seq FROM log_head WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        let keys = sqlx::query(concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM keys ORDER BY created_seq"
+        ))
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|row| key_from_row(row).map(|k| k.edge_view()))
+        .collect::<Result<Vec<EdgeKey>>>()?;
+        tx.commit().await?;
+        Ok(Snapshot {
+            seq: Seq::new(rows::unsigned(seq)?),
+            keys,
+        })
+    }
+
+    async fn create_token(&self, token: &TokenRecord, actor: &Actor) -> Result<()> {
+        let (_guard, mut tx) = self.write().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO tokens (id, verifier, scopes, owner, created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(token.id.to_string())
+        .bind(token.verifier.encode())
+        .bind(token.scopes.encode())
+        .bind(token.owner.as_ref().map(|o| o.as_str()))
+        .bind(token.created_at.as_millis())
+        .bind(&token.created_by)
+        .execute(&mut *tx)
+        .await;
+        if let Err(e) = inserted {
+            if e.as_database_error()
+                .is_some_and(|d| d.is_unique_violation())
+            {
+                return Err(StoreError::Conflict(format!("token id {}", token.id)));
+            }
+            return Err(e.into());
+        }
+        audit(
+            &mut tx,
+            actor,
+            "token.create",
+            None,
+            Some(&token.scopes.encode()),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn token(&self, id: KeyId) -> Result<Option<TokenRecord>> {
+        sqlx::query(
+            "SELECT id, verifier, scopes, owner, created_at, created_by FROM tokens WHERE id = $1",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|row| {
+            rows::token(
+                row.try_get("id")?,
+                row.try_get("verifier")?,
+                row.try_get("scopes")?,
+                row.try_get("owner")?,
+                row.try_get("created_at")?,
+                row.try_get("created_by")?,
+            )
+        })
+        .transpose()
+    }
+
+    async fn count_tokens(&self) -> Result<u64> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tokens")
+            .fetch_one(&self.pool)
+            .await?;
+        rows::unsigned(count)
+    }
+
+    async fn audit_log(&self, key: Option<KeyId>, limit: u32) -> Result<Vec<AuditEntry>> {
+        let mut query = QueryBuilder::<Postgres>::new(
+            "SELECT at, principal, action, key_id, reason, source FROM audit",
+        );
+        if let Some(key) = key {
+            query.push(" WHERE key_id = ").push_bind(key.to_string());
+        }
+        query
+            .push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(limit));
+        query
+            .build()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| {
+                rows::audit(
+                    row.try_get("at")?,
+                    row.try_get("principal")?,
+                    row.try_get("action")?,
+                    row.try_get("key_id")?,
+                    row.try_get("reason")?,
+                    row.try_get("source")?,
+                )
+            })
+            .collect()
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
