@@ -5,18 +5,17 @@
 
 use async_trait::async_trait;
 use futures::{StreamExt, stream::BoxStream};
-use quench_core::Event;
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
 
-use crate::{Ack, Bus, BusError, Delivery, Heartbeat};
+use crate::{Bus, BusError, Delivery, EventBatch, SignedAck, SignedHeartbeat};
 
 pub const DEFAULT_CAPACITY: usize = 65_536;
 
 #[derive(Debug, Clone)]
 pub struct InProcessBus {
     deliveries: broadcast::Sender<Delivery>,
-    acks: broadcast::Sender<Ack>,
+    acks: broadcast::Sender<SignedAck>,
 }
 
 impl Default for InProcessBus {
@@ -36,13 +35,13 @@ impl InProcessBus {
 
 #[async_trait]
 impl Bus for InProcessBus {
-    async fn publish(&self, event: &Event) -> Result<(), BusError> {
+    async fn publish(&self, batch: &EventBatch) -> Result<(), BusError> {
         // No subscriber is not an error: edges catch up from the log when they start.
-        let _ = self.deliveries.send(Delivery::Event(event.clone()));
+        let _ = self.deliveries.send(Delivery::Events(batch.clone()));
         Ok(())
     }
 
-    async fn heartbeat(&self, heartbeat: &Heartbeat) -> Result<(), BusError> {
+    async fn heartbeat(&self, heartbeat: &SignedHeartbeat) -> Result<(), BusError> {
         let _ = self.deliveries.send(Delivery::Heartbeat(heartbeat.clone()));
         Ok(())
     }
@@ -55,12 +54,12 @@ impl Bus for InProcessBus {
         Ok(stream.boxed())
     }
 
-    async fn ack(&self, ack: &Ack) -> Result<(), BusError> {
+    async fn ack(&self, ack: &SignedAck) -> Result<(), BusError> {
         let _ = self.acks.send(ack.clone());
         Ok(())
     }
 
-    async fn acks(&self) -> Result<BoxStream<'static, Ack>, BusError> {
+    async fn acks(&self) -> Result<BoxStream<'static, SignedAck>, BusError> {
         let stream =
             BroadcastStream::new(self.acks.subscribe()).filter_map(|item| async move { item.ok() });
         Ok(stream.boxed())

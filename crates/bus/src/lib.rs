@@ -9,36 +9,22 @@
 //! real deployment. One conformance suite (`tests/conformance`) runs against each.
 
 mod in_process;
+mod wire;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
-use quench_core::{Event, Seq, Timestamp};
-use serde::{Deserialize, Serialize};
 
 pub use in_process::InProcessBus;
+pub use wire::{
+    Ack, EdgeRegistration, EventBatch, Heartbeat, OpenError, Sealed, SignedAck, SignedHeartbeat,
+    SignedSnapshot,
+};
 
-/// The manager is alive, and its log ends at `head`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Heartbeat {
-    pub manager: String,
-    pub head: Seq,
-    pub at: Timestamp,
-}
-
-/// An edge reports what it has applied; it doubles as the edge's liveness signal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ack {
-    pub edge: String,
-    pub region: String,
-    pub applied: Seq,
-    pub at: Timestamp,
-}
-
-/// What a subscriber receives.
+/// What a subscriber receives. Nothing here is trusted until opened with the manager's key.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Delivery {
-    Event(Event),
-    Heartbeat(Heartbeat),
+    Events(EventBatch),
+    Heartbeat(SignedHeartbeat),
     /// The subscriber fell behind and `n` deliveries were lost: repair from the log.
     Lost(u64),
 }
@@ -53,15 +39,16 @@ pub enum BusError {
 
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
-    async fn publish(&self, event: &Event) -> Result<(), BusError>;
+    /// Publishes a batch of consecutive events, in sequence order.
+    async fn publish(&self, batch: &EventBatch) -> Result<(), BusError>;
 
-    async fn heartbeat(&self, heartbeat: &Heartbeat) -> Result<(), BusError>;
+    async fn heartbeat(&self, heartbeat: &SignedHeartbeat) -> Result<(), BusError>;
 
     /// Events and heartbeats published from now on.
     async fn subscribe(&self) -> Result<BoxStream<'static, Delivery>, BusError>;
 
-    async fn ack(&self, ack: &Ack) -> Result<(), BusError>;
+    async fn ack(&self, ack: &SignedAck) -> Result<(), BusError>;
 
     /// Acknowledgements from every edge, from now on.
-    async fn acks(&self) -> Result<BoxStream<'static, Ack>, BusError>;
+    async fn acks(&self) -> Result<BoxStream<'static, SignedAck>, BusError>;
 }

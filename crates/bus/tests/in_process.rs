@@ -13,16 +13,17 @@ all_bus_tests!();
 
 #[tokio::test]
 async fn a_subscriber_that_falls_behind_is_told_what_it_lost() {
+    let (signer, _) = conformance::manager();
     let bus = InProcessBus::with_capacity(4);
     let mut slow = bus.subscribe().await.expect("subscribe");
     for seq in 1..=10 {
-        bus.publish(&conformance::event(seq))
+        bus.publish(&conformance::batch(&signer, seq))
             .await
             .expect("publish");
     }
     assert_eq!(slow.next().await, Some(Delivery::Lost(6)));
     assert_eq!(
         slow.next().await,
-        Some(Delivery::Event(conformance::event(7)))
+        Some(Delivery::Events(conformance::batch(&signer, 7)))
     );
 }

@@ -33,6 +33,9 @@ pub struct UpArgs {
     pub max_staleness: u64,
     #[arg(long, value_enum, default_value_t = StaleMode::FailClosed)]
     pub stale_policy: StaleMode,
+    /// The manager's event-signing key (hex seed); default `<data-dir>/signing.key`, made on first start.
+    #[arg(long, env = "QUENCH_SIGNING_KEY_FILE")]
+    pub signing_key_file: Option<PathBuf>,
     /// The embedded edge's id.
     #[arg(long, default_value = "embedded")]
     pub edge_id: String,
@@ -141,9 +144,24 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         );
         println!("  {token}");
     }
+    let signer = match std::env::var("QUENCH_SIGNING_KEY")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        Some(seed) => quench_core::sign::Signer::from_seed_hex(&seed)
+            .map_err(|e| anyhow::anyhow!("QUENCH_SIGNING_KEY: {e}"))?,
+        None => {
+            let path = args
+                .signing_key_file
+                .clone()
+                .unwrap_or_else(|| args.data_dir.join("signing.key"));
+            bootstrap::signing_key(&path)?
+        }
+    };
     let manager_config = ManagerConfig {
         issuers,
         bootstrap_token,
+        signer: Arc::new(signer),
         ..ManagerConfig::default()
     };
     let edge_config = EdgeConfig {

@@ -11,6 +11,7 @@ pub mod keyset;
 pub mod names;
 pub mod record;
 pub mod scope;
+pub mod sign;
 pub mod time;
 
 pub use event::{Change, Event, Seq};

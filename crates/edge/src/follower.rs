@@ -10,26 +10,37 @@
 //! is caught up as of that moment (a heartbeat whose head it has reached, or a read of the log that came
 //! back empty). A bus that delivers heartbeats while events go missing therefore cannot keep a lagging
 //! edge looking fresh.
+//!
+//! Nothing is believed unsigned. Every batch of events, heartbeat and snapshot must carry a signature by a
+//! trusted manager key; anything else is dropped and counted. A heartbeat refreshes the edge only to the
+//! moment the manager stamped on it, so replaying an old one cannot stretch the staleness bound. The edge
+//! makes its own key at start, registers it with the manager, and signs its acknowledgements with it, so
+//! a forged acknowledgement cannot make a revocation look enforced.
 
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use futures::{FutureExt, StreamExt};
-use quench_bus::{Ack, Bus, BusError, Delivery, Heartbeat};
+use quench_bus::{
+    Ack, Bus, BusError, Delivery, EdgeRegistration, EventBatch, OpenError, SignedAck,
+    SignedHeartbeat, SignedSnapshot,
+};
 use quench_core::{
     Event, Seq, Timestamp,
     keyset::{Applied, ApplyError},
-    record::Snapshot,
+    sign::{Signer, Trust},
 };
 use tokio_util::sync::CancellationToken;
 
 use crate::Replica;
 
-/// How an edge reads the manager's state directly: a snapshot to start from, and the log to repair gaps.
+/// How an edge reads the manager's state directly: a snapshot to start from, the log to repair gaps,
+/// and where it registers the key its acknowledgements are signed with. Everything it returns is signed.
 #[async_trait]
 pub trait Upstream: Send + Sync + 'static {
-    async fn snapshot(&self) -> Result<Snapshot, UpstreamError>;
-    async fn events_after(&self, after: Seq, limit: u32) -> Result<Vec<Event>, UpstreamError>;
+    async fn snapshot(&self) -> Result<SignedSnapshot, UpstreamError>;
+    async fn events_after(&self, after: Seq, limit: u32) -> Result<EventBatch, UpstreamError>;
+    async fn register(&self, edge: &EdgeRegistration) -> Result<(), UpstreamError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,9 +55,15 @@ enum FollowError {
     Bus(#[from] BusError),
     #[error("the manager's log has a hole: expected {expected}, got {got}")]
     BrokenLog { expected: Seq, got: Seq },
+    #[error("the manager's answer is not validly signed: {0}")]
+    Unsigned(#[from] OpenError),
+    #[error("cannot make the edge's signing key: {0}")]
+    Key(#[from] quench_core::key::RandomError),
 }
 
 const PAGE: u32 = 1_000;
+/// Heartbeats stamped further ahead of this edge's clock are not believed.
+const MAX_CLOCK_AHEAD_MS: i64 = 5_000;
 const ACK_INTERVAL: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -55,13 +72,23 @@ pub async fn follow(
     replica: Arc<Replica>,
     bus: Arc<dyn Bus>,
     upstream: Arc<dyn Upstream>,
+    trust: Trust,
     cancel: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(50);
+    let ack_key = match Signer::generate() {
+        Ok(key) => key,
+        Err(error) => {
+            tracing::error!(%error, "the edge cannot make its signing key; it will not follow");
+            return;
+        }
+    };
     let follower = Follower {
         replica,
         bus,
         upstream,
+        trust,
+        ack_key,
     };
     while !cancel.is_cancelled() {
         match follower.run(&cancel).await {
@@ -87,10 +114,19 @@ struct Follower {
     replica: Arc<Replica>,
     bus: Arc<dyn Bus>,
     upstream: Arc<dyn Upstream>,
+    trust: Trust,
+    ack_key: Signer,
 }
 
 impl Follower {
     async fn run(&self, cancel: &CancellationToken) -> Result<(), FollowError> {
+        let config = self.replica.config();
+        let registration = EdgeRegistration {
+            id: config.id.clone(),
+            region: config.region.clone(),
+            public_key: self.ack_key.public().to_hex(),
+        };
+        self.upstream.register(&registration).await?;
         let mut deliveries = self.bus.subscribe().await?;
         if !self.replica.is_ready() {
             self.bootstrap().await?;
@@ -123,7 +159,7 @@ impl Follower {
     }
 
     async fn bootstrap(&self) -> Result<(), FollowError> {
-        let snapshot = self.upstream.snapshot().await?;
+        let snapshot = self.upstream.snapshot().await?.open(&self.trust)?;
         let seq = snapshot.seq;
         let count = snapshot.keys.len();
         self.replica.keys().install_snapshot(seq, snapshot.keys);
@@ -143,7 +179,8 @@ impl Follower {
             let events = self
                 .upstream
                 .events_after(self.replica.applied(), PAGE)
-                .await?;
+                .await?
+                .open(&self.trust)?;
             if events.is_empty() {
                 self.replica.heard_manager(asked_at);
                 if repaired {
@@ -175,26 +212,57 @@ impl Follower {
 
     async fn handle(&self, delivery: Delivery) -> Result<(), FollowError> {
         match delivery {
-            Delivery::Event(event) => {
-                if self.apply(&event).is_err() {
-                    self.catch_up().await?;
-                    // The log now covers it; applying again is a duplicate or fills the last step.
-                    let _ = self.apply(&event);
+            Delivery::Events(batch) => {
+                let Some(events) = self.opened(batch.open(&self.trust)) else {
+                    return Ok(());
+                };
+                for event in &events {
+                    if self.apply(event).is_err() {
+                        self.catch_up().await?;
+                        // The log now covers it; applying again is a duplicate or fills the last step.
+                        let _ = self.apply(event);
+                    }
                 }
             }
-            Delivery::Heartbeat(Heartbeat { head, .. }) => {
-                let heard_at = Timestamp::now();
-                if self.replica.applied() < head {
-                    self.catch_up().await?;
-                }
-                if self.replica.applied() >= head {
-                    self.replica.heard_manager(heard_at);
-                }
-            }
+            Delivery::Heartbeat(beat) => self.heartbeat(&beat).await?,
             Delivery::Lost(count) => {
                 tracing::warn!(count, "edge missed deliveries; repairing from the log");
                 self.catch_up().await?;
             }
+        }
+        Ok(())
+    }
+
+    /// A verified message, or `None` after counting and logging a rejected one.
+    fn opened<T>(&self, result: Result<T, OpenError>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(error) => {
+                self.replica
+                    .metrics()
+                    .rejected
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(%error, "dropped a message from the bus that is not validly signed");
+                None
+            }
+        }
+    }
+
+    async fn heartbeat(&self, beat: &SignedHeartbeat) -> Result<(), FollowError> {
+        let Some(beat) = self.opened(beat.open(&self.trust)) else {
+            return Ok(());
+        };
+        let now = Timestamp::now();
+        if beat.at.millis_since(now) > MAX_CLOCK_AHEAD_MS {
+            tracing::warn!(at = %beat.at, "ignored a heartbeat stamped in the future; check clocks");
+            return Ok(());
+        }
+        if self.replica.applied() < beat.head {
+            self.catch_up().await?;
+        }
+        if self.replica.applied() >= beat.head {
+            // Fresh as of when the manager sent it, never later: a replayed heartbeat buys nothing.
+            self.replica.heard_manager(beat.at.min(now));
         }
         Ok(())
     }
@@ -207,7 +275,9 @@ impl Follower {
             applied: self.replica.applied(),
             at: Timestamp::now(),
         };
-        self.bus.ack(&ack).await?;
+        self.bus
+            .ack(&SignedAck::seal_ack(&self.ack_key, &ack))
+            .await?;
         Ok(())
     }
 }

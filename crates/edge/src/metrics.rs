@@ -25,6 +25,8 @@ pub struct EdgeMetrics {
     pub gaps_repaired: AtomicU64,
     pub bootstraps: AtomicU64,
     pub upstream_errors: AtomicU64,
+    /// Messages dropped for a missing or invalid signature.
+    pub rejected: AtomicU64,
 }
 
 impl EdgeMetrics {
@@ -85,6 +87,11 @@ impl EdgeMetrics {
                 "quench_edge_bootstraps_total",
                 "Snapshots installed.",
                 &self.bootstraps,
+            ),
+            (
+                "quench_edge_rejected_messages_total",
+                "Bus messages dropped for a missing or invalid signature.",
+                &self.rejected,
             ),
             (
                 "quench_edge_upstream_errors_total",

@@ -6,19 +6,35 @@ use std::{
 };
 
 use async_trait::async_trait;
-use quench_bus::{Bus, Heartbeat, InProcessBus};
+use quench_bus::{
+    Bus, EdgeRegistration, EventBatch, Heartbeat, InProcessBus, SignedHeartbeat, SignedSnapshot,
+};
 use quench_core::{
     ApiKey, Change, EdgeKey, Event, HashAlg, Label, Owner, Prefix, Reason, Seq, Timestamp,
-    Verifier, record::Snapshot,
+    Verifier,
+    record::Snapshot,
+    sign::{Signer, Trust},
 };
 use quench_edge::{EdgeConfig, Replica, StalePolicy, Upstream, UpstreamError, follow};
 use tokio_util::sync::CancellationToken;
 
-/// A manager's log, in memory: snapshots at the current head, pages of events.
-#[derive(Default)]
+/// A manager's log, in memory: signed snapshots at the current head, signed pages of events.
 struct FakeManager {
+    signer: Signer,
     log: Mutex<Vec<Event>>,
     keys: Mutex<Vec<EdgeKey>>,
+    registered: Mutex<Vec<EdgeRegistration>>,
+}
+
+impl Default for FakeManager {
+    fn default() -> Self {
+        Self {
+            signer: Signer::generate().expect("random"),
+            log: Mutex::default(),
+            keys: Mutex::default(),
+            registered: Mutex::default(),
+        }
+    }
 }
 
 impl FakeManager {
@@ -52,22 +68,29 @@ impl FakeManager {
 
 #[async_trait]
 impl Upstream for FakeManager {
-    async fn snapshot(&self) -> Result<Snapshot, UpstreamError> {
+    async fn snapshot(&self) -> Result<SignedSnapshot, UpstreamError> {
         let log = self.log.lock().expect("lock");
-        Ok(Snapshot {
+        let snapshot = Snapshot {
             seq: Seq::new(log.len() as u64),
             keys: self.keys.lock().expect("lock").clone(),
-        })
+        };
+        Ok(SignedSnapshot::seal_snapshot(&self.signer, &snapshot))
     }
 
-    async fn events_after(&self, after: Seq, limit: u32) -> Result<Vec<Event>, UpstreamError> {
+    async fn events_after(&self, after: Seq, limit: u32) -> Result<EventBatch, UpstreamError> {
         let log = self.log.lock().expect("lock");
-        Ok(log
+        let events: Vec<Event> = log
             .iter()
             .filter(|e| e.seq > after)
             .take(limit as usize)
             .cloned()
-            .collect())
+            .collect();
+        Ok(EventBatch::seal_events(&self.signer, &events))
+    }
+
+    async fn register(&self, edge: &EdgeRegistration) -> Result<(), UpstreamError> {
+        self.registered.lock().expect("lock").push(edge.clone());
+        Ok(())
     }
 }
 
@@ -106,10 +129,12 @@ async fn start(manager: Arc<FakeManager>, config: EdgeConfig) -> Harness {
     let bus = Arc::new(InProcessBus::default());
     let replica = Replica::new(config);
     let cancel = CancellationToken::new();
+    let trust = Trust::new(vec![manager.signer.public()]);
     tokio::spawn(follow(
         replica.clone(),
         bus.clone(),
         manager.clone(),
+        trust,
         cancel.clone(),
     ));
     let harness = Harness {
@@ -140,12 +165,22 @@ impl Harness {
     }
 
     async fn heartbeat(&self) {
+        self.heartbeat_at(Timestamp::now()).await;
+    }
+
+    async fn heartbeat_at(&self, at: Timestamp) {
         let beat = Heartbeat {
             manager: "m".into(),
             head: self.manager.head(),
-            at: Timestamp::now(),
+            at,
         };
-        self.bus.heartbeat(&beat).await.expect("heartbeat");
+        let sealed = SignedHeartbeat::seal_heartbeat(&self.manager.signer, &beat);
+        self.bus.heartbeat(&sealed).await.expect("heartbeat");
+    }
+
+    async fn publish(&self, event: &Event) {
+        let batch = EventBatch::seal_events(&self.manager.signer, std::slice::from_ref(event));
+        self.bus.publish(&batch).await.expect("publish");
     }
 }
 
@@ -158,14 +193,14 @@ async fn bootstraps_from_a_snapshot_then_follows_the_bus() {
     assert_eq!(h.reason(&early), None);
     let (late, late_edge) = new_key(&[]);
     let created = h.manager.append(Change::KeyCreated { key: late_edge });
-    h.bus.publish(&created).await.expect("publish");
+    h.publish(&created).await;
     h.until(|r| r.applied() == Seq::new(2)).await;
     assert_eq!(h.reason(&late), None);
     let revoked = h.manager.append(Change::KeyRevoked {
         id: early.id(),
         reason: "x".into(),
     });
-    h.bus.publish(&revoked).await.expect("publish");
+    h.publish(&revoked).await;
     h.until(|r| r.applied() == Seq::new(3)).await;
     assert_eq!(h.reason(&early), Some(Reason::Revoked));
 }
@@ -178,7 +213,7 @@ async fn a_skipped_sequence_number_is_repaired_from_the_log() {
     h.manager.append(Change::KeyCreated { key: a_edge });
     // Event 1 never reaches the bus; event 2 does.
     let second = h.manager.append(Change::KeyCreated { key: b_edge });
-    h.bus.publish(&second).await.expect("publish");
+    h.publish(&second).await;
     h.until(|r| r.applied() == Seq::new(2)).await;
     assert_eq!(h.reason(&a), None);
     assert_eq!(h.reason(&b), None);
@@ -215,7 +250,7 @@ async fn duplicates_and_replays_change_nothing() {
         reason: "x".into(),
     });
     for event in [&created, &revoked, &created, &revoked, &created] {
-        h.bus.publish(event).await.expect("publish");
+        h.publish(event).await;
     }
     h.heartbeat().await;
     h.until(|r| r.applied() == Seq::new(2)).await;
@@ -284,6 +319,101 @@ async fn an_edge_that_never_bootstrapped_vouches_for_nothing() {
             .reason(),
         Some(Reason::Malformed)
     );
+}
+
+#[tokio::test]
+async fn forged_and_tampered_messages_are_dropped_and_counted() {
+    let h = start(Arc::new(FakeManager::default()), EdgeConfig::default()).await;
+    let (victim, victim_edge) = new_key(&[]);
+    let created = h.manager.append(Change::KeyCreated { key: victim_edge });
+    h.publish(&created).await;
+    h.until(|r| r.applied() == Seq::new(1)).await;
+
+    // An attacker on the bus: a revocation "un-done" by a re-creation, signed with the wrong key, and
+    // a genuine batch with its bytes altered.
+    let forger = Signer::generate().expect("random");
+    let (impostor, impostor_edge) = new_key(&[]);
+    let forged = Event {
+        seq: Seq::new(2),
+        at: Timestamp::now(),
+        change: Change::KeyCreated { key: impostor_edge },
+    };
+    h.bus
+        .publish(&EventBatch::seal_events(&forger, &[forged]))
+        .await
+        .expect("publish");
+    let genuine = EventBatch::seal_events(&h.manager.signer, &[created]);
+    let mut body = genuine.body().to_vec();
+    let at = body.len() - 3;
+    body[at] ^= 1;
+    h.bus
+        .publish(&EventBatch::from_parts(body, genuine.signature().clone()))
+        .await
+        .expect("publish");
+    let forged_beat = Heartbeat {
+        manager: "m".into(),
+        head: Seq::new(99),
+        at: Timestamp::now(),
+    };
+    h.bus
+        .heartbeat(&SignedHeartbeat::seal_heartbeat(&forger, &forged_beat))
+        .await
+        .expect("heartbeat");
+
+    let rejected = || {
+        h.replica
+            .metrics()
+            .rejected
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    for _ in 0..200 {
+        if rejected() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(rejected(), 3);
+    assert_eq!(h.replica.applied(), Seq::new(1));
+    assert_eq!(h.reason(&impostor), Some(Reason::Unknown));
+    assert_eq!(h.reason(&victim), None);
+    assert_eq!(
+        h.manager.registered.lock().expect("lock").len(),
+        1,
+        "the edge registered its key"
+    );
+}
+
+#[tokio::test]
+async fn a_replayed_heartbeat_does_not_stretch_freshness() {
+    let config = EdgeConfig {
+        max_staleness: Duration::from_millis(300),
+        ..EdgeConfig::default()
+    };
+    let manager = Arc::new(FakeManager::default());
+    let (key, key_edge) = new_key(&[]);
+    manager.append(Change::KeyCreated { key: key_edge });
+    let h = start(manager, config).await;
+    let old = Timestamp::from_millis(Timestamp::now().as_millis() - 1_000);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(h.reason(&key), Some(Reason::Stale));
+    h.heartbeat_at(old).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        h.reason(&key),
+        Some(Reason::Stale),
+        "an old heartbeat refreshes nothing"
+    );
+    let future = Timestamp::from_millis(Timestamp::now().as_millis() + 60_000);
+    h.heartbeat_at(future).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        h.reason(&key),
+        Some(Reason::Stale),
+        "a heartbeat from the future is not believed"
+    );
+    h.heartbeat().await;
+    h.until(|r| !r.is_stale(Timestamp::now())).await;
+    assert_eq!(h.reason(&key), None);
 }
 
 mod http {

@@ -1,8 +1,11 @@
 //! The manager's settings.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use quench_core::{HashAlg, Prefix};
+use quench_core::{
+    HashAlg, Prefix,
+    sign::{PublicKey, Signer},
+};
 
 /// An issuer: a key prefix and how its keys' secrets are hashed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +59,10 @@ pub struct ManagerConfig {
     pub edge_liveness: Duration,
     pub default_wait_timeout: Duration,
     pub bootstrap_token: Option<BootstrapToken>,
+    /// Signs every event batch, heartbeat and snapshot. Managers sharing a database share this key.
+    pub signer: Arc<Signer>,
+    /// Other manager keys edges should accept (the next or previous key during a rotation).
+    pub also_trusted: Vec<PublicKey>,
 }
 
 impl Default for ManagerConfig {
@@ -67,6 +74,8 @@ impl Default for ManagerConfig {
             edge_liveness: Duration::from_secs(5),
             default_wait_timeout: Duration::from_secs(2),
             bootstrap_token: None,
+            signer: Arc::new(Signer::generate().expect("the OS random number generator works")),
+            also_trusted: Vec::new(),
         }
     }
 }

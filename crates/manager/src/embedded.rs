@@ -12,7 +12,7 @@ use quench_store::Store;
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
-use crate::{Manager, ManagerConfig, api, upstream::StoreUpstream};
+use crate::{Manager, ManagerConfig, api, upstream::ManagerUpstream};
 
 #[derive(Debug)]
 pub struct Running {
@@ -54,7 +54,8 @@ pub async fn start(
     let follower = tokio::spawn(follow(
         replica.clone(),
         bus,
-        Arc::new(StoreUpstream(store)),
+        Arc::new(ManagerUpstream(manager.clone())),
+        manager.trust(),
         cancel.clone(),
     ));
     let admin_server = tokio::spawn(serve(

@@ -10,6 +10,7 @@ pub mod api;
 pub mod auth;
 pub mod bootstrap;
 pub mod config;
+pub mod edges;
 pub mod embedded;
 pub mod metrics;
 pub mod propagation;
@@ -17,8 +18,9 @@ pub mod upstream;
 
 use std::sync::Arc;
 
-use quench_bus::{Bus, Heartbeat};
-use quench_core::{Event, Timestamp};
+use futures::StreamExt;
+use quench_bus::{Bus, EventBatch, Heartbeat, SignedHeartbeat};
+use quench_core::{Event, Timestamp, sign::Trust};
 use quench_store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +35,7 @@ pub struct Manager {
     pub propagation: Arc<Propagation>,
     pub metrics: metrics::ManagerMetrics,
     pub auth: auth::Authenticator,
+    pub edge_keys: edges::EdgeKeys,
 }
 
 impl std::fmt::Debug for Manager {
@@ -48,6 +51,7 @@ impl Manager {
         let auth = auth::Authenticator::new(store.clone(), config.bootstrap_token.clone());
         Arc::new(Self {
             propagation: Arc::new(Propagation::new(config.edge_liveness)),
+            edge_keys: edges::EdgeKeys::new(store.clone()),
             store,
             bus,
             config,
@@ -56,14 +60,43 @@ impl Manager {
         })
     }
 
-    /// Publishes committed events. A failure is not the caller's: the event is durable in the log and
-    /// edges fetch it from there.
+    /// The manager keys edges should trust: the signing key and any others configured for a rotation.
+    pub fn trust(&self) -> Trust {
+        let mut keys = vec![self.config.signer.public()];
+        keys.extend(self.config.also_trusted.iter().cloned());
+        Trust::new(keys)
+    }
+
+    /// Publishes committed events as one signed batch. A failure is not the caller's: the events are
+    /// durable in the log and edges fetch them from there.
     pub async fn publish(&self, events: &[Event]) {
-        for event in events {
-            if let Err(error) = self.bus.publish(event).await {
-                tracing::warn!(%error, seq = %event.seq, "publishing failed; edges will repair from the log");
-            }
+        if events.is_empty() {
+            return;
         }
+        let batch = EventBatch::seal_events(&self.config.signer, events);
+        if let Err(error) = self.bus.publish(&batch).await {
+            let last = events.last().map(|e| e.seq).unwrap_or_default();
+            tracing::warn!(%error, seq = %last, "publishing failed; edges will repair from the log");
+        }
+    }
+
+    pub async fn signed_snapshot(
+        &self,
+    ) -> Result<quench_bus::SignedSnapshot, quench_store::StoreError> {
+        let snapshot = self.store.snapshot().await?;
+        Ok(quench_bus::SignedSnapshot::seal_snapshot(
+            &self.config.signer,
+            &snapshot,
+        ))
+    }
+
+    pub async fn signed_events_after(
+        &self,
+        after: quench_core::Seq,
+        limit: u32,
+    ) -> Result<EventBatch, quench_store::StoreError> {
+        let events = self.store.events_after(after, limit).await?;
+        Ok(EventBatch::seal_events(&self.config.signer, &events))
     }
 
     /// Starts the background work: heartbeats out, acknowledgements in. Both stop on `cancel`.
@@ -72,9 +105,29 @@ impl Manager {
         cancel: CancellationToken,
     ) -> Result<(), quench_bus::BusError> {
         let acks = self.bus.acks().await?;
-        tokio::spawn(self.propagation.clone().track(acks, cancel.clone()));
+        tokio::spawn(self.clone().track(acks, cancel.clone()));
         tokio::spawn(self.clone().heartbeats(cancel));
         Ok(())
+    }
+
+    async fn track(
+        self: Arc<Self>,
+        mut acks: futures::stream::BoxStream<'static, quench_bus::SignedAck>,
+        cancel: CancellationToken,
+    ) {
+        loop {
+            let sealed = tokio::select! {
+                () = cancel.cancelled() => return,
+                sealed = acks.next() => sealed,
+            };
+            let Some(sealed) = sealed else {
+                tracing::warn!("the acknowledgement stream ended");
+                return;
+            };
+            if let Some(ack) = self.edge_keys.open(&sealed).await {
+                self.propagation.record(&ack);
+            }
+        }
     }
 
     async fn heartbeats(self: Arc<Self>, cancel: CancellationToken) {
@@ -96,6 +149,7 @@ impl Manager {
                 head,
                 at: Timestamp::now(),
             };
+            let beat = SignedHeartbeat::seal_heartbeat(&self.config.signer, &beat);
             if let Err(error) = self.bus.heartbeat(&beat).await {
                 tracing::warn!(%error, "sending a heartbeat failed");
             }

@@ -7,16 +7,14 @@
 
 use std::{
     collections::BTreeMap,
-    sync::{Arc, Mutex},
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
-use futures::{StreamExt, stream::BoxStream};
 use quench_bus::Ack;
 use quench_core::{Seq, Timestamp};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
 #[derive(Debug, Clone)]
@@ -111,25 +109,6 @@ impl Propagation {
         self.changed.send_modify(|v| *v = v.wrapping_add(1));
     }
 
-    pub async fn track(
-        self: Arc<Self>,
-        mut acks: BoxStream<'static, Ack>,
-        cancel: CancellationToken,
-    ) {
-        loop {
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                ack = acks.next() => match ack {
-                    Some(ack) => self.record(&ack),
-                    None => {
-                        tracing::warn!("the acknowledgement stream ended");
-                        return;
-                    }
-                },
-            }
-        }
-    }
-
     pub fn view(&self, head: Seq) -> Vec<EdgeView> {
         let now = Instant::now();
         self.edges()
@@ -216,6 +195,8 @@ impl Propagation {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn ack(edge: &str, applied: u64) -> Ack {

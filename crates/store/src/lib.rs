@@ -20,7 +20,7 @@ pub mod sqlite;
 use async_trait::async_trait;
 use quench_core::{Event, KeyId, KeyRecord, Owner, Seq, Timestamp, record::Snapshot};
 
-pub use model::{Actor, AuditEntry, KeyFilter, Selector, TokenRecord};
+pub use model::{Actor, AuditEntry, EdgeRecord, KeyFilter, Selector, TokenRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -121,6 +121,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// The newest audit records first, optionally for one key.
     async fn audit_log(&self, key: Option<KeyId>, limit: u32) -> Result<Vec<AuditEntry>>;
+
+    /// Records an edge's acknowledgement key, replacing any earlier one for the same id.
+    async fn register_edge(&self, edge: &EdgeRecord) -> Result<()>;
+
+    async fn edges(&self) -> Result<Vec<EdgeRecord>>;
 
     /// Closes the connections, waiting for those in use (graceful shutdown).
     async fn close(&self);

@@ -57,3 +57,14 @@ pub struct TokenRecord {
     pub created_at: Timestamp,
     pub created_by: String,
 }
+
+/// An edge and the key it signs its acknowledgements with. Re-registering an id replaces its key (an
+/// edge makes a new key each time it starts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeRecord {
+    pub id: String,
+    pub region: String,
+    /// Hex Ed25519 public key.
+    pub public_key: String,
+    pub registered_at: Timestamp,
+}

@@ -21,8 +21,8 @@ use sqlx::{
 use tokio::sync::Mutex;
 
 use crate::{
-    Actor, AuditEntry, BulkRevoked, KeyFilter, Result, Revoked, Rotated, Selector, Store,
-    StoreError, TokenRecord, migrate, rows,
+    Actor, AuditEntry, BulkRevoked, EdgeRecord, KeyFilter, Result, Revoked, Rotated, Selector,
+    Store, StoreError, TokenRecord, migrate, rows,
 };
 
 pub struct SqliteStore {
@@ -596,6 +596,37 @@ impl Store for SqliteStore {
                     row.try_get("reason")?,
                     row.try_get("source")?,
                 )
+            })
+            .collect()
+    }
+
+    async fn register_edge(&self, edge: &EdgeRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO edges (id, region, public_key, registered_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (id) DO UPDATE SET region = excluded.region, public_key = excluded.public_key, \
+             registered_at = excluded.registered_at",
+        )
+        .bind(&edge.id)
+        .bind(&edge.region)
+        .bind(&edge.public_key)
+        .bind(edge.registered_at.as_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn edges(&self) -> Result<Vec<EdgeRecord>> {
+        sqlx::query("SELECT id, region, public_key, registered_at FROM edges ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(EdgeRecord {
+                    id: row.try_get("id")?,
+                    region: row.try_get("region")?,
+                    public_key: row.try_get("public_key")?,
+                    registered_at: Timestamp::from_millis(row.try_get("registered_at")?),
+                })
             })
             .collect()
     }

@@ -4,8 +4,22 @@
 use std::{sync::Arc, time::Duration};
 
 use futures::{StreamExt, stream::BoxStream};
-use quench_bus::{Ack, Bus, Delivery, Heartbeat};
-use quench_core::{Change, Event, KeyId, Seq, Timestamp};
+use quench_bus::{Ack, Bus, Delivery, EventBatch, Heartbeat, SignedAck, SignedHeartbeat};
+use quench_core::{
+    Change, Event, KeyId, Seq, Timestamp,
+    sign::{Signer, Trust},
+};
+
+/// The manager's key for these tests, and a trust holding it.
+pub fn manager() -> (Signer, Trust) {
+    let signer = Signer::generate().expect("random");
+    let trust = Trust::new(vec![signer.public()]);
+    (signer, trust)
+}
+
+pub fn batch(signer: &Signer, seq: u64) -> EventBatch {
+    EventBatch::seal_events(signer, &[event(seq)])
+}
 
 pub fn event(seq: u64) -> Event {
     Event {
@@ -25,10 +39,10 @@ async fn next<T>(stream: &mut BoxStream<'static, T>) -> T {
         .expect("stream open")
 }
 
-async fn next_event(stream: &mut BoxStream<'static, Delivery>) -> Event {
+async fn next_batch(stream: &mut BoxStream<'static, Delivery>) -> EventBatch {
     loop {
         match next(stream).await {
-            Delivery::Event(e) => return e,
+            Delivery::Events(batch) => return batch,
             Delivery::Heartbeat(_) => continue,
             Delivery::Lost(n) => panic!("lost {n} deliveries"),
         }
@@ -36,35 +50,44 @@ async fn next_event(stream: &mut BoxStream<'static, Delivery>) -> Event {
 }
 
 pub async fn delivers_events_in_order_to_every_subscriber(bus: Arc<dyn Bus>) {
+    let (signer, trust) = manager();
     let mut first = bus.subscribe().await.expect("subscribe");
     let mut second = bus.subscribe().await.expect("subscribe");
     for seq in 1..=100 {
-        bus.publish(&event(seq)).await.expect("publish");
+        bus.publish(&batch(&signer, seq)).await.expect("publish");
     }
     for stream in [&mut first, &mut second] {
         for seq in 1..=100 {
-            assert_eq!(next_event(stream).await, event(seq));
+            let received = next_batch(stream).await;
+            assert_eq!(
+                received.open(&trust).expect("signature survives the bus"),
+                vec![event(seq)]
+            );
         }
     }
 }
 
 pub async fn delivers_heartbeats(bus: Arc<dyn Bus>) {
+    let (signer, trust) = manager();
     let mut stream = bus.subscribe().await.expect("subscribe");
     let beat = Heartbeat {
         manager: "m1".into(),
         head: Seq::new(42),
         at: Timestamp::from_millis(5),
     };
-    bus.heartbeat(&beat).await.expect("heartbeat");
+    bus.heartbeat(&SignedHeartbeat::seal_heartbeat(&signer, &beat))
+        .await
+        .expect("heartbeat");
     loop {
         if let Delivery::Heartbeat(got) = next(&mut stream).await {
-            assert_eq!(got, beat);
+            assert_eq!(got.open(&trust).expect("signed"), beat);
             break;
         }
     }
 }
 
 pub async fn carries_acks_back(bus: Arc<dyn Bus>) {
+    let edge = Signer::generate().expect("random");
     let mut acks = bus.acks().await.expect("acks");
     let ack = Ack {
         edge: "edge-1".into(),
@@ -72,8 +95,13 @@ pub async fn carries_acks_back(bus: Arc<dyn Bus>) {
         applied: Seq::new(7),
         at: Timestamp::from_millis(9),
     };
-    bus.ack(&ack).await.expect("ack");
-    assert_eq!(next(&mut acks).await, ack);
+    bus.ack(&SignedAck::seal_ack(&edge, &ack))
+        .await
+        .expect("ack");
+    assert_eq!(
+        next(&mut acks).await.open(&edge.public()).expect("signed"),
+        ack
+    );
 }
 
 #[macro_export]

@@ -28,7 +28,9 @@ pub fn router(manager: Arc<Manager>) -> Router {
         .route("/v1/revocations", post(keys::bulk_revoke))
         .route("/v1/tokens", post(system::create_token))
         .route("/v1/events", get(system::events))
-        .route("/v1/edges", get(system::edges))
+        .route("/v1/edges", get(system::edges).post(system::register_edge))
+        .route("/v1/snapshot", get(system::snapshot))
+        .route("/v1/signing-keys", get(system::signing_keys))
         .route("/v1/audit", get(system::audit))
         .route("/healthz", get(system::health))
         .route("/metrics", get(system::metrics))
@@ -46,7 +48,8 @@ pub fn router(manager: Arc<Manager>) -> Router {
     ),
     paths(
         keys::create, keys::list, keys::show, keys::revoke, keys::rotate, keys::bulk_revoke,
-        system::create_token, system::events, system::edges, system::audit, system::health,
+        system::create_token, system::events, system::snapshot, system::edges, system::register_edge,
+        system::signing_keys, system::audit, system::health,
         system::metrics, system::openapi,
     ),
     modifiers(&BearerAuth),

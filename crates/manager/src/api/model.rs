@@ -399,3 +399,26 @@ pub fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
         ))),
     }
 }
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeRegistrationRequest {
+    pub id: String,
+    pub region: String,
+    /// Hex Ed25519 public key the edge signs its acknowledgements with.
+    pub public_key: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SigningKey {
+    pub id: String,
+    /// Hex Ed25519 public key.
+    pub public_key: String,
+    /// The key the manager signs with now; the others are accepted during a rotation.
+    pub current: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SigningKeys {
+    pub keys: Vec<SigningKey>,
+}

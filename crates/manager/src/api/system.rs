@@ -19,7 +19,8 @@ use super::{
     ApiDoc,
     model::{
         self, AuditPage, AuditQuery, AuditRecord, CreateTokenRequest, CreatedToken, EdgeList,
-        ErrorResponse, EventPage, EventsQuery, Health,
+        EdgeRegistrationRequest, ErrorResponse, EventPage, EventsQuery, Health, SigningKey,
+        SigningKeys,
     },
     store_error,
 };
@@ -88,11 +89,31 @@ pub async fn create_token(
     ))
 }
 
+/// The header carrying the manager's signature over a response body.
+pub const SIGNATURE_HEADER: &str = "quench-signature";
+
+fn signed_json(
+    body: Vec<u8>,
+    signature: &quench_core::sign::Signature,
+) -> axum::response::Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/json".to_owned()),
+            (
+                header::HeaderName::from_static(SIGNATURE_HEADER),
+                signature.encode(),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
 #[utoipa::path(
     get, path = "/v1/events", tag = "admin",
     params(EventsQuery),
     responses(
-        (status = 200, description = "A page of the event log (scope edge)", body = EventPage),
+        (status = 200, description = "A page of the event log (scope edge), signed in the Quench-Signature header", body = EventPage),
         (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse), (status = 422, body = ErrorResponse),
     ),
     security(("bearer" = []))
@@ -101,15 +122,90 @@ pub async fn events(
     State(manager): State<Arc<Manager>>,
     principal: Principal,
     QueryParams(query): QueryParams<EventsQuery>,
-) -> Result<Json<EventPage>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     principal.require(Scope::Edge)?;
     let limit = model::page_limit(query.limit)?;
-    let events = manager
-        .store
-        .events_after(Seq::new(query.after.unwrap_or(0)), limit)
+    let batch = manager
+        .signed_events_after(Seq::new(query.after.unwrap_or(0)), limit)
         .await
         .map_err(store_error)?;
-    Ok(Json(EventPage { events }))
+    Ok(signed_json(batch.body().to_vec(), batch.signature()))
+}
+
+#[utoipa::path(
+    get, path = "/v1/snapshot", tag = "admin",
+    responses(
+        (status = 200, description = "Every key as edges need it, consistent at `seq` (scope edge), signed in the Quench-Signature header", body = Object),
+        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn snapshot(
+    State(manager): State<Arc<Manager>>,
+    principal: Principal,
+) -> Result<axum::response::Response, ApiError> {
+    principal.require(Scope::Edge)?;
+    let snapshot = manager.signed_snapshot().await.map_err(store_error)?;
+    Ok(signed_json(snapshot.body().to_vec(), snapshot.signature()))
+}
+
+#[utoipa::path(
+    post, path = "/v1/edges", tag = "admin",
+    request_body = EdgeRegistrationRequest,
+    responses(
+        (status = 204, description = "Registered: acknowledgements signed with this key are accepted"),
+        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse), (status = 422, body = ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn register_edge(
+    State(manager): State<Arc<Manager>>,
+    principal: Principal,
+    JsonBody(request): JsonBody<EdgeRegistrationRequest>,
+) -> Result<StatusCode, ApiError> {
+    principal.require(Scope::Edge)?;
+    let registration = quench_bus::EdgeRegistration {
+        id: request.id,
+        region: request.region,
+        public_key: request.public_key,
+    };
+    match manager.edge_keys.register(&registration).await {
+        Ok(()) => {
+            tracing::info!(edge = %registration.id, region = %registration.region, "edge registered");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Err(crate::edges::RegisterError::Invalid(why)) => Err(ApiError::invalid(why)),
+        Err(crate::edges::RegisterError::Store(e)) => Err(store_error(e)),
+    }
+}
+
+#[utoipa::path(
+    get, path = "/v1/signing-keys", tag = "admin",
+    responses(
+        (status = 200, description = "The manager keys edges should trust (scope edge or keys:read)", body = SigningKeys),
+        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn signing_keys(
+    State(manager): State<Arc<Manager>>,
+    principal: Principal,
+) -> Result<Json<SigningKeys>, ApiError> {
+    if principal.require(Scope::Edge).is_err() {
+        principal.require(Scope::KeysRead)?;
+    }
+    let current = manager.config.signer.id().to_string();
+    let keys = manager
+        .trust()
+        .keys()
+        .iter()
+        .map(|k| SigningKey {
+            id: k.id().to_string(),
+            public_key: k.to_hex(),
+            current: k.id().as_str() == current,
+        })
+        .collect();
+    Ok(Json(SigningKeys { keys }))
 }
 
 #[utoipa::path(

@@ -171,6 +171,8 @@ async fn openapi_document_matches_the_snapshot() {
         "/v1/tokens",
         "/v1/events",
         "/v1/edges",
+        "/v1/snapshot",
+        "/v1/signing-keys",
         "/v1/audit",
         "/healthz",
         "/metrics",
@@ -181,4 +183,136 @@ async fn openapi_document_matches_the_snapshot() {
             "{path} missing from the document"
         );
     }
+}
+
+fn trust_from(keys: &Value) -> quench_core::sign::Trust {
+    let keys = keys["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| {
+            quench_core::sign::PublicKey::parse(k["public_key"].as_str().expect("hex"))
+                .expect("key")
+        })
+        .collect();
+    quench_core::sign::Trust::new(keys)
+}
+
+async fn signed_get(
+    app: &crate::helpers::TestApp,
+    token: &str,
+    path: &str,
+) -> (Vec<u8>, quench_core::sign::Signature) {
+    let response = app
+        .http
+        .get(format!("{}{path}", app.admin))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    let signature = response.headers()["quench-signature"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let body = response.bytes().await.expect("body").to_vec();
+    (
+        body,
+        quench_core::sign::Signature::decode(&signature).expect("signature"),
+    )
+}
+
+#[tokio::test]
+async fn edges_get_signed_snapshots_and_event_pages() {
+    use quench_core::sign::Purpose;
+    let app = spawn_app().await;
+    let (id, key) = app.new_key("team-a").await;
+    app.post(&format!("/v1/keys/{id}/revoke"), json!({"reason": "x"}))
+        .await
+        .expect(200);
+    let edge = app.token_with(&["edge"], None).await;
+    let keys = app
+        .send(Method::GET, "/v1/signing-keys", Some(&edge), None)
+        .await
+        .expect(200);
+    assert_eq!(keys["keys"][0]["current"], true);
+    let trust = trust_from(&keys);
+
+    let (body, signature) = signed_get(&app, &edge, "/v1/snapshot").await;
+    trust
+        .verify(Purpose::Snapshot, &body, &signature)
+        .expect("the snapshot is signed");
+    assert!(
+        trust.verify(Purpose::Events, &body, &signature).is_err(),
+        "for one purpose only"
+    );
+    let snapshot: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(snapshot["seq"], 2);
+    assert_eq!(snapshot["keys"][0]["revoked"], true);
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        !text.contains(&key[13..]),
+        "a snapshot carries verifiers, never secrets"
+    );
+
+    let (body, signature) = signed_get(&app, &edge, "/v1/events?after=1").await;
+    trust
+        .verify(Purpose::Events, &body, &signature)
+        .expect("the page is signed");
+    let page: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(page["events"][0]["type"], "key_revoked");
+
+    let reader = app.token_with(&["keys:read"], None).await;
+    app.send(Method::GET, "/v1/snapshot", Some(&reader), None)
+        .await
+        .expect(403);
+    app.send(Method::GET, "/v1/signing-keys", Some(&reader), None)
+        .await
+        .expect(200);
+    let reporter = app.token_with(&["leaks:report"], None).await;
+    app.send(Method::GET, "/v1/signing-keys", Some(&reporter), None)
+        .await
+        .expect(403);
+    app.send(Method::GET, "/v1/snapshot", None, None)
+        .await
+        .expect(401);
+}
+
+#[tokio::test]
+async fn edges_register_their_acknowledgement_keys() {
+    let app = spawn_app().await;
+    let edge = app.token_with(&["edge"], None).await;
+    let key = quench_core::sign::Signer::generate()
+        .expect("random")
+        .public()
+        .to_hex();
+    let ok = app
+        .send(
+            Method::POST,
+            "/v1/edges",
+            Some(&edge),
+            Some(json!({"id": "edge-eu-1", "region": "eu", "public_key": key})),
+        )
+        .await;
+    assert_eq!(ok.status, 204);
+    for body in [
+        json!({"id": "edge-eu-1", "region": "eu", "public_key": "00"}),
+        json!({"id": "bad id", "region": "eu", "public_key": key}),
+        json!({"id": "e", "region": "", "public_key": key}),
+        json!({"id": "e", "region": "eu"}),
+        json!({"id": "e", "region": "eu", "public_key": key, "extra": true}),
+    ] {
+        app.send(Method::POST, "/v1/edges", Some(&edge), Some(body))
+            .await
+            .expect(422);
+    }
+    let reader = app.token_with(&["keys:read"], None).await;
+    app.send(
+        Method::POST,
+        "/v1/edges",
+        Some(&reader),
+        Some(json!({"id": "e", "region": "eu", "public_key": key})),
+    )
+    .await
+    .expect(403);
 }

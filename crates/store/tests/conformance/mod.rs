@@ -409,6 +409,21 @@ pub async fn audits_every_mutation(store: Arc<dyn Store>) {
     assert_eq!(store.audit_log(None, 1).await.expect("audit").len(), 1);
 }
 
+pub async fn registers_edges_and_replaces_their_keys(store: Arc<dyn Store>) {
+    assert!(store.edges().await.expect("edges").is_empty());
+    let mut edge = quench_store::EdgeRecord {
+        id: "edge-eu-1".into(),
+        region: "eu".into(),
+        public_key: "aa".repeat(32),
+        registered_at: actor().at,
+    };
+    store.register_edge(&edge).await.expect("register");
+    edge.public_key = "bb".repeat(32);
+    edge.region = "eu-west".into();
+    store.register_edge(&edge).await.expect("re-register");
+    assert_eq!(store.edges().await.expect("edges"), vec![edge]);
+}
+
 /// Concurrent writers still produce a gap-free log in commit order.
 pub async fn concurrent_writers_keep_the_log_gap_free(store: Arc<dyn Store>) {
     let writers = 8;
@@ -525,6 +540,7 @@ macro_rules! all_conformance_tests {
             stores_tokens_as_verifiers,
             audits_every_mutation,
             concurrent_writers_keep_the_log_gap_free,
+            registers_edges_and_replaces_their_keys,
         );
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,222 @@
+//! What travels on the bus: signed batches of events, signed heartbeats, signed acknowledgements.
+//!
+//! Each message keeps the exact bytes that were signed (`body`) next to the signature, so a receiver
+//! verifies before it parses, and nothing depends on re-serialising identically.
+
+use quench_core::{
+    Event, Seq, Timestamp,
+    sign::{PublicKey, Purpose, SignError, Signature, Signer, Trust},
+};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// The manager is alive, and its log ends at `head`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub manager: String,
+    pub head: Seq,
+    pub at: Timestamp,
+}
+
+/// An edge reports what it has applied; it doubles as the edge's liveness signal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    pub edge: String,
+    pub region: String,
+    pub applied: Seq,
+    pub at: Timestamp,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Signature(#[from] SignError),
+    #[error("signed, but not a message Quench understands: {0}")]
+    Malformed(#[from] serde_json::Error),
+}
+
+/// Bytes and the signature over them, for one purpose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed<const P: u8> {
+    body: Vec<u8>,
+    signature: Signature,
+}
+
+const EVENTS: u8 = 0;
+const HEARTBEAT: u8 = 1;
+const ACK: u8 = 2;
+const SNAPSHOT: u8 = 3;
+
+const fn purpose(p: u8) -> Purpose {
+    match p {
+        EVENTS => Purpose::Events,
+        HEARTBEAT => Purpose::Heartbeat,
+        SNAPSHOT => Purpose::Snapshot,
+        _ => Purpose::Ack,
+    }
+}
+
+/// Consecutive events, body `{"events": [...]}`: the same shape on the bus and from `GET /v1/events`.
+pub type EventBatch = Sealed<EVENTS>;
+pub type SignedHeartbeat = Sealed<HEARTBEAT>;
+pub type SignedAck = Sealed<ACK>;
+/// A snapshot, body as `quench_core::record::Snapshot` in JSON.
+pub type SignedSnapshot = Sealed<SNAPSHOT>;
+
+#[derive(Serialize)]
+struct EventsOut<'a> {
+    events: &'a [Event],
+}
+
+#[derive(Deserialize)]
+struct EventsIn {
+    events: Vec<Event>,
+}
+
+/// What an edge tells the manager when it starts: who it is and the key its acknowledgements carry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeRegistration {
+    pub id: String,
+    pub region: String,
+    /// Hex Ed25519 public key.
+    pub public_key: String,
+}
+
+fn to_json<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    // Quench's wire types are plain structs with string keys: serialising them cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+impl<const P: u8> Sealed<P> {
+    fn seal<T: Serialize + ?Sized>(signer: &Signer, value: &T) -> Self {
+        let body = to_json(value);
+        let signature = signer.sign(purpose(P), &body);
+        Self { body, signature }
+    }
+
+    /// A message as received, not yet verified.
+    pub fn from_parts(body: Vec<u8>, signature: Signature) -> Self {
+        Self { body, signature }
+    }
+
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    pub fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn open_with<T: DeserializeOwned>(&self, trust: &Trust) -> Result<T, OpenError> {
+        trust.verify(purpose(P), &self.body, &self.signature)?;
+        Ok(serde_json::from_slice(&self.body)?)
+    }
+}
+
+impl EventBatch {
+    pub fn seal_events(signer: &Signer, events: &[Event]) -> Self {
+        Self::seal(signer, &EventsOut { events })
+    }
+
+    /// Verifies the manager's signature, then parses the events.
+    pub fn open(&self, trust: &Trust) -> Result<Vec<Event>, OpenError> {
+        self.open_with::<EventsIn>(trust).map(|batch| batch.events)
+    }
+}
+
+impl SignedSnapshot {
+    pub fn seal_snapshot(signer: &Signer, snapshot: &quench_core::record::Snapshot) -> Self {
+        Self::seal(signer, snapshot)
+    }
+
+    pub fn open(&self, trust: &Trust) -> Result<quench_core::record::Snapshot, OpenError> {
+        self.open_with(trust)
+    }
+}
+
+impl SignedHeartbeat {
+    pub fn seal_heartbeat(signer: &Signer, heartbeat: &Heartbeat) -> Self {
+        Self::seal(signer, heartbeat)
+    }
+
+    pub fn open(&self, trust: &Trust) -> Result<Heartbeat, OpenError> {
+        self.open_with(trust)
+    }
+}
+
+impl SignedAck {
+    pub fn seal_ack(edge_key: &Signer, ack: &Ack) -> Self {
+        Self::seal(edge_key, ack)
+    }
+
+    /// Verifies against the key the edge registered, then parses.
+    pub fn open(&self, edge_key: &PublicKey) -> Result<Ack, OpenError> {
+        edge_key.verify(Purpose::Ack, &self.body, &self.signature)?;
+        Ok(serde_json::from_slice(&self.body)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quench_core::{Change, KeyId};
+
+    fn event(seq: u64) -> Event {
+        Event {
+            seq: Seq::new(seq),
+            at: Timestamp::from_millis(5),
+            change: Change::KeyRevoked {
+                id: KeyId::from_u64(seq).expect("id"),
+                reason: "x".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn batches_open_only_with_the_managers_key_and_untouched_bytes() {
+        let manager = Signer::generate().expect("random");
+        let trust = Trust::new(vec![manager.public()]);
+        let batch = EventBatch::seal_events(&manager, &[event(1), event(2)]);
+        assert_eq!(batch.open(&trust).expect("valid"), vec![event(1), event(2)]);
+
+        let mut tampered = batch.body().to_vec();
+        let at = tampered.len() / 2;
+        tampered[at] ^= 1;
+        let tampered = EventBatch::from_parts(tampered, batch.signature().clone());
+        assert!(tampered.open(&trust).is_err());
+
+        let forger = Signer::generate().expect("random");
+        let forged = EventBatch::seal_events(&forger, &[event(1)]);
+        assert!(matches!(
+            forged.open(&trust),
+            Err(OpenError::Signature(SignError::UnknownSigner(_)))
+        ));
+
+        // A heartbeat's signature does not make its bytes an event batch.
+        let beat = SignedHeartbeat::seal_heartbeat(
+            &manager,
+            &Heartbeat {
+                manager: "m".into(),
+                head: Seq::new(1),
+                at: Timestamp::from_millis(1),
+            },
+        );
+        let relabelled = EventBatch::from_parts(beat.body().to_vec(), beat.signature().clone());
+        assert!(relabelled.open(&trust).is_err());
+    }
+
+    #[test]
+    fn acks_open_with_the_edges_own_key() {
+        let edge = Signer::generate().expect("random");
+        let ack = Ack {
+            edge: "e1".into(),
+            region: "eu".into(),
+            applied: Seq::new(3),
+            at: Timestamp::from_millis(1),
+        };
+        let sealed = SignedAck::seal_ack(&edge, &ack);
+        assert_eq!(sealed.open(&edge.public()).expect("valid"), ack);
+        let other = Signer::generate().expect("random");
+        assert!(sealed.open(&other.public()).is_err());
+    }
+}
