@@ -9,12 +9,14 @@
 //! real deployment. One conformance suite (`tests/conformance`) runs against each.
 
 mod in_process;
+pub mod nats;
 mod wire;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
 pub use in_process::InProcessBus;
+pub use nats::NatsBus;
 pub use wire::{
     Ack, EdgeRegistration, EventBatch, Heartbeat, OpenError, Sealed, SignedAck, SignedHeartbeat,
     SignedSnapshot,
@@ -25,8 +27,10 @@ pub use wire::{
 pub enum Delivery {
     Events(EventBatch),
     Heartbeat(SignedHeartbeat),
-    /// The subscriber fell behind and `n` deliveries were lost: repair from the log.
+    /// The subscriber fell behind and `n` deliveries were lost (0: unknown how many): repair from the log.
     Lost(u64),
+    /// A message that could not even be read as signed (no or malformed signature): count and drop it.
+    Invalid(String),
 }
 
 #[derive(Debug, thiserror::Error)]

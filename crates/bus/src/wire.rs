@@ -32,6 +32,8 @@ pub enum OpenError {
     Signature(#[from] SignError),
     #[error("signed, but not a message Quench understands: {0}")]
     Malformed(#[from] serde_json::Error),
+    #[error("unreadable message: {0}")]
+    Unreadable(String),
 }
 
 /// Bytes and the signature over them, for one purpose.

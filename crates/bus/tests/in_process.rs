@@ -5,8 +5,8 @@ use std::sync::Arc;
 use futures::StreamExt;
 use quench_bus::{Bus, Delivery, InProcessBus};
 
-async fn fresh() -> (Arc<dyn Bus>, ()) {
-    (Arc::new(InProcessBus::default()), ())
+async fn fresh() -> Option<(Arc<dyn Bus>, ())> {
+    Some((Arc::new(InProcessBus::default()), ()))
 }
 
 all_bus_tests!();

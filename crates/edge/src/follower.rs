@@ -229,6 +229,9 @@ impl Follower {
                 tracing::warn!(count, "edge missed deliveries; repairing from the log");
                 self.catch_up().await?;
             }
+            Delivery::Invalid(why) => {
+                let _ = self.opened::<()>(Err(OpenError::Unreadable(why)));
+            }
         }
         Ok(())
     }

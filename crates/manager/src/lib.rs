@@ -27,6 +27,10 @@ use tokio_util::sync::CancellationToken;
 pub use config::{Issuer, ManagerConfig};
 pub use propagation::Propagation;
 
+/// Most events in one signed bus message: keeps a bulk revocation's messages far below NATS's 1 MB
+/// default payload limit while signing (and verifying) once per few hundred events.
+pub const BATCH_EVENTS: usize = 500;
+
 /// Everything a request handler needs.
 pub struct Manager {
     pub store: Arc<dyn Store>,
@@ -70,13 +74,12 @@ impl Manager {
     /// Publishes committed events as one signed batch. A failure is not the caller's: the events are
     /// durable in the log and edges fetch them from there.
     pub async fn publish(&self, events: &[Event]) {
-        if events.is_empty() {
-            return;
-        }
-        let batch = EventBatch::seal_events(&self.config.signer, events);
-        if let Err(error) = self.bus.publish(&batch).await {
-            let last = events.last().map(|e| e.seq).unwrap_or_default();
-            tracing::warn!(%error, seq = %last, "publishing failed; edges will repair from the log");
+        for chunk in events.chunks(BATCH_EVENTS) {
+            let batch = EventBatch::seal_events(&self.config.signer, chunk);
+            if let Err(error) = self.bus.publish(&batch).await {
+                let last = chunk.last().map(|e| e.seq).unwrap_or_default();
+                tracing::warn!(%error, seq = %last, "publishing failed; edges will repair from the log");
+            }
         }
     }
 
