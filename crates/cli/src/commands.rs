@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{client, up};
+use crate::{client, edge, manager, up};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -21,6 +21,10 @@ pub struct Cli {
 pub enum Command {
     /// Run the manager and an edge in one process (SQLite + in-process bus by default).
     Up(up::UpArgs),
+    /// Run a manager alone (with --nats; several may share one PostgreSQL).
+    Manager(manager::ManagerCommand),
+    /// Run one edge, following a deployment's NATS and reading its manager over HTTP.
+    Edge(edge::EdgeCommand),
     /// Issue, list, show, revoke and rotate keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -191,6 +195,8 @@ pub struct VerifyArgs {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Up(args) => up::run(args).await,
+        Command::Manager(args) => manager::run(args).await,
+        Command::Edge(args) => edge::run(args).await,
         Command::Keys(command) => client::keys(command).await,
         Command::Tokens(TokensCommand::Create(args)) => client::create_token(args).await,
         Command::Verify(args) => client::verify(args).await,

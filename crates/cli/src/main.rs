@@ -2,6 +2,10 @@
 
 mod client;
 mod commands;
+mod edge;
+mod manager;
+mod node;
+mod remote;
 mod up;
 
 use std::process::ExitCode;

@@ -1,8 +1,9 @@
-//! Everything in one process: the manager, an edge, and an in-process bus between them.
+//! Running a manager, optionally with an edge in the same process.
 //!
-//! `quench up` runs this; the black-box tests run the very same function on port-0 listeners. The edge
-//! follows the bus and repairs from the store exactly as a remote edge would from the manager's API, so
-//! the embedded mode exercises the same code paths as a distributed deployment.
+//! `quench up` runs a manager and an edge over an in-process bus (or NATS, with `--nats`); `quench manager`
+//! runs the manager alone on NATS; the black-box tests run the very same function on port-0 listeners.
+//! An embedded edge follows the bus and reads the manager's signed snapshot and log exactly as a remote
+//! edge does over HTTP, so every mode exercises the same code paths.
 
 use std::{path::Path, sync::Arc};
 
@@ -17,7 +18,8 @@ use crate::{Manager, ManagerConfig, api, upstream::ManagerUpstream};
 #[derive(Debug)]
 pub struct Running {
     pub manager: Arc<Manager>,
-    pub replica: Arc<Replica>,
+    /// The embedded edge, when there is one.
+    pub replica: Option<Arc<Replica>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -36,45 +38,59 @@ pub enum StartError {
     Bus(#[from] quench_bus::BusError),
 }
 
+/// An edge to run in the manager's process.
+pub struct EmbeddedEdge {
+    pub config: EdgeConfig,
+    pub listener: TcpListener,
+}
+
 pub async fn start(
     store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
     manager_config: ManagerConfig,
-    edge_config: EdgeConfig,
     admin: TcpListener,
-    edge: TcpListener,
+    edge: Option<EmbeddedEdge>,
     cancel: CancellationToken,
 ) -> Result<Running, StartError> {
-    let bus: Arc<dyn Bus> = Arc::new(InProcessBus::default());
-    let manager = Manager::new(store.clone(), bus.clone(), manager_config);
-    manager
-        .propagation
-        .expect(&edge_config.id, &edge_config.region);
+    let manager = Manager::new(store, bus.clone(), manager_config);
     manager.start(cancel.clone()).await?;
-    let replica = Replica::new(edge_config);
-    let follower = tokio::spawn(follow(
-        replica.clone(),
-        bus,
-        Arc::new(ManagerUpstream(manager.clone())),
-        manager.trust(),
-        cancel.clone(),
-    ));
-    let admin_server = tokio::spawn(serve(
+    let mut tasks = vec![tokio::spawn(serve(
         admin,
         api::router(manager.clone()),
         cancel.clone(),
         "manager",
-    ));
-    let edge_server = tokio::spawn(serve(
-        edge,
-        quench_edge::http::router(replica.clone()),
-        cancel,
-        "edge",
-    ));
+    ))];
+    let mut replica = None;
+    if let Some(edge) = edge {
+        manager
+            .propagation
+            .expect(&edge.config.id, &edge.config.region);
+        let embedded = Replica::new(edge.config);
+        tasks.push(tokio::spawn(follow(
+            embedded.clone(),
+            bus,
+            Arc::new(ManagerUpstream(manager.clone())),
+            manager.trust(),
+            cancel.clone(),
+        )));
+        tasks.push(tokio::spawn(serve(
+            edge.listener,
+            quench_edge::http::router(embedded.clone()),
+            cancel,
+            "edge",
+        )));
+        replica = Some(embedded);
+    }
     Ok(Running {
         manager,
         replica,
-        tasks: vec![follower, admin_server, edge_server],
+        tasks,
     })
+}
+
+/// An in-process bus, for everything in one process.
+pub fn in_process_bus() -> Arc<dyn Bus> {
+    Arc::new(InProcessBus::default())
 }
 
 async fn serve(

@@ -49,13 +49,16 @@ pub async fn spawn_with(config: ManagerConfig) -> TestApp {
     let cancel = CancellationToken::new();
     let running = embedded::start(
         store,
+        embedded::in_process_bus(),
         config,
-        EdgeConfig {
-            id: "embedded".into(),
-            ..EdgeConfig::default()
-        },
         admin,
-        edge,
+        Some(embedded::EmbeddedEdge {
+            config: EdgeConfig {
+                id: "embedded".into(),
+                ..EdgeConfig::default()
+            },
+            listener: edge,
+        }),
         cancel.clone(),
     )
     .await

@@ -1,0 +1,45 @@
+//! `quench manager`: the manager alone, for a deployment on NATS with any number of edges.
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+use clap::Args;
+use quench_manager::embedded;
+use tokio_util::sync::CancellationToken;
+
+use crate::node::{self, BusArgs, ManagerArgs};
+
+#[derive(Debug, Args)]
+pub struct ManagerCommand {
+    #[command(flatten)]
+    pub manager: ManagerArgs,
+    #[command(flatten)]
+    pub bus: BusArgs,
+    /// This manager's name in heartbeats and logs; default `manager-<pid>`.
+    #[arg(long)]
+    pub id: Option<String>,
+}
+
+pub async fn run(args: ManagerCommand) -> anyhow::Result<ExitCode> {
+    node::init_logging();
+    if args.bus.nats.is_none() {
+        bail!("--nats: a standalone manager needs NATS to reach its edges (or run `quench up`)");
+    }
+    node::create_data_dir(&args.manager.data_dir)?;
+    let store = node::open_store(&args.manager).await?;
+    let admin = node::bind(&args.manager.admin_listen, "manager API").await?;
+    let id = args
+        .id
+        .clone()
+        .unwrap_or_else(|| format!("manager-{}", std::process::id()));
+    let config = node::manager_config(&args.manager, &*store, id).await?;
+    let bus = node::connect_bus(&args.bus, "quench-manager").await?;
+    println!("manager listening on http://{}", admin.local_addr()?);
+    let cancel = CancellationToken::new();
+    let running = embedded::start(store.clone(), bus, config, admin, None, cancel.clone()).await?;
+    node::shutdown_signal(cancel).await;
+    running.finished().await;
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,219 @@
+//! What `quench up`, `quench manager` and `quench edge` share: their options, logging, signals, and how
+//! each part is built from the options.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use quench_bus::{Bus, NatsBus};
+use quench_edge::{EdgeConfig, StalePolicy};
+use quench_manager::{Issuer, ManagerConfig, bootstrap, embedded};
+use quench_store::{Store, sqlite::SqliteStore};
+use tokio_util::sync::CancellationToken;
+
+/// Options of a manager (in `up` and `manager`).
+#[derive(Debug, Args)]
+pub struct ManagerArgs {
+    /// Where the SQLite database, the signing key and the bootstrap token live.
+    #[arg(long, env = "QUENCH_DATA_DIR", default_value = "./quench-data")]
+    pub data_dir: PathBuf,
+    /// Manager API address.
+    #[arg(long, default_value = "127.0.0.1:7600")]
+    pub admin_listen: String,
+    /// The store: a `postgres://` or `sqlite:` URL; default `<data-dir>/quench.db`.
+    #[arg(long, env = "QUENCH_DATABASE")]
+    pub database: Option<String>,
+    /// An issuer as PREFIX or PREFIX:HASH (sha256, argon2id, bcrypt); repeat for several, the first is
+    /// the default for new keys.
+    #[arg(long = "issuer", default_value = "qk:sha256")]
+    pub issuers: Vec<String>,
+    /// The event-signing key file (hex seed); default `<data-dir>/signing.key`, made on first start.
+    /// `QUENCH_SIGNING_KEY` (the hex seed itself) takes precedence. Managers sharing a database share it.
+    #[arg(long, env = "QUENCH_SIGNING_KEY_FILE")]
+    pub signing_key_file: Option<PathBuf>,
+    /// A further manager public key edges should trust (hex), during a signing-key rotation.
+    #[arg(long = "also-trust")]
+    pub also_trust: Vec<String>,
+}
+
+/// Options of an edge (in `up` and `edge`).
+#[derive(Debug, Args)]
+pub struct EdgeArgs {
+    /// Stop answering `valid` after this many seconds without hearing the manager.
+    #[arg(long, default_value_t = 10)]
+    pub max_staleness: u64,
+    #[arg(long, value_enum, default_value_t = StaleMode::FailClosed)]
+    pub stale_policy: StaleMode,
+    #[arg(long, default_value = "local")]
+    pub region: String,
+}
+
+/// Where the bus is (in `up`, `manager` and `edge`).
+#[derive(Debug, Args)]
+pub struct BusArgs {
+    /// NATS server URL(s), comma-separated; without it `up` uses an in-process bus.
+    #[arg(long, env = "QUENCH_NATS")]
+    pub nats: Option<String>,
+    /// Namespaces every NATS stream and subject, so several deployments share one NATS.
+    #[arg(long, env = "QUENCH_DEPLOYMENT", default_value = "quench")]
+    pub deployment: String,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum StaleMode {
+    FailClosed,
+    FailOpen,
+}
+
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,async_nats=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub fn create_data_dir(path: &PathBuf) -> anyhow::Result<()> {
+    std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restricting {}", path.display()))?;
+    }
+    Ok(())
+}
+
+pub async fn open_store(args: &ManagerArgs) -> anyhow::Result<Arc<dyn Store>> {
+    match &args.database {
+        None => {
+            let store = SqliteStore::open(&args.data_dir.join("quench.db"))
+                .await
+                .context("opening the SQLite store")?;
+            Ok(Arc::new(store))
+        }
+        Some(url) => quench_store::open_url(url)
+            .await
+            .context("--database: opening the store"),
+    }
+}
+
+pub async fn connect_bus(args: &BusArgs, client_name: &str) -> anyhow::Result<Arc<dyn Bus>> {
+    match &args.nats {
+        None => Ok(embedded::in_process_bus()),
+        Some(url) => {
+            let bus = NatsBus::connect(url, &args.deployment, client_name)
+                .await
+                .with_context(|| format!("--nats: connecting to {url}"))?;
+            tracing::info!(url, deployment = %args.deployment, "connected to NATS");
+            Ok(Arc::new(bus))
+        }
+    }
+}
+
+/// Everything a manager needs from its options, the environment and its data directory. Prints the
+/// bootstrap token when it is made.
+pub async fn manager_config(
+    args: &ManagerArgs,
+    store: &dyn Store,
+    id: String,
+) -> anyhow::Result<ManagerConfig> {
+    let issuers = args
+        .issuers
+        .iter()
+        .map(|i| Issuer::parse(i))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("--issuer: {e}"))?;
+    let also_trusted = args
+        .also_trust
+        .iter()
+        .map(|k| quench_core::sign::PublicKey::parse(k))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("--also-trust: {e}"))?;
+    let bootstrap_token = std::env::var("QUENCH_BOOTSTRAP_TOKEN")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(bootstrap::configured)
+        .transpose()?;
+    let signer = match std::env::var("QUENCH_SIGNING_KEY")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        Some(seed) => quench_core::sign::Signer::from_seed_hex(&seed)
+            .map_err(|e| anyhow::anyhow!("QUENCH_SIGNING_KEY: {e}"))?,
+        None => {
+            let path = args
+                .signing_key_file
+                .clone()
+                .unwrap_or_else(|| args.data_dir.join("signing.key"));
+            bootstrap::signing_key(&path)?
+        }
+    };
+    if bootstrap_token.is_none() {
+        if let Some(token) = bootstrap::first_token(store, &args.data_dir).await? {
+            println!(
+                "Bootstrap admin token (shown once, also saved to {}):",
+                embedded::token_path(&args.data_dir).display()
+            );
+            println!("  {token}");
+        }
+    }
+    Ok(ManagerConfig {
+        id,
+        issuers,
+        bootstrap_token,
+        signer: Arc::new(signer),
+        also_trusted,
+        ..ManagerConfig::default()
+    })
+}
+
+pub fn edge_config(args: &EdgeArgs, id: String) -> anyhow::Result<EdgeConfig> {
+    if args.max_staleness == 0 {
+        bail!("--max-staleness: at least 1 second");
+    }
+    quench_core::Label::parse(&args.region).map_err(|e| anyhow::anyhow!("--region: {e}"))?;
+    quench_core::Label::parse(&id).map_err(|e| anyhow::anyhow!("--id: {e}"))?;
+    Ok(EdgeConfig {
+        id,
+        region: args.region.clone(),
+        max_staleness: Duration::from_secs(args.max_staleness),
+        stale_policy: match args.stale_policy {
+            StaleMode::FailClosed => StalePolicy::FailClosed,
+            StaleMode::FailOpen => StalePolicy::FailOpen,
+        },
+    })
+}
+
+pub async fn bind(address: &str, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("binding the {what} to {address}"))
+}
+
+/// Completes on SIGTERM or Ctrl-C, then cancels `cancel`.
+pub async fn shutdown_signal(cancel: CancellationToken) {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for SIGTERM");
+                    let _ = interrupt.await;
+                    cancel.cancel();
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("shutting down");
+    cancel.cancel();
+}

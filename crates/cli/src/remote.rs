@@ -1,0 +1,124 @@
+//! A remote edge reads the manager over HTTP: its signed snapshot and log pages, its signing keys, and
+//! where to register the edge's own key. The edge authenticates with an `edge`-scope token.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use quench_bus::{EdgeRegistration, EventBatch, Sealed, SignedSnapshot};
+use quench_core::{
+    Seq,
+    sign::{PublicKey, Signature, Trust},
+};
+use quench_edge::{Upstream, UpstreamError};
+
+pub struct HttpUpstream {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+fn failed(error: impl std::fmt::Display) -> UpstreamError {
+    UpstreamError(error.to_string())
+}
+
+impl HttpUpstream {
+    pub fn new(base: &str, token: String) -> anyhow::Result<Self> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("quench-edge/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(120))
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Self {
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            http,
+        })
+    }
+
+    async fn get(&self, path: &str) -> Result<reqwest::Response, UpstreamError> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(failed)?;
+        if !response.status().is_success() {
+            return Err(UpstreamError(format!(
+                "GET {path}: HTTP {}",
+                response.status().as_u16()
+            )));
+        }
+        Ok(response)
+    }
+
+    async fn signed<const P: u8>(&self, path: &str) -> Result<Sealed<P>, UpstreamError> {
+        let response = self.get(path).await?;
+        let signature = response
+            .headers()
+            .get("quench-signature")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| UpstreamError(format!("GET {path}: no signature")))?;
+        let signature = Signature::decode(signature).map_err(failed)?;
+        let body = response.bytes().await.map_err(failed)?;
+        Ok(Sealed::from_parts(body.to_vec(), signature))
+    }
+
+    /// The manager keys to trust, as the manager lists them. Fetch them over TLS, or pin them with
+    /// `--trust-key`: whoever answers this call decides what the edge believes.
+    pub async fn trust(&self) -> anyhow::Result<Trust> {
+        let body: serde_json::Value = self
+            .get("/v1/signing-keys")
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .json()
+            .await
+            .context("reading the manager's signing keys")?;
+        let keys = body["keys"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|k| k["public_key"].as_str())
+            .map(PublicKey::parse)
+            .collect::<Result<Vec<_>, _>>()
+            .context("the manager listed an invalid signing key")?;
+        if keys.is_empty() {
+            anyhow::bail!("the manager listed no signing keys");
+        }
+        Ok(Trust::new(keys))
+    }
+}
+
+#[async_trait]
+impl Upstream for HttpUpstream {
+    async fn snapshot(&self) -> Result<SignedSnapshot, UpstreamError> {
+        self.signed("/v1/snapshot").await
+    }
+
+    async fn events_after(&self, after: Seq, limit: u32) -> Result<EventBatch, UpstreamError> {
+        self.signed(&format!("/v1/events?after={after}&limit={limit}"))
+            .await
+    }
+
+    async fn register(&self, edge: &EdgeRegistration) -> Result<(), UpstreamError> {
+        let response = self
+            .http
+            .post(format!("{}/v1/edges", self.base))
+            .bearer_auth(&self.token)
+            .json(edge)
+            .send()
+            .await
+            .map_err(failed)?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(UpstreamError(format!(
+                "registering the edge: HTTP {}",
+                response.status().as_u16()
+            )))
+        }
+    }
+}
