@@ -150,14 +150,16 @@ pub async fn manager_config(
             bootstrap::signing_key(&path)?
         }
     };
-    if bootstrap_token.is_none() {
-        if let Some(token) = bootstrap::first_token(store, &args.data_dir).await? {
-            println!(
-                "Bootstrap admin token (shown once, also saved to {}):",
-                embedded::token_path(&args.data_dir).display()
-            );
-            println!("  {token}");
-        }
+    let first_token = match bootstrap_token {
+        None => bootstrap::first_token(store, &args.data_dir).await?,
+        Some(_) => None,
+    };
+    if let Some(token) = first_token {
+        println!(
+            "Bootstrap admin token (shown once, also saved to {}):",
+            embedded::token_path(&args.data_dir).display()
+        );
+        println!("  {token}");
     }
     Ok(ManagerConfig {
         id,
