@@ -31,6 +31,21 @@ pub use propagation::Propagation;
 /// default payload limit while signing (and verifying) once per few hundred events.
 pub const BATCH_EVENTS: usize = 500;
 
+/// How old an unpublished event must be before the outbox publishes it: long enough for the manager that
+/// committed it to have published it itself.
+pub const OUTBOX_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+mod fault {
+    /// Fault injection for the failover tests: `QUENCH_FAULT=crash-before-publish` makes the manager
+    /// abort right after a change commits and before it is published.
+    pub fn crash_before_publish() -> bool {
+        static SET: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *SET.get_or_init(|| {
+            std::env::var("QUENCH_FAULT").is_ok_and(|v| v == "crash-before-publish")
+        })
+    }
+}
+
 /// Everything a request handler needs.
 pub struct Manager {
     pub store: Arc<dyn Store>,
@@ -74,12 +89,59 @@ impl Manager {
     /// Publishes committed events as one signed batch. A failure is not the caller's: the events are
     /// durable in the log and edges fetch them from there.
     pub async fn publish(&self, events: &[Event]) {
+        if fault::crash_before_publish() {
+            tracing::error!("fault injection: crashing between commit and publish");
+            std::process::abort();
+        }
         for chunk in events.chunks(BATCH_EVENTS) {
+            let (Some(first), Some(last)) = (chunk.first(), chunk.last()) else {
+                continue;
+            };
             let batch = EventBatch::seal_events(&self.config.signer, chunk);
-            if let Err(error) = self.bus.publish(&batch).await {
-                let last = chunk.last().map(|e| e.seq).unwrap_or_default();
-                tracing::warn!(%error, seq = %last, "publishing failed; edges will repair from the log");
+            match self.bus.publish(&batch).await {
+                Ok(()) => {
+                    // Off the request's path: the mark only spares the outbox sweep some work.
+                    let store = self.store.clone();
+                    let (first, last) = (first.seq, last.seq);
+                    tokio::spawn(async move {
+                        if let Err(error) = store.mark_published(first, last).await {
+                            tracing::debug!(%error, "recording a publish failed; the outbox will publish again");
+                        }
+                    });
+                }
+                Err(error) => {
+                    tracing::warn!(%error, seq = %last.seq, "publishing failed; the outbox publishes it again");
+                }
             }
+        }
+    }
+
+    /// The transactional outbox: publishes every event committed at least `OUTBOX_GRACE` ago that is not
+    /// known to be published (a manager crashed between commit and publish, or the bus was down), then
+    /// advances the mark. Any manager does it for all: publishing twice is harmless.
+    pub async fn sweep_outbox(&self) -> Result<u64, quench_store::StoreError> {
+        let mut published = 0;
+        loop {
+            let through = self.store.published_through().await?;
+            let cutoff = Timestamp::now().as_millis() - OUTBOX_GRACE.as_millis() as i64;
+            let events: Vec<Event> = self
+                .store
+                .events_after(through, BATCH_EVENTS as u32)
+                .await?
+                .into_iter()
+                .take_while(|e| e.at.as_millis() <= cutoff)
+                .collect();
+            let (Some(first), Some(last)) = (events.first(), events.last()) else {
+                return Ok(published);
+            };
+            let batch = EventBatch::seal_events(&self.config.signer, &events);
+            if let Err(error) = self.bus.publish(&batch).await {
+                tracing::warn!(%error, "the outbox could not publish; it will try again");
+                return Ok(published);
+            }
+            self.store.mark_published(first.seq, last.seq).await?;
+            published += events.len() as u64;
+            tracing::info!(first = %first.seq, last = %last.seq, "the outbox published events");
         }
     }
 
@@ -155,6 +217,9 @@ impl Manager {
             let beat = SignedHeartbeat::seal_heartbeat(&self.config.signer, &beat);
             if let Err(error) = self.bus.heartbeat(&beat).await {
                 tracing::warn!(%error, "sending a heartbeat failed");
+            }
+            if let Err(error) = self.sweep_outbox().await {
+                tracing::warn!(%error, "the outbox sweep failed");
             }
         }
     }

@@ -122,6 +122,14 @@ pub trait Store: Send + Sync + 'static {
     /// The newest audit records first, optionally for one key.
     async fn audit_log(&self, key: Option<KeyId>, limit: u32) -> Result<Vec<AuditEntry>>;
 
+    /// The outbox's high-water mark: every event up to it is known to have been published.
+    async fn published_through(&self) -> Result<Seq>;
+
+    /// Records that events `first..=last` were published. Advances the mark only when it is contiguous
+    /// (the mark is at `first - 1` or beyond); otherwise the gap's events are published again later,
+    /// which is harmless: edges ignore what they already applied.
+    async fn mark_published(&self, first: Seq, last: Seq) -> Result<()>;
+
     /// Records an edge's acknowledgement key, replacing any earlier one for the same id.
     async fn register_edge(&self, edge: &EdgeRecord) -> Result<()>;
 

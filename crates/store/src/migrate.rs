@@ -21,6 +21,11 @@ pub const SQLITE: &[Migration] = &[
         name: "edge registrations",
         sql: include_str!("../migrations/sqlite/0002_edges.sql"),
     },
+    Migration {
+        version: 3,
+        name: "outbox high-water mark",
+        sql: include_str!("../migrations/sqlite/0003_outbox.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -33,5 +38,10 @@ pub const POSTGRES: &[Migration] = &[
         version: 2,
         name: "edge registrations",
         sql: include_str!("../migrations/postgres/0002_edges.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "outbox high-water mark",
+        sql: include_str!("../migrations/postgres/0003_outbox.sql"),
     },
 ];

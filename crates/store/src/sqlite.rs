@@ -600,6 +600,23 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn published_through(&self) -> Result<Seq> {
+        let seq: i64 = sqlx::query_scalar("SELECT published_seq FROM log_head WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Seq::new(rows::unsigned(seq)?))
+    }
+
+    async fn mark_published(&self, first: Seq, last: Seq) -> Result<()> {
+        sqlx::query("UPDATE log_head SET published_seq = ? WHERE id = 1 AND published_seq >= ? AND published_seq < ?")
+            .bind(last.get() as i64)
+            .bind(first.get().saturating_sub(1) as i64)
+            .bind(last.get() as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn register_edge(&self, edge: &EdgeRecord) -> Result<()> {
         sqlx::query(
             "INSERT INTO edges (id, region, public_key, registered_at) VALUES (?, ?, ?, ?) \

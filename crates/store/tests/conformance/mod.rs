@@ -424,6 +424,44 @@ pub async fn registers_edges_and_replaces_their_keys(store: Arc<dyn Store>) {
     assert_eq!(store.edges().await.expect("edges"), vec![edge]);
 }
 
+pub async fn the_outbox_mark_advances_only_contiguously(store: Arc<dyn Store>) {
+    for _ in 0..5 {
+        store
+            .create_key(&record("team-a", &[]), &actor())
+            .await
+            .expect("create");
+    }
+    assert_eq!(store.published_through().await.expect("mark"), Seq::ZERO);
+    store
+        .mark_published(Seq::new(3), Seq::new(4))
+        .await
+        .expect("mark");
+    assert_eq!(
+        store.published_through().await.expect("mark"),
+        Seq::ZERO,
+        "1..2 not yet published"
+    );
+    store
+        .mark_published(Seq::new(1), Seq::new(2))
+        .await
+        .expect("mark");
+    assert_eq!(store.published_through().await.expect("mark"), Seq::new(2));
+    store
+        .mark_published(Seq::new(1), Seq::new(4))
+        .await
+        .expect("mark");
+    assert_eq!(store.published_through().await.expect("mark"), Seq::new(4));
+    store
+        .mark_published(Seq::new(2), Seq::new(3))
+        .await
+        .expect("mark");
+    assert_eq!(
+        store.published_through().await.expect("mark"),
+        Seq::new(4),
+        "never moves back"
+    );
+}
+
 /// Concurrent writers still produce a gap-free log in commit order.
 pub async fn concurrent_writers_keep_the_log_gap_free(store: Arc<dyn Store>) {
     let writers = 8;
@@ -541,6 +579,7 @@ macro_rules! all_conformance_tests {
             audits_every_mutation,
             concurrent_writers_keep_the_log_gap_free,
             registers_edges_and_replaces_their_keys,
+            the_outbox_mark_advances_only_contiguously,
         );
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
