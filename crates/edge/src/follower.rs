@@ -120,13 +120,7 @@ struct Follower {
 
 impl Follower {
     async fn run(&self, cancel: &CancellationToken) -> Result<(), FollowError> {
-        let config = self.replica.config();
-        let registration = EdgeRegistration {
-            id: config.id.clone(),
-            region: config.region.clone(),
-            public_key: self.ack_key.public().to_hex(),
-        };
-        self.upstream.register(&registration).await?;
+        let mut registered = self.register().await;
         let mut deliveries = self.bus.subscribe().await?;
         if !self.replica.is_ready() {
             self.bootstrap().await?;
@@ -138,7 +132,12 @@ impl Follower {
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
-                _ = tick.tick() => self.ack().await?,
+                _ = tick.tick() => {
+                    if !registered {
+                        registered = self.register().await;
+                    }
+                    self.ack().await?;
+                }
                 delivery = deliveries.next() => {
                     let Some(delivery) = delivery else {
                         return Err(BusError::Closed.into());
@@ -155,6 +154,42 @@ impl Follower {
                     self.ack().await?;
                 }
             }
+        }
+    }
+
+    /// Registers the acknowledgement key; until it succeeds, managers ignore this edge's
+    /// acknowledgements, but the edge follows the bus all the same.
+    async fn register(&self) -> bool {
+        let config = self.replica.config();
+        let registration = EdgeRegistration {
+            id: config.id.clone(),
+            region: config.region.clone(),
+            public_key: self.ack_key.public().to_hex(),
+        };
+        match self.upstream.register(&registration).await {
+            Ok(()) => true,
+            Err(error) => {
+                self.count_upstream_error();
+                tracing::warn!(%error, "registering with the manager failed; will retry");
+                false
+            }
+        }
+    }
+
+    fn count_upstream_error(&self) {
+        self.replica
+            .metrics()
+            .upstream_errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Repairs from the log while following the bus. If the manager cannot be reached, keeps following:
+    /// the bus may carry what is missing (the outbox republishes it), and until the replica reaches a
+    /// heartbeat's head it does not count as fresh.
+    async fn repair(&self) {
+        if let Err(error) = self.catch_up().await {
+            self.count_upstream_error();
+            tracing::warn!(%error, "repairing from the manager's log failed; following the bus meanwhile");
         }
     }
 
@@ -218,7 +253,7 @@ impl Follower {
                 };
                 for event in &events {
                     if self.apply(event).is_err() {
-                        self.catch_up().await?;
+                        self.repair().await;
                         // The log now covers it; applying again is a duplicate or fills the last step.
                         let _ = self.apply(event);
                     }
@@ -227,7 +262,7 @@ impl Follower {
             Delivery::Heartbeat(beat) => self.heartbeat(&beat).await?,
             Delivery::Lost(count) => {
                 tracing::warn!(count, "edge missed deliveries; repairing from the log");
-                self.catch_up().await?;
+                self.repair().await;
             }
             Delivery::Invalid(why) => {
                 let _ = self.opened::<()>(Err(OpenError::Unreadable(why)));
@@ -261,7 +296,7 @@ impl Follower {
             return Ok(());
         }
         if self.replica.applied() < beat.head {
-            self.catch_up().await?;
+            self.repair().await;
         }
         if self.replica.applied() >= beat.head {
             // Fresh as of when the manager sent it, never later: a replayed heartbeat buys nothing.

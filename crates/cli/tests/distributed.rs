@@ -1,0 +1,274 @@
+//! Quench across processes: managers, edges and NATS servers as separate processes, killed and restarted
+//! the hard way. Each test runs its own NATS server on a free port.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::{Client, Nats, edge, manager};
+
+const SOON: Duration = Duration::from_secs(15);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_wait_all_every_edge_refuses_the_key() {
+    let Some(nats) = Nats::start() else { return };
+    let dir = tempfile::tempdir().expect("dir");
+    let (_m, admin) = manager(&nats.url(), dir.path(), None, &[]);
+    let client = Client::default();
+    let token = client.edge_token(&admin).await;
+    let edges: Vec<_> = (1..=3)
+        .map(|i| edge(&nats.url(), &admin, &token, &format!("e{i}"), 10))
+        .collect();
+    client.until_edges_live(&admin, 3, SOON).await;
+
+    let (id, key) = client.create(&admin, "team-a").await;
+    for (_, url) in &edges {
+        assert_eq!(client.verify(url, &key).await["valid"], true);
+    }
+    let (status, revoked) = client
+        .post(
+            &format!("{admin}/v1/keys/{id}/revoke?wait=all&timeout_ms=5000"),
+            json!({"reason": "leaked"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{revoked}");
+    let propagation = &revoked["propagation"];
+    assert_eq!(propagation["complete"], true, "{propagation}");
+    assert_eq!(propagation["edges"].as_array().expect("edges").len(), 3);
+    // Immediately, with no retry: every edge already refuses.
+    for (_, url) in &edges {
+        assert_eq!(client.verify(url, &key).await["reason"], "revoked");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_killed_during_revocations_comes_back_with_all_of_them() {
+    let Some(nats) = Nats::start() else { return };
+    let dir = tempfile::tempdir().expect("dir");
+    let (_m, admin) = manager(&nats.url(), dir.path(), None, &[]);
+    let client = Client::default();
+    let token = client.edge_token(&admin).await;
+    let (_e1, e1) = edge(&nats.url(), &admin, &token, "e1", 10);
+    let (mut e2_proc, _) = edge(&nats.url(), &admin, &token, "e2", 10);
+    client.until_edges_live(&admin, 2, SOON).await;
+    let mut keys = Vec::new();
+    for _ in 0..3 {
+        keys.push(client.create(&admin, "team-a").await);
+    }
+
+    e2_proc.kill9();
+    for (id, _) in &keys {
+        let (status, body) = client
+            .post(
+                &format!("{admin}/v1/keys/{id}/revoke?timeout_ms=300"),
+                json!({"reason": "incident"}),
+            )
+            .await;
+        assert_eq!(status, 200);
+        let pending: Vec<_> = body["propagation"]["edges"]
+            .as_array()
+            .expect("edges")
+            .iter()
+            .filter(|e| e["confirmed"] == false)
+            .map(|e| e["edge"].clone())
+            .collect();
+        assert!(pending.is_empty() || pending == vec![json!("e2")], "{body}");
+    }
+    let (_, fresh_key) = client.create(&admin, "team-a").await;
+
+    let (_e2_again, e2) = edge(&nats.url(), &admin, &token, "e2", 10);
+    for (_, key) in &keys {
+        for url in [&e1, &e2] {
+            let verdict = client.until_verdict(url, key, Some("revoked"), SOON).await;
+            assert_eq!(verdict["reason"], "revoked", "{url}");
+        }
+    }
+    assert_eq!(
+        client.until_verdict(&e2, &fresh_key, None, SOON).await["valid"],
+        true
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_restart_loses_no_revocation() {
+    let Some(mut nats) = Nats::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let (_m, admin) = manager(&nats.url(), dir.path(), None, &[]);
+    let client = Client::default();
+    let token = client.edge_token(&admin).await;
+    let (_e1, e1) = edge(&nats.url(), &admin, &token, "e1", 30);
+    client.until_edges_live(&admin, 1, SOON).await;
+    let (id, key) = client.create(&admin, "team-a").await;
+    assert_eq!(client.verify(&e1, &key).await["valid"], true);
+
+    nats.kill();
+    // Committed while the bus is down: the call still answers (the change is durable in the store).
+    let (status, _) = client
+        .post(
+            &format!("{admin}/v1/keys/{id}/revoke?wait=none"),
+            json!({"reason": "leaked"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    nats.restart();
+    let verdict = client
+        .until_verdict(&e1, &key, Some("revoked"), Duration::from_secs(30))
+        .await;
+    assert_eq!(verdict["reason"], "revoked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_event_on_the_bus_is_ignored() {
+    use quench_bus::{Bus, EventBatch, NatsBus};
+    use quench_core::{
+        ApiKey, Change, EdgeKey, Event, HashAlg, Owner, Prefix, Seq, Timestamp, Verifier,
+        sign::Signer,
+    };
+
+    let Some(nats) = Nats::start() else { return };
+    let dir = tempfile::tempdir().expect("dir");
+    let (_m, admin) = manager(&nats.url(), dir.path(), None, &[]);
+    let client = Client::default();
+    let token = client.edge_token(&admin).await;
+    let (_e1, e1) = edge(&nats.url(), &admin, &token, "e1", 10);
+    client.until_edges_live(&admin, 1, SOON).await;
+    let (_, genuine) = client.create(&admin, "team-a").await;
+
+    // An attacker with publish rights on NATS announces a key of their own as the next event.
+    let attacker_key = ApiKey::generate(Prefix::default()).expect("random");
+    let forged = Event {
+        seq: Seq::new(2),
+        at: Timestamp::now(),
+        change: Change::KeyCreated {
+            key: EdgeKey {
+                id: attacker_key.id(),
+                prefix: attacker_key.prefix(),
+                owner: Owner::parse("attacker").expect("owner"),
+                apis: vec![],
+                scopes: vec![],
+                expires_at: None,
+                revoked: false,
+                verifier: Verifier::create(HashAlg::Sha256, attacker_key.secret()).expect("hash"),
+            },
+        },
+    };
+    let forger = Signer::generate().expect("random");
+    let bus = NatsBus::connect(&nats.url(), "quench", "attacker")
+        .await
+        .expect("connect");
+    bus.publish(&EventBatch::seal_events(&forger, &[forged]))
+        .await
+        .expect("publish");
+
+    let metrics = format!("{e1}/metrics");
+    let mut rejected = false;
+    for _ in 0..100 {
+        if client
+            .text(&metrics)
+            .await
+            .contains("quench_edge_rejected_messages_total 1")
+        {
+            rejected = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(rejected, "the edge counted the forged message");
+    assert_eq!(
+        client.verify(&e1, &attacker_key.expose()).await["reason"],
+        "unknown"
+    );
+    assert_eq!(client.verify(&e1, &genuine).await["valid"], true);
+    // The real next event still applies.
+    let (_, next) = client.create(&admin, "team-a").await;
+    assert_eq!(
+        client.until_verdict(&e1, &next, None, SOON).await["valid"],
+        true
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_cut_off_past_max_staleness_refuses_then_recovers() {
+    let Some(mut nats) = Nats::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let (_m, admin) = manager(&nats.url(), dir.path(), None, &[]);
+    let client = Client::default();
+    let token = client.edge_token(&admin).await;
+    let (_e1, e1) = edge(&nats.url(), &admin, &token, "e1", 2);
+    client.until_edges_live(&admin, 1, SOON).await;
+    let (_, key) = client.create(&admin, "team-a").await;
+    assert_eq!(
+        client.until_verdict(&e1, &key, None, SOON).await["valid"],
+        true
+    );
+
+    nats.kill();
+    let verdict = client
+        .until_verdict(&e1, &key, Some("stale"), Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        verdict["reason"], "stale",
+        "fails closed once past max-staleness"
+    );
+    nats.restart();
+    let verdict = client
+        .until_verdict(&e1, &key, None, Duration::from_secs(30))
+        .await;
+    assert_eq!(verdict["valid"], true, "recovers by itself");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manager_crash_between_commit_and_publish_loses_nothing() {
+    let Some(nats) = Nats::start() else { return };
+    let dir = tempfile::tempdir().expect("dir");
+    let listen = format!("127.0.0.1:{}", support::free_port());
+    let (mut m, admin) = support::manager_at(&listen, &nats.url(), dir.path(), None, &[]);
+    let client = Client::default();
+    let token = client.edge_token(&admin).await;
+    let (_e1, e1) = edge(&nats.url(), &admin, &token, "e1", 30);
+    client.until_edges_live(&admin, 1, SOON).await;
+    let (id, key) = client.create(&admin, "team-a").await;
+    assert_eq!(
+        client.until_verdict(&e1, &key, None, SOON).await["valid"],
+        true
+    );
+
+    m.kill9();
+    let (mut crashing, admin) = support::manager_at(
+        &listen,
+        &nats.url(),
+        dir.path(),
+        None,
+        &[("QUENCH_FAULT", "crash-before-publish")],
+    );
+    let (status, _) = client
+        .post(
+            &format!("{admin}/v1/keys/{id}/revoke"),
+            json!({"reason": "leaked"}),
+        )
+        .await;
+    assert_eq!(status, 0, "the manager died before answering");
+    for _ in 0..100 {
+        if crashing.exited() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(crashing.exited());
+
+    let (_m2, admin) = support::manager_at(&listen, &nats.url(), dir.path(), None, &[]);
+    let (status, shown) = client.get(&format!("{admin}/v1/keys/{id}")).await;
+    assert_eq!(
+        shown["status"], "revoked",
+        "the revocation was committed ({status} {shown})"
+    );
+    let verdict = client
+        .until_verdict(&e1, &key, Some("revoked"), Duration::from_secs(20))
+        .await;
+    assert_eq!(verdict["reason"], "revoked");
+}

@@ -1,0 +1,421 @@
+//! Processes for the multi-process tests: NATS servers on free ports, managers and edges as the real
+//! `quench` binary, and a small HTTP client to talk to them.
+
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+
+pub const QUENCH: &str = env!("CARGO_BIN_EXE_quench");
+pub const BOOTSTRAP: &str = "test-bootstrap-token-0123456789-abcdefghij";
+pub const SIGNING_SEED: &str = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e";
+
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn wait_for_port(port: u16, timeout: Duration) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+pub fn nats_server_binary() -> Option<PathBuf> {
+    let candidates = [
+        "nats-server",
+        "/usr/sbin/nats-server",
+        "/usr/bin/nats-server",
+    ];
+    candidates.iter().map(PathBuf::from).find(|p| {
+        Command::new(p)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+/// A NATS server with JetStream, on a free port, with its own store directory; it can be killed and
+/// started again on the same port and store.
+pub struct Nats {
+    binary: PathBuf,
+    pub port: u16,
+    dir: tempfile::TempDir,
+    extra: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Nats {
+    /// `None` (skipping loudly) when no nats-server is installed, outside CI.
+    pub fn start() -> Option<Self> {
+        Self::start_with(Vec::new())
+    }
+
+    pub fn start_with(extra: Vec<String>) -> Option<Self> {
+        let Some(binary) = nats_server_binary() else {
+            assert!(
+                !in_ci(),
+                "nats-server is required in CI (scripts/services installs it)"
+            );
+            eprintln!("SKIPPED: no nats-server on this machine (run scripts/services)");
+            return None;
+        };
+        let mut nats = Self {
+            binary,
+            port: free_port(),
+            dir: tempfile::tempdir().expect("temp dir"),
+            extra,
+            child: None,
+        };
+        nats.restart();
+        Some(nats)
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        let child = Command::new(&self.binary)
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(self.dir.path().join("js"))
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        self.child = Some(child);
+        assert!(
+            wait_for_port(self.port, Duration::from_secs(10)),
+            "nats-server did not start"
+        );
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A `quench` process whose stdout lines are collected and whose log is drained.
+pub struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl Proc {
+    pub fn spawn(args: &[String], env: &[(String, String)]) -> Self {
+        let mut child = Command::new(QUENCH)
+            .args(args)
+            .env_remove("QUENCH_TOKEN")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn quench");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut sink);
+        });
+        Self {
+            child,
+            lines: rx,
+            args: args.to_vec(),
+            env: env.to_vec(),
+        }
+    }
+
+    /// Waits for a stdout line containing `marker` and returns what follows `http://` on it.
+    pub fn url_after(&self, marker: &str) -> String {
+        let end = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < end {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                if line.contains(marker) {
+                    let at = line.find("http://").expect("a URL on the line");
+                    return line[at..].trim().to_owned();
+                }
+            }
+        }
+        panic!("{:?} never printed {marker:?}", self.args);
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn exited(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_some()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn manager(
+    nats: &str,
+    data_dir: &Path,
+    database: Option<&str>,
+    extra_env: &[(&str, &str)],
+) -> (Proc, String) {
+    manager_at("127.0.0.1:0", nats, data_dir, database, extra_env)
+}
+
+/// A manager on a given address (a restarted manager keeps its URL, as behind a load balancer).
+pub fn manager_at(
+    listen: &str,
+    nats: &str,
+    data_dir: &Path,
+    database: Option<&str>,
+    extra_env: &[(&str, &str)],
+) -> (Proc, String) {
+    let mut args: Vec<String> = [
+        "manager",
+        "--nats",
+        nats,
+        "--admin-listen",
+        listen,
+        "--data-dir",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(data_dir.display().to_string());
+    if let Some(db) = database {
+        args.extend(["--database".to_owned(), db.to_owned()]);
+    }
+    let mut env = vec![
+        ("QUENCH_BOOTSTRAP_TOKEN".to_owned(), BOOTSTRAP.to_owned()),
+        ("QUENCH_SIGNING_KEY".to_owned(), SIGNING_SEED.to_owned()),
+    ];
+    env.extend(
+        extra_env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let proc = Proc::spawn(&args, &env);
+    let url = proc.url_after("manager listening on");
+    (proc, url)
+}
+
+pub fn edge(
+    nats: &str,
+    manager: &str,
+    token: &str,
+    id: &str,
+    max_staleness: u64,
+) -> (Proc, String) {
+    edge_in(nats, manager, token, id, "local", max_staleness)
+}
+
+pub fn edge_in(
+    nats: &str,
+    manager: &str,
+    token: &str,
+    id: &str,
+    region: &str,
+    max_staleness: u64,
+) -> (Proc, String) {
+    let args: Vec<String> = [
+        "edge",
+        "--nats",
+        nats,
+        "--manager",
+        manager,
+        "--listen",
+        "127.0.0.1:0",
+        "--id",
+        id,
+        "--region",
+        region,
+        "--max-staleness",
+        &max_staleness.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let proc = Proc::spawn(&args, &[("QUENCH_TOKEN".to_owned(), token.to_owned())]);
+    let url = proc.url_after("listening on");
+    (proc, url)
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    pub token: String,
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Self {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client"),
+            token: BOOTSTRAP.to_owned(),
+        }
+    }
+}
+
+impl Client {
+    pub async fn post(&self, url: &str, body: Value) -> (u16, Value) {
+        match self
+            .http
+            .post(url)
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+        {
+            Ok(r) => (r.status().as_u16(), r.json().await.unwrap_or(Value::Null)),
+            Err(_) => (0, Value::Null),
+        }
+    }
+
+    pub async fn get(&self, url: &str) -> (u16, Value) {
+        match self.http.get(url).bearer_auth(&self.token).send().await {
+            Ok(r) => (r.status().as_u16(), r.json().await.unwrap_or(Value::Null)),
+            Err(_) => (0, Value::Null),
+        }
+    }
+
+    pub async fn text(&self, url: &str) -> String {
+        match self.http.get(url).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    pub async fn edge_token(&self, manager: &str) -> String {
+        let (status, body) = self
+            .post(&format!("{manager}/v1/tokens"), json!({"scopes": ["edge"]}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["token"].as_str().expect("token").to_owned()
+    }
+
+    /// Creates a key; returns (id, key).
+    pub async fn create(&self, manager: &str, owner: &str) -> (String, String) {
+        let (status, body) = self
+            .post(&format!("{manager}/v1/keys"), json!({"owner": owner}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        (
+            body["id"].as_str().expect("id").to_owned(),
+            body["key"].as_str().expect("key").to_owned(),
+        )
+    }
+
+    pub async fn verify(&self, edge: &str, key: &str) -> Value {
+        match self
+            .http
+            .post(format!("{edge}/v1/verify"))
+            .json(&json!({"key": key}))
+            .send()
+            .await
+        {
+            Ok(r) => r.json().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        }
+    }
+
+    /// Polls until `verify` on `edge` answers `reason` (`None` = valid).
+    pub async fn until_verdict(
+        &self,
+        edge: &str,
+        key: &str,
+        reason: Option<&str>,
+        within: Duration,
+    ) -> Value {
+        let end = Instant::now() + within;
+        loop {
+            let verdict = self.verify(edge, key).await;
+            let matches = match reason {
+                None => verdict["valid"] == true,
+                Some(r) => verdict["reason"] == r,
+            };
+            if matches || Instant::now() > end {
+                return verdict;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the manager sees `count` live edges caught up with its log.
+    pub async fn until_edges_live(&self, manager: &str, count: usize, within: Duration) {
+        let end = Instant::now() + within;
+        loop {
+            let (_, body) = self.get(&format!("{manager}/v1/edges")).await;
+            let live = body["edges"].as_array().map_or(0, |edges| {
+                edges
+                    .iter()
+                    .filter(|e| e["live"] == true && e["lag"] == 0)
+                    .count()
+            });
+            if live >= count {
+                return;
+            }
+            assert!(
+                Instant::now() < end,
+                "only {live} of {count} edges live: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
