@@ -182,11 +182,11 @@ impl Proc {
     pub fn url_after(&self, marker: &str) -> String {
         let end = Instant::now() + Duration::from_secs(30);
         while Instant::now() < end {
-            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
-                if line.contains(marker) {
-                    let at = line.find("http://").expect("a URL on the line");
-                    return line[at..].trim().to_owned();
-                }
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200))
+                && line.contains(marker)
+            {
+                let at = line.find("http://").expect("a URL on the line");
+                return line[at..].trim().to_owned();
             }
         }
         panic!("{:?} never printed {marker:?}", self.args);
