@@ -29,6 +29,8 @@ pub const SIGNATURE_HEADER: &str = "Quench-Signature";
 /// How long JetStream keeps events. Edges that are behind by more repair from the manager's log.
 const RETENTION: Duration = Duration::from_secs(24 * 3600);
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// Tries at reaching JetStream at start, 250 ms apart.
+const STREAM_ATTEMPTS: u32 = 40;
 
 /// Stream and subject names for one deployment.
 #[derive(Debug, Clone)]
@@ -93,6 +95,17 @@ fn sealed<const P: u8>(payload: &[u8], headers: Option<&HeaderMap>) -> Result<Se
 impl NatsBus {
     /// Connects (retrying until NATS answers) and makes sure the deployment's stream exists.
     pub async fn connect(url: &str, deployment: &str, client_name: &str) -> Result<Self, BusError> {
+        Self::connect_in(url, deployment, client_name, None).await
+    }
+
+    /// As [`NatsBus::connect`], reaching JetStream in `domain`: how an edge on a leaf node uses the
+    /// stream that lives in its hub (the hub's `jetstream { domain: ... }`).
+    pub async fn connect_in(
+        url: &str,
+        deployment: &str,
+        client_name: &str,
+        domain: Option<&str>,
+    ) -> Result<Self, BusError> {
         let names = Names::for_deployment(deployment)?;
         let client = async_nats::ConnectOptions::new()
             .name(client_name)
@@ -104,14 +117,28 @@ impl NatsBus {
             .connect(url)
             .await
             .map_err(transport)?;
-        let jetstream = jetstream::new(client.clone());
+        let jetstream = match domain {
+            Some(domain) => jetstream::with_domain(client.clone(), domain),
+            None => jetstream::new(client.clone()),
+        };
         let bus = Self {
             client,
             jetstream,
             names,
         };
-        bus.ensure_stream().await?;
-        Ok(bus)
+        // Right after a server (or its leaf connection) starts, JetStream may not answer yet.
+        let mut attempt = 0;
+        loop {
+            match bus.ensure_stream().await {
+                Ok(()) => return Ok(bus),
+                Err(error) if attempt < STREAM_ATTEMPTS => {
+                    attempt += 1;
+                    tracing::warn!(%error, attempt, "JetStream is not answering yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 
     async fn ensure_stream(&self) -> Result<(), BusError> {

@@ -57,6 +57,10 @@ pub struct BusArgs {
     /// Namespaces every NATS stream and subject, so several deployments share one NATS.
     #[arg(long, env = "QUENCH_DEPLOYMENT", default_value = "quench")]
     pub deployment: String,
+    /// The JetStream domain holding the deployment's stream, for a process connected to a leaf node
+    /// of the hub that runs JetStream (the hub's `jetstream { domain: ... }`).
+    #[arg(long, env = "QUENCH_JETSTREAM_DOMAIN")]
+    pub jetstream_domain: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -103,9 +107,14 @@ pub async fn connect_bus(args: &BusArgs, client_name: &str) -> anyhow::Result<Ar
     match &args.nats {
         None => Ok(embedded::in_process_bus()),
         Some(url) => {
-            let bus = NatsBus::connect(url, &args.deployment, client_name)
-                .await
-                .with_context(|| format!("--nats: connecting to {url}"))?;
+            let bus = NatsBus::connect_in(
+                url,
+                &args.deployment,
+                client_name,
+                args.jetstream_domain.as_deref(),
+            )
+            .await
+            .with_context(|| format!("--nats: connecting to {url}"))?;
             tracing::info!(url, deployment = %args.deployment, "connected to NATS");
             Ok(Arc::new(bus))
         }

@@ -1,5 +1,7 @@
 //! `quench` as a user runs it: the binary, its flags, its output, its exit codes, its signals.
 
+mod support;
+
 use std::{
     io::{BufRead, BufReader},
     path::Path,
@@ -387,72 +389,9 @@ fn bad_flags_and_unreachable_servers_fail_clearly() {
     );
 }
 
-/// A fresh PostgreSQL database for one test, dropped afterwards. `None` (with a loud skip) only outside CI.
-struct PgDatabase {
-    admin: String,
-    name: String,
-    runtime: tokio::runtime::Runtime,
-}
-
-impl PgDatabase {
-    fn create() -> Option<Self> {
-        use sqlx::Connection;
-        let admin = std::env::var("QUENCH_TEST_POSTGRES")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let name = format!("quench_cli_{}", std::process::id());
-        let created = runtime.block_on(async {
-            let mut conn = sqlx::PgConnection::connect(&admin).await?;
-            let sql = format!(
-                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE); CREATE DATABASE \"{name}\""
-            );
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(&mut conn)
-                .await
-        });
-        if let Err(error) = created {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("PostgreSQL is required in CI but {admin} is unreachable: {error}");
-            }
-            eprintln!("SKIPPED: PostgreSQL at {admin} is unreachable ({error})");
-            return None;
-        }
-        Some(Self {
-            admin,
-            name,
-            runtime,
-        })
-    }
-
-    fn url(&self) -> String {
-        let base = self
-            .admin
-            .rsplit_once('/')
-            .map_or(self.admin.as_str(), |(base, _)| base);
-        format!("{base}/{}", self.name)
-    }
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        use sqlx::Connection;
-        let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
-        let admin = self.admin.clone();
-        let _ = self.runtime.block_on(async move {
-            let mut conn = sqlx::PgConnection::connect(&admin).await?;
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(&mut conn)
-                .await
-        });
-    }
-}
-
 #[test]
 fn up_runs_on_postgresql_and_keeps_revocations_across_restarts() {
-    let Some(db) = PgDatabase::create() else {
+    let Some(db) = support::PgDatabase::create("cli") else {
         return;
     };
     let dir = tempfile::tempdir().expect("temp dir");

@@ -272,3 +272,130 @@ async fn a_manager_crash_between_commit_and_publish_loses_nothing() {
         .await;
     assert_eq!(verdict["reason"], "revoked");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_managers_on_one_postgresql_serve_at_once() {
+    let Some(nats) = Nats::start() else { return };
+    let Some(db) = support::PgDatabase::create("two_managers") else {
+        return;
+    };
+    let (dir_a, dir_b) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let (mut proc_a, a) = manager(&nats.url(), dir_a.path(), Some(&db.url()), &[]);
+    let (_proc_b, b) = manager(&nats.url(), dir_b.path(), Some(&db.url()), &[]);
+    let client = Client::default();
+    let token = client.edge_token(&a).await;
+    let (_e1, e1) = edge(&nats.url(), &a, &token, "e1", 10);
+    client.until_edges_live(&a, 1, SOON).await;
+    client.until_edges_live(&b, 1, SOON).await;
+
+    // Both write at once.
+    let writes: Vec<_> = (0..20)
+        .map(|i| {
+            let url = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move { Client::default().create(&url, "team-a").await })
+        })
+        .collect();
+    let mut keys = Vec::new();
+    for write in writes {
+        keys.push(write.await.expect("write"));
+    }
+    let (_, page) = client.get(&format!("{b}/v1/events?limit=1000")).await;
+    let seqs: Vec<u64> = page["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["seq"].as_u64().expect("seq"))
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=20).collect::<Vec<u64>>(),
+        "gap-free across both managers"
+    );
+
+    // B revokes and sees the edge (registered through A) confirm over the bus.
+    let (id, key) = &keys[0];
+    let (status, body) = client
+        .post(
+            &format!("{b}/v1/keys/{id}/revoke?wait=all&timeout_ms=5000"),
+            json!({"reason": "x"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["propagation"]["complete"], true, "{body}");
+    assert_eq!(body["propagation"]["edges"][0]["edge"], "e1");
+    assert_eq!(client.verify(&e1, key).await["reason"], "revoked");
+
+    // With A gone, B alone keeps revocations flowing to the edge.
+    proc_a.kill9();
+    let (id, key) = &keys[1];
+    let (status, body) = client
+        .post(
+            &format!("{b}/v1/keys/{id}/revoke?wait=all&timeout_ms=5000"),
+            json!({"reason": "x"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["propagation"]["complete"], true, "{body}");
+    assert_eq!(client.verify(&e1, key).await["reason"], "revoked");
+}
+
+/// Regions: the manager on a hub NATS, each region's edges on a leaf node of it. JetStream lives in the
+/// hub (domain `hub`); edges on the leaf nodes reach the stream through that domain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edges_on_leaf_nodes_of_a_hub_get_every_revocation() {
+    let leaf_port = support::free_port();
+    let hub_config = format!(
+        "listen: 127.0.0.1:{{port}}\njetstream {{ store_dir: \"{{dir}}\", domain: hub }}\nleafnodes {{ listen: 127.0.0.1:{leaf_port} }}\n"
+    );
+    let Some(hub) = Nats::start_config(&hub_config) else {
+        return;
+    };
+    let leaf_config = format!(
+        "listen: 127.0.0.1:{{port}}\nleafnodes {{ remotes: [ {{ url: \"nats-leaf://127.0.0.1:{leaf_port}\" }} ] }}\n"
+    );
+    let Some(eu) = Nats::start_config(&leaf_config) else {
+        return;
+    };
+    let Some(us) = Nats::start_config(&leaf_config) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let (_m, admin) = manager(&hub.url(), dir.path(), None, &[]);
+    let client = Client::default();
+    let token = client.edge_token(&admin).await;
+    let hub_domain = ["--jetstream-domain", "hub"];
+    let (_eu1, eu1) = support::edge_with(&eu.url(), &admin, &token, "eu-1", "eu", 10, &hub_domain);
+    let (_us1, us1) = support::edge_with(&us.url(), &admin, &token, "us-1", "us", 10, &hub_domain);
+    client
+        .until_edges_live(&admin, 2, Duration::from_secs(30))
+        .await;
+
+    let (id, key) = client.create(&admin, "team-a").await;
+    for url in [&eu1, &us1] {
+        assert_eq!(
+            client.until_verdict(url, &key, None, SOON).await["valid"],
+            true
+        );
+    }
+    let (status, body) = client
+        .post(
+            &format!("{admin}/v1/keys/{id}/revoke?wait=all&timeout_ms=5000"),
+            json!({"reason": "x"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["propagation"]["complete"], true, "{body}");
+    let regions: Vec<_> = body["propagation"]["edges"]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .map(|e| e["region"].clone())
+        .collect();
+    assert_eq!(regions, vec![json!("eu"), json!("us")]);
+    for url in [&eu1, &us1] {
+        assert_eq!(client.verify(url, &key).await["reason"], "revoked");
+    }
+}

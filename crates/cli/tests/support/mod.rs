@@ -63,6 +63,8 @@ pub struct Nats {
     pub port: u16,
     dir: tempfile::TempDir,
     extra: Vec<String>,
+    /// A configuration file's text (`{port}` and `{dir}` filled in) instead of the JetStream defaults.
+    config: Option<String>,
     child: Option<Child>,
 }
 
@@ -73,6 +75,15 @@ impl Nats {
     }
 
     pub fn start_with(extra: Vec<String>) -> Option<Self> {
+        Self::launch(extra, None)
+    }
+
+    /// A server from a configuration file; `{port}` and `{dir}` in it are filled in.
+    pub fn start_config(config: &str) -> Option<Self> {
+        Self::launch(Vec::new(), Some(config.to_owned()))
+    }
+
+    fn launch(extra: Vec<String>, config: Option<String>) -> Option<Self> {
         let Some(binary) = nats_server_binary() else {
             assert!(
                 !in_ci(),
@@ -86,6 +97,7 @@ impl Nats {
             port: free_port(),
             dir: tempfile::tempdir().expect("temp dir"),
             extra,
+            config,
             child: None,
         };
         nats.restart();
@@ -100,6 +112,11 @@ impl Nats {
         self.dir.path()
     }
 
+    /// What the server logged, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("nats.log")).unwrap_or_default()
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -109,25 +126,45 @@ impl Nats {
 
     pub fn restart(&mut self) {
         self.kill();
-        let child = Command::new(&self.binary)
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(self.dir.path().join("js"))
+        let mut command = Command::new(&self.binary);
+        match &self.config {
+            None => {
+                command
+                    .args([
+                        "-a",
+                        "127.0.0.1",
+                        "-p",
+                        &self.port.to_string(),
+                        "-js",
+                        "-sd",
+                    ])
+                    .arg(self.dir.path().join("js"));
+            }
+            Some(text) => {
+                let path = self.dir.path().join("nats.conf");
+                let text = text
+                    .replace("{port}", &self.port.to_string())
+                    .replace("{dir}", &self.dir.path().join("js").display().to_string());
+                std::fs::write(&path, text).expect("write nats.conf");
+                command.arg("-c").arg(path);
+            }
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("nats.log"))
+            .expect("nats log");
+        let child = command
             .args(&self.extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("start nats-server");
         self.child = Some(child);
         assert!(
             wait_for_port(self.port, Duration::from_secs(10)),
-            "nats-server did not start"
+            "nats-server did not start:\n{}",
+            self.log()
         );
     }
 }
@@ -142,6 +179,7 @@ impl Drop for Nats {
 pub struct Proc {
     child: Child,
     lines: mpsc::Receiver<String>,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
 }
@@ -166,13 +204,20 @@ impl Proc {
                 }
             }
         });
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = log.clone();
         std::thread::spawn(move || {
-            let mut sink = String::new();
-            let _ = std::io::Read::read_to_string(&mut stderr, &mut sink);
+            for line in BufReader::new(&mut stderr).lines().map_while(Result::ok) {
+                if let Ok(mut log) = sink.lock() {
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            }
         });
         Self {
             child,
             lines: rx,
+            log,
             args: args.to_vec(),
             env: env.to_vec(),
         }
@@ -189,7 +234,18 @@ impl Proc {
                 return line[at..].trim().to_owned();
             }
         }
-        panic!("{:?} never printed {marker:?}", self.args);
+        panic!(
+            "{:?} never printed {marker:?}; its log:\n{}",
+            self.args,
+            self.log_tail()
+        );
+    }
+
+    /// The last lines the process logged.
+    pub fn log_tail(&self) -> String {
+        let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
     pub fn kill9(&mut self) {
@@ -272,7 +328,19 @@ pub fn edge_in(
     region: &str,
     max_staleness: u64,
 ) -> (Proc, String) {
-    let args: Vec<String> = [
+    edge_with(nats, manager, token, id, region, max_staleness, &[])
+}
+
+pub fn edge_with(
+    nats: &str,
+    manager: &str,
+    token: &str,
+    id: &str,
+    region: &str,
+    max_staleness: u64,
+    extra: &[&str],
+) -> (Proc, String) {
+    let mut args: Vec<String> = [
         "edge",
         "--nats",
         nats,
@@ -290,6 +358,7 @@ pub fn edge_in(
     .iter()
     .map(|s| s.to_string())
     .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
     let proc = Proc::spawn(&args, &[("QUENCH_TOKEN".to_owned(), token.to_owned())]);
     let url = proc.url_after("listening on");
     (proc, url)
@@ -417,5 +486,75 @@ impl Client {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+/// A fresh PostgreSQL database for one test, dropped afterwards; `None` (skipping loudly) only outside CI.
+pub struct PgDatabase {
+    admin: String,
+    name: String,
+}
+
+fn block_on<F: std::future::Future + Send + 'static>(future: F) -> F::Output
+where
+    F::Output: Send + 'static,
+{
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(future)
+    })
+    .join()
+    .expect("thread")
+}
+
+impl PgDatabase {
+    pub fn create(tag: &str) -> Option<Self> {
+        use sqlx::Connection;
+        let admin = std::env::var("QUENCH_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        let name = format!("quench_{tag}_{}", std::process::id());
+        let sql =
+            format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE); CREATE DATABASE \"{name}\"");
+        let url = admin.clone();
+        let created = block_on(async move {
+            let mut conn = sqlx::PgConnection::connect(&url).await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut conn)
+                .await
+        });
+        if let Err(error) = created {
+            assert!(
+                !in_ci(),
+                "PostgreSQL is required in CI but {admin} is unreachable: {error}"
+            );
+            eprintln!("SKIPPED: PostgreSQL at {admin} is unreachable ({error})");
+            return None;
+        }
+        Some(Self { admin, name })
+    }
+
+    pub fn url(&self) -> String {
+        let base = self
+            .admin
+            .rsplit_once('/')
+            .map_or(self.admin.as_str(), |(base, _)| base);
+        format!("{base}/{}", self.name)
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        use sqlx::Connection;
+        let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
+        let admin = self.admin.clone();
+        let _ = block_on(async move {
+            let mut conn = sqlx::PgConnection::connect(&admin).await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut conn)
+                .await
+        });
     }
 }
