@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{client, edge, manager, up};
+use crate::{bench, client, edge, manager, up};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,6 +33,9 @@ pub enum Command {
     Tokens(TokensCommand),
     /// Ask an edge whether a key is valid. Exit 0 if valid, 1 if not, 2 on error.
     Verify(VerifyArgs),
+    /// Benchmarks that need the whole system (see BENCHMARKS.md).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 /// Where the manager is and how to authenticate.
@@ -200,5 +203,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys(command) => client::keys(command).await,
         Command::Tokens(TokensCommand::Create(args)) => client::create_token(args).await,
         Command::Verify(args) => client::verify(args).await,
+        Command::Bench(command) => bench::run(command).await,
     }
 }

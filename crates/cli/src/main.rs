@@ -1,5 +1,6 @@
 //! `quench`: run Quench, manage keys and tokens, verify keys.
 
+mod bench;
 mod client;
 mod commands;
 mod edge;

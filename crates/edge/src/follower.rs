@@ -238,7 +238,10 @@ impl Follower {
     fn apply(&self, event: &Event) -> Result<(), ApplyError> {
         let metrics = self.replica.metrics();
         let counter = match self.replica.keys().apply(event)? {
-            Applied::Changed => &metrics.events_applied,
+            Applied::Changed => {
+                self.replica.record_applied_now();
+                &metrics.events_applied
+            }
             Applied::Duplicate => &metrics.events_duplicate,
         };
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

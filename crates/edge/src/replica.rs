@@ -53,6 +53,8 @@ pub struct Replica {
     ready: AtomicBool,
     /// When this edge last heard from the manager, in Unix milliseconds.
     last_contact: AtomicI64,
+    /// When the last event was applied, in Unix microseconds (what propagation is measured against).
+    applied_at_us: AtomicI64,
     metrics: EdgeMetrics,
 }
 
@@ -63,6 +65,7 @@ impl Replica {
             config,
             ready: AtomicBool::new(false),
             last_contact: AtomicI64::new(0),
+            applied_at_us: AtomicI64::new(0),
             metrics: EdgeMetrics::default(),
         })
     }
@@ -81,6 +84,18 @@ impl Replica {
 
     pub fn applied(&self) -> Seq {
         self.keys.applied()
+    }
+
+    pub(crate) fn record_applied_now(&self) {
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        self.applied_at_us.store(micros, Ordering::Release);
+    }
+
+    /// When the last event was applied, in Unix microseconds (0 before the first).
+    pub fn applied_at_us(&self) -> i64 {
+        self.applied_at_us.load(Ordering::Acquire)
     }
 
     pub fn is_ready(&self) -> bool {
