@@ -162,6 +162,11 @@ struct Api {
 
 impl Api {
     async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        Ok(self.post_timed(path, body).await?.0)
+    }
+
+    /// The body, and when the manager says the change committed (its `Server-Timing` header).
+    async fn post_timed(&self, path: &str, body: Value) -> anyhow::Result<(Value, Option<i64>)> {
         let response = self
             .http
             .post(format!("{}{path}", self.base))
@@ -170,11 +175,18 @@ impl Api {
             .send()
             .await?;
         let status = response.status();
+        let committed = response
+            .headers()
+            .get("server-timing")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split("committed;desc=\"").nth(1))
+            .and_then(|v| v.split('"').next())
+            .and_then(|v| v.parse::<i64>().ok());
         let body: Value = response.json().await?;
         if !status.is_success() {
             bail!("{path}: HTTP {status}: {body}");
         }
-        Ok(body)
+        Ok((body, committed))
     }
 
     async fn get(&self, url: &str) -> anyhow::Result<Value> {
@@ -274,16 +286,19 @@ async fn propagation(args: PropagationArgs) -> anyhow::Result<ExitCode> {
 
     let mut per_edge: Vec<Vec<f64>> = vec![Vec::new(); edges.len()];
     let mut last_edge = Vec::new();
+    let mut last_after_commit = Vec::new();
+    let mut commits = Vec::new();
     let mut call = Vec::new();
     for (n, id) in ids.iter().enumerate() {
         let started = now_us();
         let clock = Instant::now();
-        let revoked = api
-            .post(
+        let (revoked, committed) = api
+            .post_timed(
                 &format!("/v1/keys/{id}/revoke?wait=all&timeout_ms=10000"),
                 json!({"reason": "bench"}),
             )
             .await?;
+        let committed = committed.context("the manager sent no Server-Timing")?;
         let call_ms = clock.elapsed().as_secs_f64() * 1000.0;
         if revoked["propagation"]["complete"] != true {
             bail!(
@@ -306,6 +321,8 @@ async fn propagation(args: PropagationArgs) -> anyhow::Result<ExitCode> {
         }
         if n >= WARMUP {
             last_edge.push(slowest);
+            last_after_commit.push(slowest - (committed - started) as f64 / 1000.0);
+            commits.push((committed - started) as f64 / 1000.0);
             call.push(call_ms);
         }
         if (n + 1) % 50 == 0 {
@@ -330,6 +347,8 @@ async fn propagation(args: PropagationArgs) -> anyhow::Result<ExitCode> {
         "revocations": args.revocations,
         "all_edges": summary(&mut all),
         "last_edge": summary(&mut last_edge),
+        "call_start_to_commit": summary(&mut commits),
+        "commit_to_last_edge": summary(&mut last_after_commit),
         "revoke_call_with_wait_all": summary(&mut call),
         "per_edge": edges_json,
         "bulk": bulk,
@@ -400,6 +419,11 @@ fn print_table(result: &Value) {
     );
     row("every edge applied", &result["all_edges"]);
     row("last edge applied", &result["last_edge"]);
+    row("  of which: until commit", &result["call_start_to_commit"]);
+    row(
+        "  of which: commit to last edge",
+        &result["commit_to_last_edge"],
+    );
     row(
         "revoke call (wait=all)",
         &result["revoke_call_with_wait_all"],

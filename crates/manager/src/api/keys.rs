@@ -24,6 +24,50 @@ use super::{
 };
 use crate::{Manager, auth::Principal, metrics::ManagerMetrics};
 
+/// A `Server-Timing` header on revocations: how long the commit took, and when (Unix microseconds) it
+/// ended, so a client can tell the store's share of a revocation's latency from the bus's.
+pub struct ServerTiming {
+    started: std::time::Instant,
+    commit: Option<(std::time::Duration, i64)>,
+}
+
+impl ServerTiming {
+    fn start() -> Self {
+        Self {
+            started: std::time::Instant::now(),
+            commit: None,
+        }
+    }
+
+    fn committed(mut self) -> Self {
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        self.commit = Some((self.started.elapsed(), now_us));
+        self
+    }
+}
+
+impl axum::response::IntoResponseParts for ServerTiming {
+    type Error = std::convert::Infallible;
+
+    fn into_response_parts(
+        self,
+        mut parts: axum::response::ResponseParts,
+    ) -> Result<axum::response::ResponseParts, Self::Error> {
+        if let Some((took, at_us)) = self.commit {
+            let value = format!(
+                "commit;dur={:.3}, committed;desc=\"{at_us}\"",
+                took.as_secs_f64() * 1000.0
+            );
+            if let Ok(value) = axum::http::HeaderValue::from_str(&value) {
+                parts.headers_mut().insert("server-timing", value);
+            }
+        }
+        Ok(parts)
+    }
+}
+
 /// Draws ids until one is unused: a collision among 62^10 ids is rare but must not fail a request.
 const CREATE_ATTEMPTS: usize = 4;
 
@@ -246,16 +290,18 @@ pub async fn revoke(
     Path(id): Path<String>,
     QueryParams(wait): QueryParams<WaitQuery>,
     JsonBody(request): JsonBody<RevokeRequest>,
-) -> Result<Json<Revocation>, ApiError> {
+) -> Result<(ServerTiming, Json<Revocation>), ApiError> {
     principal.require(Scope::KeysRevoke)?;
     let wait = Wait::parse(&wait, manager.config.default_wait_timeout)?;
     let reason = model::reason(&request.reason)?;
     let record = load(&manager, &principal, &id).await?;
+    let timing = ServerTiming::start();
     let revoked = manager
         .store
         .revoke_key(record.id, &reason, &principal.actor())
         .await
         .map_err(store_error)?;
+    let timing = timing.committed();
     let seq = revoked.event.as_ref().map(|e| e.seq);
     if let Some(event) = &revoked.event {
         ManagerMetrics::add(&manager.metrics.keys_revoked, 1);
@@ -263,11 +309,14 @@ pub async fn revoke(
         manager.publish(std::slice::from_ref(event)).await;
     }
     let propagation = manager.confirm(seq, wait).await;
-    Ok(Json(Revocation {
-        key: KeyView::of(&revoked.record, Timestamp::now()),
-        already_revoked: revoked.event.is_none(),
-        propagation,
-    }))
+    Ok((
+        timing,
+        Json(Revocation {
+            key: KeyView::of(&revoked.record, Timestamp::now()),
+            already_revoked: revoked.event.is_none(),
+            propagation,
+        }),
+    ))
 }
 
 #[utoipa::path(
@@ -355,7 +404,7 @@ pub async fn bulk_revoke(
     principal: Principal,
     QueryParams(wait): QueryParams<WaitQuery>,
     JsonBody(request): JsonBody<BulkRevokeRequest>,
-) -> Result<Json<BulkRevocation>, ApiError> {
+) -> Result<(ServerTiming, Json<BulkRevocation>), ApiError> {
     principal.require(Scope::KeysRevoke)?;
     let wait = Wait::parse(&wait, manager.config.default_wait_timeout)?;
     let reason = model::reason(&request.reason)?;
@@ -387,6 +436,7 @@ pub async fn bulk_revoke(
         }
         _ => return Err(ApiError::invalid("give exactly one of owner, api, ids")),
     };
+    let timing = ServerTiming::start();
     let outcome = manager
         .store
         .revoke_many(
@@ -397,15 +447,19 @@ pub async fn bulk_revoke(
         )
         .await
         .map_err(store_error)?;
+    let timing = timing.committed();
     ManagerMetrics::add(&manager.metrics.keys_revoked, outcome.revoked.len() as u64);
     if !outcome.revoked.is_empty() {
         tracing::info!(count = outcome.revoked.len(), principal = %principal.id, "keys revoked in bulk");
         manager.publish(&outcome.events).await;
     }
     let propagation = manager.confirm(outcome.last_seq(), wait).await;
-    Ok(Json(BulkRevocation {
-        revoked: outcome.revoked.iter().map(ToString::to_string).collect(),
-        already_revoked: outcome.already_revoked,
-        propagation,
-    }))
+    Ok((
+        timing,
+        Json(BulkRevocation {
+            revoked: outcome.revoked.iter().map(ToString::to_string).collect(),
+            already_revoked: outcome.already_revoked,
+            propagation,
+        }),
+    ))
 }
