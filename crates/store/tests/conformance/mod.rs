@@ -176,6 +176,41 @@ pub async fn bulk_revocation_by_owner_api_and_ids(store: Arc<dyn Store>) {
     assert_eq!(store.head().await.expect("head"), Seq::new(8));
 }
 
+/// More keys than one multi-row statement holds: every one revoked, with contiguous events and an audit
+/// record each.
+pub async fn bulk_revocation_spans_many_statements(store: Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for _ in 0..1_203 {
+        let key = record("big-team", &[]);
+        store.create_key(&key, &actor()).await.expect("create");
+        ids.push(key.id);
+    }
+    let outcome = store
+        .revoke_many(
+            &Selector::Owner(Owner::parse("big-team").expect("owner")),
+            None,
+            "incident",
+            &actor(),
+        )
+        .await
+        .expect("bulk");
+    assert_eq!(outcome.revoked, ids);
+    let seqs: Vec<u64> = outcome.events.iter().map(|e| e.seq.get()).collect();
+    assert_eq!(seqs, (1_204..=2_406).collect::<Vec<u64>>());
+    assert_eq!(store.head().await.expect("head"), Seq::new(2_406));
+    let logged = store
+        .events_after(Seq::new(1_203), 2_000)
+        .await
+        .expect("events");
+    assert_eq!(logged, outcome.events);
+    for id in [ids[0], ids[600], ids[1_202]] {
+        let key = store.key(id).await.expect("read").expect("exists");
+        assert_eq!(key.revoked.expect("revoked").reason, "incident");
+        let audit = store.audit_log(Some(id), 10).await.expect("audit");
+        assert_eq!(audit[0].action, "key.revoke");
+    }
+}
+
 pub async fn bulk_revocation_stays_within_an_owner(store: Arc<dyn Store>) {
     let a = record("team-a", &["orders"]);
     let b = record("team-b", &["orders"]);
@@ -572,6 +607,7 @@ macro_rules! all_conformance_tests {
             rotation_creates_a_successor_and_bounds_the_old_key,
             bulk_revocation_by_owner_api_and_ids,
             bulk_revocation_stays_within_an_owner,
+            bulk_revocation_spans_many_statements,
             lists_with_filters_and_cursor,
             events_page_in_order,
             snapshot_is_consistent_with_head,
