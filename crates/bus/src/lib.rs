@@ -10,6 +10,7 @@
 
 mod in_process;
 pub mod nats;
+pub mod snapshot;
 mod wire;
 
 use async_trait::async_trait;
@@ -17,9 +18,9 @@ use futures::stream::BoxStream;
 
 pub use in_process::InProcessBus;
 pub use nats::NatsBus;
+pub use snapshot::{SnapshotReader, SnapshotWriter};
 pub use wire::{
     Ack, EdgeRegistration, EventBatch, Heartbeat, OpenError, Sealed, SignedAck, SignedHeartbeat,
-    SignedSnapshot,
 };
 
 /// What a subscriber receives. Nothing here is trusted until opened with the manager's key.

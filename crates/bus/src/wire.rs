@@ -46,13 +46,11 @@ pub struct Sealed<const P: u8> {
 const EVENTS: u8 = 0;
 const HEARTBEAT: u8 = 1;
 const ACK: u8 = 2;
-const SNAPSHOT: u8 = 3;
 
 const fn purpose(p: u8) -> Purpose {
     match p {
         EVENTS => Purpose::Events,
         HEARTBEAT => Purpose::Heartbeat,
-        SNAPSHOT => Purpose::Snapshot,
         _ => Purpose::Ack,
     }
 }
@@ -61,8 +59,6 @@ const fn purpose(p: u8) -> Purpose {
 pub type EventBatch = Sealed<EVENTS>;
 pub type SignedHeartbeat = Sealed<HEARTBEAT>;
 pub type SignedAck = Sealed<ACK>;
-/// A snapshot, body as `quench_core::record::Snapshot` in JSON.
-pub type SignedSnapshot = Sealed<SNAPSHOT>;
 
 #[derive(Serialize)]
 struct EventsOut<'a> {
@@ -123,16 +119,6 @@ impl EventBatch {
     /// Verifies the manager's signature, then parses the events.
     pub fn open(&self, trust: &Trust) -> Result<Vec<Event>, OpenError> {
         self.open_with::<EventsIn>(trust).map(|batch| batch.events)
-    }
-}
-
-impl SignedSnapshot {
-    pub fn seal_snapshot(signer: &Signer, snapshot: &quench_core::record::Snapshot) -> Self {
-        Self::seal(signer, snapshot)
-    }
-
-    pub fn open(&self, trust: &Trust) -> Result<quench_core::record::Snapshot, OpenError> {
-        self.open_with(trust)
     }
 }
 

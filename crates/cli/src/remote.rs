@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use quench_bus::{EdgeRegistration, EventBatch, Sealed, SignedSnapshot};
+use futures::StreamExt;
+use quench_bus::{EdgeRegistration, EventBatch, Sealed, SnapshotReader};
 use quench_core::{
     Seq,
+    record::Snapshot,
     sign::{PublicKey, Signature, Trust},
 };
 use quench_edge::{Upstream, UpstreamError};
@@ -94,8 +96,15 @@ impl HttpUpstream {
 
 #[async_trait]
 impl Upstream for HttpUpstream {
-    async fn snapshot(&self) -> Result<SignedSnapshot, UpstreamError> {
-        self.signed("/v1/snapshot").await
+    /// Streams the snapshot: lines are hashed and parsed as they arrive, nothing is believed until the
+    /// signed end line verifies.
+    async fn snapshot(&self, trust: &Trust) -> Result<Snapshot, UpstreamError> {
+        let mut body = self.get("/v1/snapshot").await?.bytes_stream();
+        let mut reader = SnapshotReader::new();
+        while let Some(chunk) = body.next().await {
+            reader.feed(&chunk.map_err(failed)?).map_err(failed)?;
+        }
+        reader.finish(trust).map_err(failed)
     }
 
     async fn events_after(&self, after: Seq, limit: u32) -> Result<EventBatch, UpstreamError> {

@@ -23,11 +23,12 @@ use async_trait::async_trait;
 use futures::{FutureExt, StreamExt};
 use quench_bus::{
     Ack, Bus, BusError, Delivery, EdgeRegistration, EventBatch, OpenError, SignedAck,
-    SignedHeartbeat, SignedSnapshot,
+    SignedHeartbeat,
 };
 use quench_core::{
     Event, Seq, Timestamp,
     keyset::{Applied, ApplyError},
+    record::Snapshot,
     sign::{Signer, Trust},
 };
 use tokio_util::sync::CancellationToken;
@@ -38,7 +39,8 @@ use crate::Replica;
 /// and where it registers the key its acknowledgements are signed with. Everything it returns is signed.
 #[async_trait]
 pub trait Upstream: Send + Sync + 'static {
-    async fn snapshot(&self) -> Result<SignedSnapshot, UpstreamError>;
+    /// The manager's streamed snapshot, verified against `trust` (see `quench_bus::snapshot`).
+    async fn snapshot(&self, trust: &Trust) -> Result<Snapshot, UpstreamError>;
     async fn events_after(&self, after: Seq, limit: u32) -> Result<EventBatch, UpstreamError>;
     async fn register(&self, edge: &EdgeRegistration) -> Result<(), UpstreamError>;
 }
@@ -194,7 +196,7 @@ impl Follower {
     }
 
     async fn bootstrap(&self) -> Result<(), FollowError> {
-        let snapshot = self.upstream.snapshot().await?.open(&self.trust)?;
+        let snapshot = self.upstream.snapshot(&self.trust).await?;
         let seq = snapshot.seq;
         let count = snapshot.keys.len();
         self.replica.keys().install_snapshot(seq, snapshot.keys);

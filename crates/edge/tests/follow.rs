@@ -7,7 +7,8 @@ use std::{
 
 use async_trait::async_trait;
 use quench_bus::{
-    Bus, EdgeRegistration, EventBatch, Heartbeat, InProcessBus, SignedHeartbeat, SignedSnapshot,
+    Bus, EdgeRegistration, EventBatch, Heartbeat, InProcessBus, SignedHeartbeat, SnapshotReader,
+    snapshot::write_snapshot,
 };
 use quench_core::{
     ApiKey, Change, EdgeKey, Event, HashAlg, Label, Owner, Prefix, Reason, Seq, Timestamp,
@@ -20,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 /// A manager's log, in memory: signed snapshots at the current head, signed pages of events.
 struct FakeManager {
-    signer: Signer,
+    signer: Arc<Signer>,
     log: Mutex<Vec<Event>>,
     keys: Mutex<Vec<EdgeKey>>,
     registered: Mutex<Vec<EdgeRegistration>>,
@@ -29,7 +30,7 @@ struct FakeManager {
 impl Default for FakeManager {
     fn default() -> Self {
         Self {
-            signer: Signer::generate().expect("random"),
+            signer: Arc::new(Signer::generate().expect("random")),
             log: Mutex::default(),
             keys: Mutex::default(),
             registered: Mutex::default(),
@@ -68,13 +69,21 @@ impl FakeManager {
 
 #[async_trait]
 impl Upstream for FakeManager {
-    async fn snapshot(&self) -> Result<SignedSnapshot, UpstreamError> {
-        let log = self.log.lock().expect("lock");
-        let snapshot = Snapshot {
-            seq: Seq::new(log.len() as u64),
-            keys: self.keys.lock().expect("lock").clone(),
+    async fn snapshot(&self, trust: &Trust) -> Result<Snapshot, UpstreamError> {
+        let snapshot = {
+            let log = self.log.lock().expect("lock");
+            Snapshot {
+                seq: Seq::new(log.len() as u64),
+                keys: self.keys.lock().expect("lock").clone(),
+            }
         };
-        Ok(SignedSnapshot::seal_snapshot(&self.signer, &snapshot))
+        let mut reader = SnapshotReader::new();
+        reader
+            .feed(&write_snapshot(&self.signer, &snapshot))
+            .map_err(|e| UpstreamError(e.to_string()))?;
+        reader
+            .finish(trust)
+            .map_err(|e| UpstreamError(e.to_string()))
     }
 
     async fn events_after(&self, after: Seq, limit: u32) -> Result<EventBatch, UpstreamError> {

@@ -31,6 +31,9 @@ pub use propagation::Propagation;
 /// default payload limit while signing (and verifying) once per few hundred events.
 pub const BATCH_EVENTS: usize = 500;
 
+/// Keys per chunk of a streamed snapshot.
+pub const SNAPSHOT_PAGE: u32 = 2_000;
+
 /// How old an unpublished event must be before the outbox publishes it: long enough for the manager that
 /// committed it to have published it itself.
 pub const OUTBOX_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -145,14 +148,64 @@ impl Manager {
         }
     }
 
-    pub async fn signed_snapshot(
-        &self,
-    ) -> Result<quench_bus::SignedSnapshot, quench_store::StoreError> {
-        let snapshot = self.store.snapshot().await?;
-        Ok(quench_bus::SignedSnapshot::seal_snapshot(
-            &self.config.signer,
-            &snapshot,
-        ))
+    /// The snapshot in its streamed, signed form, a page of keys per chunk (see `quench_bus::snapshot`).
+    pub fn snapshot_stream(
+        self: &Arc<Self>,
+    ) -> impl futures::Stream<Item = Result<Vec<u8>, quench_store::StoreError>> + Send + 'static
+    {
+        struct Paging {
+            manager: Arc<Manager>,
+            writer: Option<quench_bus::SnapshotWriter>,
+            through: quench_core::Seq,
+            after: u64,
+            done: bool,
+        }
+        let start = Paging {
+            manager: self.clone(),
+            writer: None,
+            through: quench_core::Seq::ZERO,
+            after: 0,
+            done: false,
+        };
+        futures::stream::unfold(start, |mut state| async move {
+            if state.done {
+                return None;
+            }
+            let Some(writer) = state.writer.as_mut() else {
+                let head = match state.manager.store.head().await {
+                    Ok(head) => head,
+                    Err(error) => {
+                        state.done = true;
+                        return Some((Err(error), state));
+                    }
+                };
+                let (writer, header) =
+                    quench_bus::SnapshotWriter::start(state.manager.config.signer.clone(), head);
+                state.writer = Some(writer);
+                state.through = head;
+                return Some((Ok(header), state));
+            };
+            let page = match state
+                .manager
+                .store
+                .snapshot_page(state.through, state.after, SNAPSHOT_PAGE)
+                .await
+            {
+                Ok(page) => page,
+                Err(error) => {
+                    state.done = true;
+                    return Some((Err(error), state));
+                }
+            };
+            let Some((last, _)) = page.last() else {
+                state.done = true;
+                let end = state.writer.take().map(quench_bus::SnapshotWriter::finish);
+                return Some((Ok(end.unwrap_or_default()), state));
+            };
+            state.after = *last;
+            let keys: Vec<quench_core::EdgeKey> = page.into_iter().map(|(_, key)| key).collect();
+            Some((Ok(writer.keys(&keys)), state))
+        })
     }
 
     pub async fn signed_events_after(

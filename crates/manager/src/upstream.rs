@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use quench_bus::{EdgeRegistration, EventBatch, SignedSnapshot};
-use quench_core::Seq;
+use futures::StreamExt;
+use quench_bus::{EdgeRegistration, EventBatch, SnapshotReader};
+use quench_core::{Seq, record::Snapshot, sign::Trust};
 use quench_edge::{Upstream, UpstreamError};
 
 use crate::Manager;
@@ -14,10 +15,17 @@ pub struct ManagerUpstream(pub Arc<Manager>);
 
 #[async_trait]
 impl Upstream for ManagerUpstream {
-    async fn snapshot(&self) -> Result<SignedSnapshot, UpstreamError> {
-        self.0
-            .signed_snapshot()
-            .await
+    async fn snapshot(&self, trust: &Trust) -> Result<Snapshot, UpstreamError> {
+        let mut reader = SnapshotReader::new();
+        let mut chunks = std::pin::pin!(self.0.snapshot_stream());
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|e| UpstreamError(e.to_string()))?;
+            reader
+                .feed(&chunk)
+                .map_err(|e| UpstreamError(e.to_string()))?;
+        }
+        reader
+            .finish(trust)
             .map_err(|e| UpstreamError(e.to_string()))
     }
 

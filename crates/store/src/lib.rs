@@ -113,6 +113,18 @@ pub trait Store: Send + Sync + 'static {
     /// Every key as an edge needs it, consistent at the returned sequence number.
     async fn snapshot(&self) -> Result<Snapshot>;
 
+    /// A page of the keys created at or before `through`, in creation order after the cursor `after`,
+    /// as they are now. Paging without one long transaction is safe for a snapshot at `through`: a key's
+    /// row only ever moves forward (revoked stays revoked, ids are never reused), and the edge applies
+    /// every event after `through` on top, so a change newer than `through` seen early is applied again
+    /// and changes nothing.
+    async fn snapshot_page(
+        &self,
+        through: Seq,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<(u64, quench_core::EdgeKey)>>;
+
     async fn create_token(&self, token: &TokenRecord, actor: &Actor) -> Result<()>;
 
     async fn token(&self, id: KeyId) -> Result<Option<TokenRecord>>;

@@ -581,6 +581,30 @@ impl Store for PostgresStore {
         })
     }
 
+    async fn snapshot_page(
+        &self,
+        through: Seq,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<(u64, EdgeKey)>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM keys WHERE created_seq <= $1 AND created_seq > $2 ORDER BY created_seq LIMIT $3"
+        ))
+        .bind(through.get() as i64)
+        .bind(after as i64)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            let cursor: i64 = row.try_get("created_seq")?;
+            Ok((rows::unsigned(cursor)?, key_from_row(row)?.edge_view()))
+        })
+        .collect()
+    }
+
     async fn create_token(&self, token: &TokenRecord, actor: &Actor) -> Result<()> {
         let (_guard, mut tx) = self.write().await?;
         let inserted = sqlx::query(

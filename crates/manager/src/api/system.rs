@@ -135,7 +135,7 @@ pub async fn events(
 #[utoipa::path(
     get, path = "/v1/snapshot", tag = "admin",
     responses(
-        (status = 200, description = "Every key as edges need it, consistent at `seq` (scope edge), signed in the Quench-Signature header", body = Object),
+        (status = 200, description = "Every key as edges need it (scope edge), streamed as JSON lines: a `{\"seq\"}` header, one line per key, and a signed `{\"end\"}` line", content_type = "application/x-ndjson"),
         (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
     ),
     security(("bearer" = []))
@@ -144,9 +144,19 @@ pub async fn snapshot(
     State(manager): State<Arc<Manager>>,
     principal: Principal,
 ) -> Result<axum::response::Response, ApiError> {
+    use futures::StreamExt;
     principal.require(Scope::Edge)?;
-    let snapshot = manager.signed_snapshot().await.map_err(store_error)?;
-    Ok(signed_json(snapshot.body().to_vec(), snapshot.signature()))
+    let chunks = manager.snapshot_stream().map(|chunk| {
+        chunk.map_err(|error| {
+            tracing::error!(%error, "a snapshot stream failed; the edge will retry");
+            std::io::Error::other("snapshot aborted")
+        })
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(chunks),
+    )
+        .into_response())
 }
 
 #[utoipa::path(

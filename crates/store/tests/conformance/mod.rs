@@ -390,6 +390,35 @@ pub async fn snapshot_is_consistent_with_head(store: Arc<dyn Store>) {
     assert_eq!(snapshot.keys[1], b.edge_view());
 }
 
+pub async fn snapshot_pages_stop_at_their_sequence(store: Arc<dyn Store>) {
+    let mut keys = Vec::new();
+    for _ in 0..5 {
+        let key = record("team-a", &[]);
+        store.create_key(&key, &actor()).await.expect("create");
+        keys.push(key);
+    }
+    // A revocation after the snapshot's sequence may show early: it only moves forward.
+    store
+        .revoke_key(keys[0].id, "x", &actor())
+        .await
+        .expect("revoke");
+    let first = store.snapshot_page(Seq::new(4), 0, 3).await.expect("page");
+    let ids: Vec<_> = first.iter().map(|(_, k)| k.id).collect();
+    assert_eq!(ids, vec![keys[0].id, keys[1].id, keys[2].id]);
+    assert!(first[0].1.revoked);
+    let cursor = first.last().map(|(c, _)| *c).expect("cursor");
+    let rest = store
+        .snapshot_page(Seq::new(4), cursor, 3)
+        .await
+        .expect("page");
+    let ids: Vec<_> = rest.iter().map(|(_, k)| k.id).collect();
+    assert_eq!(
+        ids,
+        vec![keys[3].id],
+        "keys created after the sequence are left to the log"
+    );
+}
+
 pub async fn stores_tokens_as_verifiers(store: Arc<dyn Store>) {
     assert_eq!(store.count_tokens().await.expect("count"), 0);
     let secret = ApiKey::generate(Prefix::parse("qt").expect("prefix")).expect("random");
@@ -612,6 +641,7 @@ macro_rules! all_conformance_tests {
             events_page_in_order,
             snapshot_is_consistent_with_head,
             stores_tokens_as_verifiers,
+            snapshot_pages_stop_at_their_sequence,
             audits_every_mutation,
             concurrent_writers_keep_the_log_gap_free,
             registers_edges_and_replaces_their_keys,

@@ -1,0 +1,235 @@
+//! The snapshot an edge starts from, streamed: one JSON line per key, signed at the end.
+//!
+//! ```text
+//! {"seq":1234}                      header: the log position the snapshot is consistent with
+//! {"id":"...","prefix":"qk",...}    one line per key (`EdgeKey`)
+//! ...
+//! {"end":{"count":2,"signature":"<signer>.<hex>"}}
+//! ```
+//!
+//! The signature covers `seq=<S>;count=<N>;sha256=<hex>` where the digest runs over every byte before the
+//! end line. Neither side holds the document whole: the manager writes a page of keys at a time, and an
+//! edge hashes and parses lines as they arrive and believes none of it until the end line verifies.
+
+use std::sync::Arc;
+
+use quench_core::{
+    EdgeKey, Seq,
+    hash::hex,
+    record::Snapshot,
+    sign::{Purpose, Signature, Signer, Trust},
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::OpenError;
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    seq: Seq,
+}
+
+#[derive(Serialize, Deserialize)]
+struct End {
+    count: u64,
+    signature: Signature,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EndLine {
+    end: End,
+}
+
+fn signed_message(seq: Seq, count: u64, digest: &[u8]) -> Vec<u8> {
+    format!("seq={seq};count={count};sha256={}", hex(digest)).into_bytes()
+}
+
+/// Writes a snapshot as chunks of bytes.
+pub struct SnapshotWriter {
+    signer: Arc<Signer>,
+    hasher: Sha256,
+    seq: Seq,
+    count: u64,
+}
+
+impl SnapshotWriter {
+    /// Starts a snapshot consistent at `seq`; returns the writer and the header line.
+    pub fn start(signer: Arc<Signer>, seq: Seq) -> (Self, Vec<u8>) {
+        let mut writer = Self {
+            signer,
+            hasher: Sha256::new(),
+            seq,
+            count: 0,
+        };
+        let mut header = serde_json::to_vec(&Header { seq }).unwrap_or_default();
+        header.push(b'\n');
+        writer.hasher.update(&header);
+        (writer, header)
+    }
+
+    /// Lines for a page of keys.
+    pub fn keys(&mut self, keys: &[EdgeKey]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(keys.len() * 256);
+        for key in keys {
+            if serde_json::to_writer(&mut out, key).is_ok() {
+                out.push(b'\n');
+                self.count += 1;
+            }
+        }
+        self.hasher.update(&out);
+        out
+    }
+
+    /// The signed end line.
+    pub fn finish(self) -> Vec<u8> {
+        let digest = self.hasher.finalize();
+        let message = signed_message(self.seq, self.count, &digest);
+        let end = EndLine {
+            end: End {
+                count: self.count,
+                signature: self.signer.sign(Purpose::Snapshot, &message),
+            },
+        };
+        let mut line = serde_json::to_vec(&end).unwrap_or_default();
+        line.push(b'\n');
+        line
+    }
+}
+
+/// Reads a snapshot from chunks as they arrive; yields it only once its signature verifies.
+#[derive(Default)]
+pub struct SnapshotReader {
+    hasher: Sha256,
+    pending: Vec<u8>,
+    seq: Option<Seq>,
+    keys: Vec<EdgeKey>,
+    end: Option<End>,
+}
+
+fn unreadable(what: &str) -> OpenError {
+    OpenError::Unreadable(format!("snapshot: {what}"))
+}
+
+impl SnapshotReader {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<(), OpenError> {
+        self.pending.extend_from_slice(chunk);
+        let mut start = 0;
+        while let Some(offset) = self.pending[start..].iter().position(|&b| b == b'\n') {
+            let end = start + offset;
+            let line = self.pending[start..end].to_vec();
+            self.line(&line)?;
+            start = end + 1;
+        }
+        self.pending.drain(..start);
+        Ok(())
+    }
+
+    fn line(&mut self, line: &[u8]) -> Result<(), OpenError> {
+        if self.end.is_some() {
+            return Err(unreadable("data after the end line"));
+        }
+        if line.starts_with(b"{\"end\"") {
+            let end: EndLine = serde_json::from_slice(line)?;
+            self.end = Some(end.end);
+            return Ok(());
+        }
+        self.hasher.update(line);
+        self.hasher.update(b"\n");
+        match self.seq {
+            None => self.seq = Some(serde_json::from_slice::<Header>(line)?.seq),
+            Some(_) => self.keys.push(serde_json::from_slice(line)?),
+        }
+        Ok(())
+    }
+
+    /// The snapshot, if it is complete and signed by a trusted manager key.
+    pub fn finish(self, trust: &Trust) -> Result<Snapshot, OpenError> {
+        if !self.pending.is_empty() {
+            return Err(unreadable("truncated"));
+        }
+        let end = self
+            .end
+            .ok_or_else(|| unreadable("no end line: truncated"))?;
+        let seq = self.seq.ok_or_else(|| unreadable("no header"))?;
+        if end.count != self.keys.len() as u64 {
+            return Err(unreadable("the key count does not match"));
+        }
+        let digest = self.hasher.finalize();
+        trust.verify(
+            Purpose::Snapshot,
+            &signed_message(seq, end.count, &digest),
+            &end.signature,
+        )?;
+        Ok(Snapshot {
+            seq,
+            keys: self.keys,
+        })
+    }
+}
+
+/// A whole snapshot in one buffer (for callers that have it in memory anyway).
+pub fn write_snapshot(signer: &Arc<Signer>, snapshot: &Snapshot) -> Vec<u8> {
+    let (mut writer, mut out) = SnapshotWriter::start(signer.clone(), snapshot.seq);
+    out.extend(writer.keys(&snapshot.keys));
+    out.extend(writer.finish());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use quench_core::{ApiKey, HashAlg, Owner, Prefix, Verifier};
+
+    use super::*;
+
+    fn key() -> EdgeKey {
+        let key = ApiKey::generate(Prefix::default()).expect("random");
+        EdgeKey {
+            id: key.id(),
+            prefix: key.prefix(),
+            owner: Owner::parse("team").expect("owner"),
+            apis: vec![],
+            scopes: vec![],
+            expires_at: None,
+            revoked: false,
+            verifier: Verifier::create(HashAlg::Sha256, key.secret()).expect("hash"),
+        }
+    }
+
+    fn read(bytes: &[u8], chunk: usize, trust: &Trust) -> Result<Snapshot, OpenError> {
+        let mut reader = SnapshotReader::new();
+        for piece in bytes.chunks(chunk) {
+            reader.feed(piece)?;
+        }
+        reader.finish(trust)
+    }
+
+    #[test]
+    fn round_trips_in_any_chunking_and_refuses_tampering() {
+        let signer = Arc::new(Signer::generate().expect("random"));
+        let trust = Trust::new(vec![signer.public()]);
+        let snapshot = Snapshot {
+            seq: Seq::new(42),
+            keys: (0..50).map(|_| key()).collect(),
+        };
+        let bytes = write_snapshot(&signer, &snapshot);
+        for chunk in [1, 7, 4096, bytes.len()] {
+            assert_eq!(read(&bytes, chunk, &trust).expect("valid"), snapshot);
+        }
+        // Truncated, altered, a key dropped, or signed by another key: refused.
+        assert!(read(&bytes[..bytes.len() - 10], 64, &trust).is_err());
+        let text = String::from_utf8(bytes.clone()).expect("utf8");
+        let lines: Vec<&str> = text.lines().collect();
+        let dropped = [&lines[..3], &lines[4..]].concat().join("\n") + "\n";
+        assert!(read(dropped.as_bytes(), 64, &trust).is_err());
+        let altered = text.replacen("\"seq\":42", "\"seq\":43", 1);
+        assert!(read(altered.as_bytes(), 64, &trust).is_err());
+        let other = Arc::new(Signer::generate().expect("random"));
+        assert!(read(&write_snapshot(&other, &snapshot), 64, &trust).is_err());
+    }
+}
