@@ -331,7 +331,7 @@ async fn propagation(args: PropagationArgs) -> anyhow::Result<ExitCode> {
     }
 
     let bulk = if args.bulk > 0 {
-        Some(bulk_revocation(&api, &edges, args.bulk).await?)
+        Some(bulk_revocation(&api, &running.manager, &edges, args.bulk).await?)
     } else {
         None
     };
@@ -363,17 +363,42 @@ async fn propagation(args: PropagationArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Issues `count` keys in batches, revokes them all in one call, and times until every edge applied it.
-async fn bulk_revocation(api: &Api, edges: &[String], count: usize) -> anyhow::Result<Value> {
+/// Issues `count` keys straight into the store (in transactions of 10,000, published like any change:
+/// issuing them over HTTP one by one would take longer than the measurement), waits until every edge
+/// holds them, then revokes them all in one API call and times until every edge applied it.
+async fn bulk_revocation(
+    api: &Api,
+    manager: &quench_manager::Manager,
+    edges: &[String],
+    count: usize,
+) -> anyhow::Result<Value> {
     eprintln!("issuing {count} keys for the bulk revocation ...");
-    let owner = format!("bulk-{}", now_us());
-    for n in 0..count {
-        api.post("/v1/keys?wait=none", json!({"owner": owner}))
-            .await?;
-        if (n + 1) % 10_000 == 0 {
-            eprintln!("  {}/{count} keys", n + 1);
+    let owner = quench_core::Owner::parse(&format!("bulk-{}", now_us()))?;
+    let mut issued = 0;
+    while issued < count {
+        let batch = (count - issued).min(10_000);
+        let actor = quench_store::Actor::system(quench_core::Timestamp::now());
+        let records = (0..batch)
+            .map(|_| bulk_key(&owner, actor.at))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let events = manager.store.create_keys(&records, &actor).await?;
+        manager.publish(&events).await;
+        issued += batch;
+        if issued % 100_000 == 0 || issued == count {
+            eprintln!("  {issued}/{count} keys");
         }
     }
+    let head = manager.store.head().await?.get();
+    let end = Instant::now() + Duration::from_secs(900);
+    for edge in edges {
+        while api.get(&format!("{edge}/healthz")).await?["applied_seq"].as_u64() < Some(head) {
+            if Instant::now() > end {
+                bail!("{edge} did not catch up with the issued keys");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let owner = owner.to_string();
     let started = now_us();
     let clock = Instant::now();
     let revoked = api
@@ -400,6 +425,29 @@ async fn bulk_revocation(api: &Api, edges: &[String], count: usize) -> anyhow::R
         "call_ms": (call_ms * 1000.0).round() / 1000.0,
         "last_edge_enforced_ms": (slowest * 1000.0).round() / 1000.0,
     }))
+}
+
+fn bulk_key(
+    owner: &quench_core::Owner,
+    at: quench_core::Timestamp,
+) -> anyhow::Result<quench_core::KeyRecord> {
+    use quench_core::{ApiKey, HashAlg, Prefix, Verifier};
+    let key = ApiKey::generate(Prefix::default())?;
+    Ok(quench_core::KeyRecord {
+        id: key.id(),
+        prefix: key.prefix(),
+        owner: owner.clone(),
+        name: None,
+        apis: Vec::new(),
+        scopes: Vec::new(),
+        metadata: serde_json::Map::new(),
+        created_at: at,
+        expires_at: None,
+        revoked: None,
+        rotated_from: None,
+        replaced_by: None,
+        verifier: Verifier::create(HashAlg::Sha256, key.secret())?,
+    })
 }
 
 fn print_table(result: &Value) {

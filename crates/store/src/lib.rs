@@ -73,6 +73,10 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts a new key with its creation event. An id already used (ever) is a conflict.
     async fn create_key(&self, key: &KeyRecord, actor: &Actor) -> Result<Event>;
 
+    /// Inserts many new keys in one transaction, with their creation events (in order) and audit records.
+    /// All or nothing: an id already used anywhere is a conflict and nothing is written.
+    async fn create_keys(&self, keys: &[KeyRecord], actor: &Actor) -> Result<Vec<Event>>;
+
     /// Revokes a key. Idempotent: revoking a revoked key changes nothing and returns its record.
     async fn revoke_key(&self, id: KeyId, reason: &str, actor: &Actor) -> Result<Revoked>;
 

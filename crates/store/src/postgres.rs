@@ -366,6 +366,113 @@ impl Store for PostgresStore {
         Ok(event)
     }
 
+    async fn create_keys(&self, keys: &[KeyRecord], actor: &Actor) -> Result<Vec<Event>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (_guard, mut tx) = self.write().await?;
+        let count = keys.len() as i64;
+        let last: i64 =
+            sqlx::query_scalar("UPDATE log_head SET seq = seq + $1 WHERE id = 1 RETURNING seq")
+                .bind(count)
+                .fetch_one(&mut *tx)
+                .await?;
+        let first = rows::unsigned(last - count + 1)?;
+        let events: Vec<Event> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| Event {
+                seq: Seq::new(first + i as u64),
+                at: actor.at,
+                change: Change::KeyCreated {
+                    key: key.edge_view(),
+                },
+            })
+            .collect();
+        for (chunk, chunk_events) in keys.chunks(BULK_ROWS).zip(events.chunks(BULK_ROWS)) {
+            let columns: Vec<rows::KeyColumns> = chunk.iter().map(rows::KeyColumns::of).collect();
+            let mut insert =
+                QueryBuilder::<Postgres>::new(concat!("INSERT INTO keys (", key_columns!(), ") "));
+            insert.push_values(columns.iter().zip(chunk_events), |mut row, (c, event)| {
+                row.push_bind(c.id.clone())
+                    .push_bind(event.seq.get() as i64)
+                    .push_bind(c.prefix.clone())
+                    .push_bind(c.owner.clone())
+                    .push_bind(c.name.clone())
+                    .push_bind(c.apis.clone())
+                    .push_bind(c.scopes.clone())
+                    .push_bind(c.metadata.clone())
+                    .push_bind(c.verifier.clone())
+                    .push_bind(c.created_at)
+                    .push_bind(c.expires_at)
+                    .push_bind(c.revoked_at)
+                    .push_bind(c.revoked_reason.clone())
+                    .push_bind(c.rotated_from.clone())
+                    .push_bind(c.replaced_by.clone());
+            });
+            if let Err(e) = insert.build().execute(&mut *tx).await {
+                if e.as_database_error()
+                    .is_some_and(|d| d.is_unique_violation())
+                {
+                    return Err(StoreError::Conflict(
+                        "key id: one of the keys exists".into(),
+                    ));
+                }
+                return Err(e.into());
+            }
+            let apis: Vec<(String, String)> = chunk
+                .iter()
+                .flat_map(|k| {
+                    k.apis
+                        .iter()
+                        .map(|a| (a.as_str().to_owned(), k.id.to_string()))
+                })
+                .collect();
+            for apis in apis.chunks(BULK_ROWS) {
+                let mut insert =
+                    QueryBuilder::<Postgres>::new("INSERT INTO key_apis (api, key_id) ");
+                insert.push_values(apis, |mut row, (api, id)| {
+                    row.push_bind(api.clone()).push_bind(id.clone());
+                });
+                insert.build().execute(&mut *tx).await?;
+            }
+            let mut bodies = Vec::with_capacity(chunk_events.len());
+            for event in chunk_events {
+                bodies.push(
+                    serde_json::to_string(&event.change)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                );
+            }
+            let mut insert =
+                QueryBuilder::<Postgres>::new("INSERT INTO events (seq, at, kind, key_id, body) ");
+            insert.push_values(
+                chunk_events.iter().zip(&bodies),
+                |mut row, (event, body)| {
+                    row.push_bind(event.seq.get() as i64)
+                        .push_bind(event.at.as_millis())
+                        .push_bind(event.change.kind())
+                        .push_bind(event.change.key_id().to_string())
+                        .push_bind(body.clone());
+                },
+            );
+            insert.build().execute(&mut *tx).await?;
+            let mut audit = QueryBuilder::<Postgres>::new(
+                "INSERT INTO audit (at, principal, action, key_id, reason, source) ",
+            );
+            audit.push_values(chunk, |mut row, key| {
+                row.push_bind(actor.at.as_millis())
+                    .push_bind(actor.principal.clone())
+                    .push_bind("key.create")
+                    .push_bind(key.id.to_string())
+                    .push_bind(None::<String>)
+                    .push_bind(actor.source.clone());
+            });
+            audit.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(events)
+    }
+
     async fn revoke_key(&self, id: KeyId, reason: &str, actor: &Actor) -> Result<Revoked> {
         let (_guard, mut tx) = self.write().await?;
         let record = key_in(&mut tx, id).await?.ok_or(StoreError::NotFound)?;

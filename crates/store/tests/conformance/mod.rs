@@ -52,6 +52,46 @@ pub async fn creates_and_reads_back(store: Arc<dyn Store>) {
     assert_eq!(store.key(missing).await.expect("read"), None);
 }
 
+pub async fn creates_many_keys_in_one_transaction(store: Arc<dyn Store>) {
+    let keys: Vec<KeyRecord> = (0..1_203)
+        .map(|i| record("team-a", if i % 2 == 0 { &["orders"] } else { &[] }))
+        .collect();
+    let events = store.create_keys(&keys, &actor()).await.expect("create");
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq.get()).collect();
+    assert_eq!(seqs, (1..=1_203).collect::<Vec<u64>>());
+    assert_eq!(
+        store.events_after(Seq::ZERO, 2_000).await.expect("events"),
+        events
+    );
+    for key in [&keys[0], &keys[601], &keys[1_202]] {
+        assert_eq!(store.key(key.id).await.expect("read").as_ref(), Some(key));
+        assert_eq!(
+            store.audit_log(Some(key.id), 5).await.expect("audit")[0].action,
+            "key.create"
+        );
+    }
+    let orders = KeyFilter {
+        api: Some(Label::parse("orders").expect("api")),
+        ..KeyFilter::default()
+    };
+    assert_eq!(
+        store
+            .list_keys(&orders, None, 1_000, actor().at)
+            .await
+            .expect("list")
+            .len(),
+        602
+    );
+    // All or nothing: one reused id refuses the whole batch.
+    let again = vec![record("team-a", &[]), keys[5].clone()];
+    assert!(matches!(
+        store.create_keys(&again, &actor()).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.head().await.expect("head"), Seq::new(1_203));
+    assert_eq!(store.key(again[0].id).await.expect("read"), None);
+}
+
 pub async fn refuses_a_reused_id(store: Arc<dyn Store>) {
     let key = record("team-a", &[]);
     store.create_key(&key, &actor()).await.expect("create");
@@ -632,6 +672,7 @@ macro_rules! all_conformance_tests {
         conformance_suite!(
             creates_and_reads_back,
             refuses_a_reused_id,
+            creates_many_keys_in_one_transaction,
             revocation_is_idempotent,
             rotation_creates_a_successor_and_bounds_the_old_key,
             bulk_revocation_by_owner_api_and_ids,
