@@ -516,16 +516,10 @@ impl PgDatabase {
         let admin = std::env::var("QUENCH_TEST_POSTGRES")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
         let name = format!("quench_{tag}_{}", std::process::id());
-        let sql =
-            format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE); CREATE DATABASE \"{name}\"");
         let url = admin.clone();
-        let created = block_on(async move {
-            let mut conn = sqlx::PgConnection::connect(&url).await?;
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(&mut conn)
-                .await
-        });
-        if let Err(error) = created {
+        let connected =
+            block_on(async move { sqlx::PgConnection::connect(&url).await.map(|_| ()) });
+        if let Err(error) = connected {
             assert!(
                 !in_ci(),
                 "PostgreSQL is required in CI but {admin} is unreachable: {error}"
@@ -533,6 +527,21 @@ impl PgDatabase {
             eprintln!("SKIPPED: PostgreSQL at {admin} is unreachable ({error})");
             return None;
         }
+        let (url, db) = (admin.clone(), name.clone());
+        block_on(async move {
+            let mut conn = sqlx::PgConnection::connect(&url).await?;
+            // Separate statements: PostgreSQL runs a multi-statement string in one transaction, and
+            // DROP/CREATE DATABASE refuse to run inside one.
+            let drop = format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
+                .execute(&mut conn)
+                .await?;
+            let create = format!("CREATE DATABASE \"{db}\"");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+                .execute(&mut conn)
+                .await
+        })
+        .expect("creating the test database");
         Some(Self { admin, name })
     }
 
