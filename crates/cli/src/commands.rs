@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{bench, client, edge, manager, up};
+use crate::{bench, client, edge, manager, scan, up};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,6 +33,11 @@ pub enum Command {
     Tokens(TokensCommand),
     /// Ask an edge whether a key is valid. Exit 0 if valid, 1 if not, 2 on error.
     Verify(VerifyArgs),
+    /// Find Quench keys in files, standard input or git history. Exit 1 when keys are found, 0 when
+    /// none, 2 on error.
+    Scan(scan::ScanArgs),
+    /// Print a rule that teaches another secret scanner the key format.
+    Rules(scan::RulesArgs),
     /// Benchmarks that need the whole system (see BENCHMARKS.md).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -204,5 +209,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tokens(TokensCommand::Create(args)) => client::create_token(args).await,
         Command::Verify(args) => client::verify(args).await,
         Command::Bench(command) => bench::run(command).await,
+        Command::Scan(args) => scan::run(args).await,
+        Command::Rules(args) => Ok(scan::rules(&args)),
     }
 }

@@ -7,6 +7,7 @@ mod edge;
 mod manager;
 mod node;
 mod remote;
+mod scan;
 mod up;
 
 use std::process::ExitCode;

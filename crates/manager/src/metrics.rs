@@ -10,6 +10,7 @@ pub struct ManagerMetrics {
     pub keys_created: AtomicU64,
     pub keys_revoked: AtomicU64,
     pub keys_rotated: AtomicU64,
+    pub leaks_revoked: AtomicU64,
     pub tokens_created: AtomicU64,
     pub auth_failures: AtomicU64,
     pub waits_complete: AtomicU64,
@@ -37,6 +38,11 @@ impl ManagerMetrics {
                 "quench_keys_rotated_total",
                 "Keys rotated.",
                 &self.keys_rotated,
+            ),
+            (
+                "quench_leaks_revoked_total",
+                "Keys revoked because a leak was reported.",
+                &self.leaks_revoked,
             ),
             (
                 "quench_tokens_created_total",
