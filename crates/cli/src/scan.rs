@@ -117,13 +117,12 @@ pub async fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
             serde_json::to_string_pretty(&output::sarif(&findings))?
         ),
     }
-    if let Some(server) = &args.report {
-        if !findings.is_empty() {
-            if let Err(error) = report(server, args.token.as_deref(), &findings).await {
-                eprintln!("error: reporting to {server}: {error:#}");
-                return Ok(ExitCode::from(2));
-            }
-        }
+    if let Some(server) = &args.report
+        && !findings.is_empty()
+        && let Err(error) = report(server, args.token.as_deref(), &findings).await
+    {
+        eprintln!("error: reporting to {server}: {error:#}");
+        return Ok(ExitCode::from(2));
     }
     Ok(if findings.is_empty() {
         ExitCode::SUCCESS

@@ -180,10 +180,10 @@ pub fn scan_git(
     let mut paths: HashMap<String, String> = HashMap::new();
     let mut blobs = Vec::new();
     for line in String::from_utf8_lossy(&listed.stdout).lines() {
-        if let Some((sha, path)) = line.split_once(' ') {
-            if paths.insert(sha.to_owned(), path.to_owned()).is_none() {
-                blobs.push(sha.to_owned());
-            }
+        if let Some((sha, path)) = line.split_once(' ')
+            && paths.insert(sha.to_owned(), path.to_owned()).is_none()
+        {
+            blobs.push(sha.to_owned());
         }
     }
     let mut child = git(repo)
