@@ -428,3 +428,41 @@ fn up_runs_on_postgresql_and_keeps_revocations_across_restarts() {
     );
     stop(again);
 }
+
+#[test]
+fn scan_report_revokes_the_keys_it_finds() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let node = up(&data, &[]);
+    let created = json(&quench(
+        &node,
+        &data,
+        &["keys", "create", "--owner", "team-a", "--json"],
+    ));
+    let key = created["key"].as_str().expect("key").to_owned();
+    let id = created["id"].as_str().expect("id").to_owned();
+    let reporter = json(&quench(
+        &node,
+        &data,
+        &["tokens", "create", "--scope", "leaks:report", "--json"],
+    ));
+    let leaked = dir.path().join("leaked");
+    std::fs::create_dir_all(&leaked).expect("dir");
+    std::fs::write(leaked.join("settings.py"), format!("API_KEY = \"{key}\"\n")).expect("write");
+
+    let out = Command::new(QUENCH)
+        .args(["scan", "--report", &node.admin])
+        .arg(&leaked)
+        .env("QUENCH_TOKEN", reporter["token"].as_str().expect("token"))
+        .output()
+        .expect("scan");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("reported {id}: revoked")));
+    assert_eq!(verify(&node, &key).status.code(), Some(1));
+    stop(node);
+}
