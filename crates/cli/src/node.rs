@@ -34,6 +34,10 @@ pub struct ManagerArgs {
     /// A further manager public key edges should trust (hex), during a signing-key rotation.
     #[arg(long = "also-trust")]
     pub also_trust: Vec<String>,
+    /// GitHub's secret-scanning public keys document (a file or an URL), to accept GitHub's leak reports
+    /// at POST /v1/integrations/github/secret-scanning.
+    #[arg(long, env = "QUENCH_GITHUB_PUBLIC_KEYS")]
+    pub github_public_keys: Option<String>,
 }
 
 /// Options of an edge (in `up` and `edge`).
@@ -170,8 +174,17 @@ pub async fn manager_config(
         );
         println!("  {token}");
     }
+    let github_keys = match &args.github_public_keys {
+        Some(location) => Some(
+            quench_manager::github::GithubKeys::load(location)
+                .await
+                .map_err(|e| anyhow::anyhow!("--github-public-keys: {e}"))?,
+        ),
+        None => None,
+    };
     Ok(ManagerConfig {
         id,
+        github_keys,
         issuers,
         bootstrap_token,
         signer: Arc::new(signer),

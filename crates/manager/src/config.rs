@@ -63,6 +63,8 @@ pub struct ManagerConfig {
     pub signer: Arc<Signer>,
     /// Other manager keys edges should accept (the next or previous key during a rotation).
     pub also_trusted: Vec<PublicKey>,
+    /// GitHub's secret-scanning public keys; without them the partner endpoint answers 404.
+    pub github_keys: Option<crate::github::GithubKeys>,
 }
 
 impl Default for ManagerConfig {
@@ -76,6 +78,7 @@ impl Default for ManagerConfig {
             bootstrap_token: None,
             signer: Arc::new(Signer::generate().expect("the OS random number generator works")),
             also_trusted: Vec::new(),
+            github_keys: None,
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod edges;
 pub mod embedded;
+pub mod github;
 pub mod metrics;
 pub mod propagation;
 pub mod upstream;

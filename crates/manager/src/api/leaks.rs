@@ -86,6 +86,68 @@ async fn proves(record: &KeyRecord, text: &str) -> bool {
     .unwrap_or(false)
 }
 
+/// Revokes one reported key if the report proves it; the event's sequence when this call revoked it.
+pub(crate) async fn handle(
+    manager: &Manager,
+    actor: &quench_store::Actor,
+    leaked: &LeakedKey,
+) -> Result<(LeakResult, Option<quench_core::Seq>), ApiError> {
+    let text = leaked.key.trim();
+    let Ok(key) = PresentedKey::parse(text) else {
+        let result = LeakResult {
+            key_id: None,
+            outcome: LeakOutcome::NotQuenchKey,
+        };
+        return Ok((result, None));
+    };
+    let key_id = Some(key.id().to_string());
+    let record = manager.store.key(key.id()).await.map_err(store_error)?;
+    let record = match record {
+        Some(record) if record.prefix == key.prefix() && proves(&record, text).await => record,
+        _ => {
+            let result = LeakResult {
+                key_id,
+                outcome: LeakOutcome::Unknown,
+            };
+            return Ok((result, None));
+        }
+    };
+    if record.revoked.is_some() {
+        let result = LeakResult {
+            key_id,
+            outcome: LeakOutcome::AlreadyRevoked,
+        };
+        return Ok((result, None));
+    }
+    let mut reason = format!(
+        "leaked: reported by {} at {}",
+        clean(leaked.source.as_deref()),
+        clean(leaked.url.as_deref())
+    );
+    reason.truncate(REASON_MAX);
+    let revoked = manager
+        .store
+        .revoke_key(record.id, &reason, actor)
+        .await
+        .map_err(store_error)?;
+    let Some(event) = &revoked.event else {
+        let result = LeakResult {
+            key_id,
+            outcome: LeakOutcome::AlreadyRevoked,
+        };
+        return Ok((result, None));
+    };
+    manager.publish(std::slice::from_ref(event)).await;
+    ManagerMetrics::add(&manager.metrics.keys_revoked, 1);
+    ManagerMetrics::add(&manager.metrics.leaks_revoked, 1);
+    tracing::warn!(key = %record.id, principal = %actor.principal, "leaked key revoked");
+    let result = LeakResult {
+        key_id,
+        outcome: LeakOutcome::Revoked,
+    };
+    Ok((result, Some(event.seq)))
+}
+
 #[utoipa::path(
     post, path = "/v1/leaks", tag = "keys",
     params(WaitQuery),
@@ -111,60 +173,11 @@ pub async fn report(
     }
     let mut results = Vec::with_capacity(report.keys.len());
     let mut last_seq = None;
+    let actor = principal.actor();
     for leaked in &report.keys {
-        let Ok(key) = PresentedKey::parse(leaked.key.trim()) else {
-            results.push(LeakResult {
-                key_id: None,
-                outcome: LeakOutcome::NotQuenchKey,
-            });
-            continue;
-        };
-        let key_id = Some(key.id().to_string());
-        let record = manager.store.key(key.id()).await.map_err(store_error)?;
-        let record = match record {
-            Some(record)
-                if record.prefix == key.prefix() && proves(&record, leaked.key.trim()).await =>
-            {
-                record
-            }
-            _ => {
-                results.push(LeakResult {
-                    key_id,
-                    outcome: LeakOutcome::Unknown,
-                });
-                continue;
-            }
-        };
-        if record.revoked.is_some() {
-            results.push(LeakResult {
-                key_id,
-                outcome: LeakOutcome::AlreadyRevoked,
-            });
-            continue;
-        }
-        let mut reason = format!(
-            "leaked: reported by {} at {}",
-            clean(leaked.source.as_deref()),
-            clean(leaked.url.as_deref())
-        );
-        reason.truncate(REASON_MAX);
-        let revoked = manager
-            .store
-            .revoke_key(record.id, &reason, &principal.actor())
-            .await
-            .map_err(store_error)?;
-        let outcome = match &revoked.event {
-            Some(event) => {
-                manager.publish(std::slice::from_ref(event)).await;
-                last_seq = Some(event.seq);
-                ManagerMetrics::add(&manager.metrics.keys_revoked, 1);
-                ManagerMetrics::add(&manager.metrics.leaks_revoked, 1);
-                tracing::warn!(key = %record.id, principal = %principal.id, "leaked key revoked");
-                LeakOutcome::Revoked
-            }
-            None => LeakOutcome::AlreadyRevoked,
-        };
-        results.push(LeakResult { key_id, outcome });
+        let (result, seq) = handle(&manager, &actor, leaked).await?;
+        last_seq = seq.or(last_seq);
+        results.push(result);
     }
     let propagation = match last_seq {
         Some(seq) => manager.confirm(Some(seq), wait).await,
@@ -174,4 +187,107 @@ pub async fn report(
         results,
         propagation,
     }))
+}
+
+/// One token as GitHub's secret scanning sends it.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct GithubToken {
+    pub token: String,
+    #[serde(rename = "type")]
+    pub token_type: String,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+/// GitHub's feedback format: one label per reported token, identified by its SHA-256.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct GithubFeedback {
+    pub token_hash: String,
+    pub token_type: String,
+    /// `true_positive` (a live or already revoked Quench key) or `false_positive`.
+    pub label: String,
+}
+
+#[utoipa::path(
+    post, path = "/v1/integrations/github/secret-scanning", tag = "keys",
+    request_body = Vec<GithubToken>,
+    responses(
+        (status = 200, description = "GitHub's feedback format; every matching key is revoked", body = Vec<GithubFeedback>),
+        (status = 401, description = "Missing or invalid GitHub signature: nothing is read or revoked", body = ErrorResponse),
+        (status = 404, description = "No GitHub public keys are configured", body = ErrorResponse),
+        (status = 413, body = ErrorResponse), (status = 422, body = ErrorResponse),
+    )
+)]
+pub async fn github(
+    State(manager): State<Arc<Manager>>,
+    request: axum::extract::Request,
+) -> Result<Json<Vec<GithubFeedback>>, ApiError> {
+    use crate::github::{KEY_ID_HEADER, SIGNATURE_HEADER};
+    let Some(keys) = &manager.config.github_keys else {
+        return Err(ApiError::not_found(
+            "the GitHub secret-scanning endpoint is not configured (--github-public-keys)",
+        ));
+    };
+    let (parts, body) = request.into_parts();
+    let connect = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    let body = axum::body::to_bytes(body, quench_edge::web::BODY_LIMIT)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!(
+                    "request bodies are limited to {} bytes",
+                    quench_edge::web::BODY_LIMIT
+                ),
+            )
+        })?;
+    let headers = parts.headers;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Err(error) = keys.verify(header(KEY_ID_HEADER), header(SIGNATURE_HEADER), &body) {
+        ManagerMetrics::add(&manager.metrics.auth_failures, 1);
+        return Err(ApiError::unauthorized(error.to_string()));
+    }
+    let tokens: Vec<GithubToken> = quench_edge::web::parse_json(&body)?;
+    if tokens.len() > MAX_LEAKS {
+        return Err(ApiError::invalid(format!("at most {MAX_LEAKS} tokens")));
+    }
+    let actor = quench_store::Actor {
+        principal: "github-secret-scanning".into(),
+        source: connect.map(|addr| addr.ip().to_string()),
+        at: quench_core::Timestamp::now(),
+    };
+    let mut feedback = Vec::with_capacity(tokens.len());
+    let mut last_seq = None;
+    for token in tokens {
+        let leaked = LeakedKey {
+            key: token.token.clone(),
+            source: Some(format!(
+                "github {}",
+                token.source.as_deref().unwrap_or("content")
+            )),
+            url: token.url.clone(),
+        };
+        let (result, seq) = handle(&manager, &actor, &leaked).await?;
+        last_seq = seq.or(last_seq);
+        let label = match result.outcome {
+            LeakOutcome::Revoked | LeakOutcome::AlreadyRevoked => "true_positive",
+            LeakOutcome::Unknown | LeakOutcome::NotQuenchKey => "false_positive",
+        };
+        feedback.push(GithubFeedback {
+            token_hash: quench_core::hash::hex(&quench_core::hash::sha256(token.token.as_bytes())),
+            token_type: token.token_type,
+            label: label.into(),
+        });
+    }
+    if last_seq.is_some() {
+        let timeout = manager.config.default_wait_timeout;
+        manager.confirm(last_seq, Wait::All(timeout)).await;
+    }
+    Ok(Json(feedback))
 }

@@ -28,6 +28,10 @@ pub fn router(manager: Arc<Manager>) -> Router {
         .route("/v1/keys/{id}/rotate", post(keys::rotate))
         .route("/v1/revocations", post(keys::bulk_revoke))
         .route("/v1/leaks", post(leaks::report))
+        .route(
+            "/v1/integrations/github/secret-scanning",
+            post(leaks::github),
+        )
         .route("/v1/tokens", post(system::create_token))
         .route("/v1/events", get(system::events))
         .route("/v1/edges", get(system::edges).post(system::register_edge))
@@ -49,7 +53,7 @@ pub fn router(manager: Arc<Manager>) -> Router {
         license(name = "Apache-2.0")
     ),
     paths(
-        keys::create, keys::list, keys::show, keys::revoke, keys::rotate, keys::bulk_revoke, leaks::report,
+        keys::create, keys::list, keys::show, keys::revoke, keys::rotate, keys::bulk_revoke, leaks::report, leaks::github,
         system::create_token, system::events, system::snapshot, system::edges, system::register_edge,
         system::signing_keys, system::audit, system::health,
         system::metrics, system::openapi,

@@ -104,3 +104,172 @@ async fn leak_reports_need_the_scope_and_a_sane_body() {
     }
     assert_eq!(app.verify(&key, None, None).await["valid"], true);
 }
+
+mod github {
+    use p256::{
+        ecdsa::{Signature, SigningKey, signature::Signer},
+        pkcs8::{EncodePublicKey, LineEnding},
+    };
+    use serde_json::{Value, json};
+
+    use crate::helpers::{TestApp, spawn_with};
+
+    fn github_key() -> SigningKey {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).expect("random");
+        SigningKey::from_slice(&seed).expect("a valid scalar")
+    }
+
+    async fn app_trusting(key: &SigningKey) -> TestApp {
+        let pem = key
+            .verifying_key()
+            .to_public_key_pem(LineEnding::LF)
+            .expect("pem");
+        let document = json!({"public_keys": [{"key_identifier": "gh-key-1", "key": pem, "is_current": true}]});
+        let keys =
+            quench_manager::github::GithubKeys::parse(&document.to_string()).expect("document");
+        spawn_with(quench_manager::ManagerConfig {
+            github_keys: Some(keys),
+            ..Default::default()
+        })
+        .await
+    }
+
+    async fn send(
+        app: &TestApp,
+        body: &[u8],
+        key_id: Option<&str>,
+        signature: Option<String>,
+    ) -> (u16, Value) {
+        let mut request = app
+            .http
+            .post(format!(
+                "{}/v1/integrations/github/secret-scanning",
+                app.admin
+            ))
+            .header("content-type", "application/json")
+            .body(body.to_vec());
+        if let Some(id) = key_id {
+            request = request.header("Github-Public-Key-Identifier", id);
+        }
+        if let Some(signature) = signature {
+            request = request.header("Github-Public-Key-Signature", signature);
+        }
+        let response = request.send().await.expect("request");
+        (
+            response.status().as_u16(),
+            response.json().await.unwrap_or(Value::Null),
+        )
+    }
+
+    fn sign(key: &SigningKey, body: &[u8]) -> String {
+        use base64::Engine;
+        let signature: Signature = key.sign(body);
+        base64::engine::general_purpose::STANDARD.encode(signature.to_der().as_bytes())
+    }
+
+    #[tokio::test]
+    async fn signed_reports_revoke_and_get_githubs_feedback_format() {
+        let github = github_key();
+        let app = app_trusting(&github).await;
+        let (_, key) = app.new_key("team-a").await;
+        let body = json!([
+            {"token": key, "type": "quench_api_key", "url": "https://example.invalid/blob/x", "source": "content"},
+            {"token": "qk_looks_like_nothing", "type": "quench_api_key", "url": "u", "source": "content"},
+        ])
+        .to_string();
+        let (status, feedback) = send(
+            &app,
+            body.as_bytes(),
+            Some("gh-key-1"),
+            Some(sign(&github, body.as_bytes())),
+        )
+        .await;
+        assert_eq!(status, 200, "{feedback}");
+        assert_eq!(feedback[0]["label"], "true_positive");
+        assert_eq!(feedback[1]["label"], "false_positive");
+        assert_eq!(feedback[0]["token_type"], "quench_api_key");
+        assert_eq!(feedback[0]["token_hash"].as_str().expect("hash").len(), 64);
+        assert_eq!(app.verify(&key, None, None).await["reason"], "revoked");
+        // The same report again: still a true positive, nothing changes.
+        let (status, again) = send(
+            &app,
+            body.as_bytes(),
+            Some("gh-key-1"),
+            Some(sign(&github, body.as_bytes())),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(again[0]["label"], "true_positive");
+    }
+
+    #[tokio::test]
+    async fn bad_or_missing_signatures_revoke_nothing() {
+        let github = github_key();
+        let app = app_trusting(&github).await;
+        let (_, key) = app.new_key("team-a").await;
+        let body =
+            json!([{"token": key, "type": "quench_api_key", "url": "u", "source": "content"}])
+                .to_string();
+        let impostor = github_key();
+        let tampered = body.replace("content", "commit");
+        let cases: Vec<(&[u8], Option<&str>, Option<String>)> = vec![
+            (body.as_bytes(), None, None),
+            (body.as_bytes(), Some("gh-key-1"), None),
+            (
+                body.as_bytes(),
+                Some("gh-key-9"),
+                Some(sign(&github, body.as_bytes())),
+            ),
+            (
+                body.as_bytes(),
+                Some("gh-key-1"),
+                Some(sign(&impostor, body.as_bytes())),
+            ),
+            (
+                tampered.as_bytes(),
+                Some("gh-key-1"),
+                Some(sign(&github, body.as_bytes())),
+            ),
+            (
+                body.as_bytes(),
+                Some("gh-key-1"),
+                Some("not base64!".into()),
+            ),
+        ];
+        for (payload, id, signature) in cases {
+            let (status, reply) = send(&app, payload, id, signature).await;
+            assert_eq!(status, 401, "{reply}");
+            assert_eq!(reply["error"]["code"], "unauthorized");
+        }
+        assert_eq!(app.verify(&key, None, None).await["valid"], true);
+        // Signed but malformed, or too large: refused, nothing revoked.
+        let garbage = b"{\"not\": \"an array\"}";
+        assert_eq!(
+            send(
+                &app,
+                garbage,
+                Some("gh-key-1"),
+                Some(sign(&github, garbage))
+            )
+            .await
+            .0,
+            422
+        );
+        let huge = vec![b' '; 100 * 1024];
+        assert_eq!(
+            send(&app, &huge, Some("gh-key-1"), Some(sign(&github, &huge)))
+                .await
+                .0,
+            413
+        );
+        assert_eq!(app.verify(&key, None, None).await["valid"], true);
+    }
+
+    #[tokio::test]
+    async fn without_configured_keys_the_endpoint_is_absent() {
+        let app = crate::helpers::spawn_app().await;
+        let (status, reply) = send(&app, b"[]", Some("x"), Some("y".into())).await;
+        assert_eq!(status, 404, "{reply}");
+    }
+}
