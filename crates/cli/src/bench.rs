@@ -26,6 +26,8 @@ use tokio_util::sync::CancellationToken;
 pub enum BenchCommand {
     /// Time from each revoke call to each edge applying it.
     Propagation(PropagationArgs),
+    /// Scanner throughput, recall and false positives, against detect-secrets.
+    Scan(crate::bench_scan::ScanBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -52,6 +54,7 @@ const WARMUP: usize = 10;
 pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Propagation(args) => propagation(args).await,
+        BenchCommand::Scan(args) => crate::bench_scan::run(args),
     }
 }
 

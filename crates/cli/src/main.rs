@@ -1,6 +1,7 @@
 //! `quench`: run Quench, manage keys and tokens, verify keys.
 
 mod bench;
+mod bench_scan;
 mod client;
 mod commands;
 mod edge;

@@ -204,3 +204,31 @@ fn rules_for_other_scanners_carry_the_key_pattern() {
         );
     }
 }
+
+#[test]
+fn the_scan_benchmark_runs_and_finds_every_planted_key() {
+    let out = Command::new(QUENCH)
+        .args([
+            "bench",
+            "scan",
+            "--size-mib",
+            "1",
+            "--keys",
+            "30",
+            "--commits",
+            "12",
+            "--no-baseline",
+            "--json",
+        ])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(result["quench"]["found_planted"], 30);
+    assert_eq!(result["quench"]["false_positives"], 0);
+    assert_eq!(result["git"]["found"], result["git"]["planted"]);
+}
