@@ -294,7 +294,46 @@ pub fn run(args: ScanBenchArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&result)?);
     } else {
-        println!("{}", serde_json::to_string_pretty(&result)?);
+        print_table(&result);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_table(result: &Value) {
+    println!(
+        "corpus: {:.1} MiB, {} planted keys, {} decoys",
+        result["corpus_mib"].as_f64().unwrap_or(0.0),
+        result["planted"],
+        result["decoys"]
+    );
+    println!(
+        "{:<16} {:>12} {:>10} {:>16}",
+        "scanner", "MiB/s", "found", "false positives"
+    );
+    for (name, row) in [
+        ("quench", &result["quench"]),
+        ("detect-secrets", &result["detect_secrets"]),
+    ] {
+        if row.is_null() {
+            continue;
+        }
+        println!(
+            "{name:<16} {:>12.2} {:>10} {:>16}",
+            row["mib_per_s"].as_f64().unwrap_or(f64::NAN),
+            row["found_planted"],
+            row["false_positives"]
+        );
+    }
+    if let Some(speedup) = result["speedup"].as_f64() {
+        println!("quench is {speedup:.0}x the throughput of detect-secrets");
+    }
+    let git = &result["git"];
+    println!(
+        "git history: {} commits, {:.1} MiB of blobs, {} of {} planted keys found in {:.2} s",
+        git["commits"],
+        git["blob_mib"].as_f64().unwrap_or(0.0),
+        git["found"],
+        git["planted"],
+        git["seconds"].as_f64().unwrap_or(0.0)
+    );
 }
