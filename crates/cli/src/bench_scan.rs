@@ -320,8 +320,8 @@ fn print_table(result: &Value) {
         println!(
             "{name:<16} {:>12.2} {:>10} {:>16}",
             row["mib_per_s"].as_f64().unwrap_or(f64::NAN),
-            row["found_planted"],
-            row["false_positives"]
+            row["found_planted"].to_string(),
+            row["false_positives"].to_string()
         );
     }
     if let Some(speedup) = result["speedup"].as_f64() {
