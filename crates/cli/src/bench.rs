@@ -41,6 +41,10 @@ pub struct PropagationArgs {
     /// Also time one bulk revocation of this many keys (0: skip).
     #[arg(long, default_value_t = 0)]
     pub bulk: usize,
+    /// Revoke by reporting each key as leaked (`POST /v1/leaks`, scope leaks:report) instead of by id:
+    /// the time from a leak report to every edge refusing the key.
+    #[arg(long)]
+    pub leaks: bool,
     /// Use this NATS instead of starting one.
     #[arg(long)]
     pub nats: Option<String>,
@@ -170,10 +174,19 @@ impl Api {
 
     /// The body, and when the manager says the change committed (its `Server-Timing` header).
     async fn post_timed(&self, path: &str, body: Value) -> anyhow::Result<(Value, Option<i64>)> {
+        self.post_as(&self.token, path, body).await
+    }
+
+    async fn post_as(
+        &self,
+        token: &str,
+        path: &str,
+        body: Value,
+    ) -> anyhow::Result<(Value, Option<i64>)> {
         let response = self
             .http
             .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
+            .bearer_auth(token)
             .json(&body)
             .send()
             .await?;
@@ -284,7 +297,10 @@ async fn propagation(args: PropagationArgs) -> anyhow::Result<ExitCode> {
         let created = api
             .post("/v1/keys?wait=all", json!({"owner": "bench"}))
             .await?;
-        ids.push(created["id"].as_str().context("id")?.to_owned());
+        ids.push((
+            created["id"].as_str().context("id")?.to_owned(),
+            created["key"].as_str().context("key")?.to_owned(),
+        ));
     }
 
     let mut per_edge: Vec<Vec<f64>> = vec![Vec::new(); edges.len()];
@@ -292,16 +308,31 @@ async fn propagation(args: PropagationArgs) -> anyhow::Result<ExitCode> {
     let mut last_after_commit = Vec::new();
     let mut commits = Vec::new();
     let mut call = Vec::new();
-    for (n, id) in ids.iter().enumerate() {
+    let reporter = api
+        .post("/v1/tokens", json!({"scopes": ["leaks:report"]}))
+        .await?["token"]
+        .as_str()
+        .context("reporter token")?
+        .to_owned();
+    for (n, (id, key)) in ids.iter().enumerate() {
         let started = now_us();
         let clock = Instant::now();
-        let (revoked, committed) = api
-            .post_timed(
+        let (revoked, committed) = if args.leaks {
+            let report = json!({"keys": [{"key": key, "source": "quench bench"}]});
+            let (body, _) = api
+                .post_as(&reporter, "/v1/leaks?wait=all&timeout_ms=10000", report)
+                .await?;
+            if body["results"][0]["outcome"] != "revoked" {
+                bail!("the leak report did not revoke the key: {body}");
+            }
+            (body, None)
+        } else {
+            api.post_timed(
                 &format!("/v1/keys/{id}/revoke?wait=all&timeout_ms=10000"),
                 json!({"reason": "bench"}),
             )
-            .await?;
-        let committed = committed.context("the manager sent no Server-Timing")?;
+            .await?
+        };
         let call_ms = clock.elapsed().as_secs_f64() * 1000.0;
         if revoked["propagation"]["complete"] != true {
             bail!(
@@ -324,8 +355,10 @@ async fn propagation(args: PropagationArgs) -> anyhow::Result<ExitCode> {
         }
         if n >= WARMUP {
             last_edge.push(slowest);
-            last_after_commit.push(slowest - (committed - started) as f64 / 1000.0);
-            commits.push((committed - started) as f64 / 1000.0);
+            if let Some(committed) = committed {
+                last_after_commit.push(slowest - (committed - started) as f64 / 1000.0);
+                commits.push((committed - started) as f64 / 1000.0);
+            }
             call.push(call_ms);
         }
         if (n + 1) % 50 == 0 {
@@ -346,6 +379,7 @@ async fn propagation(args: PropagationArgs) -> anyhow::Result<ExitCode> {
         .map(|(i, samples)| json!({"edge": format!("bench-e{i}"), "applied": summary(samples)}))
         .collect();
     let result = json!({
+        "revoked_by": if args.leaks { "leak report" } else { "revoke call" },
         "edges": args.edges,
         "revocations": args.revocations,
         "all_edges": summary(&mut all),

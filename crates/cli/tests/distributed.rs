@@ -399,3 +399,39 @@ async fn edges_on_leaf_nodes_of_a_hub_get_every_revocation() {
         assert_eq!(client.verify(url, &key).await["reason"], "revoked");
     }
 }
+
+/// The propagation benchmark itself runs end to end (tiny sizes; the figures are in BENCHMARKS.md).
+#[test]
+fn the_propagation_benchmark_runs() {
+    if support::nats_server_binary().is_none() {
+        assert!(!support::in_ci(), "nats-server is required in CI");
+        return;
+    }
+    for extra in [&[][..], &["--leaks"][..]] {
+        let out = std::process::Command::new(support::QUENCH)
+            .args([
+                "bench",
+                "propagation",
+                "--edges",
+                "1",
+                "--revocations",
+                "3",
+                "--json",
+            ])
+            .args(extra)
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(result["last_edge"]["n"], 3, "{result}");
+        assert!(
+            result["last_edge"]["p50_ms"]
+                .as_f64()
+                .is_some_and(|ms| ms > 0.0)
+        );
+    }
+}
