@@ -6,7 +6,7 @@ use anyhow::{Context, anyhow, bail};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::commands::{ClientArgs, KeysCommand, TokenArgs, VerifyArgs};
+use crate::commands::{ClientArgs, KeysCommand, RevokeTokenArgs, TokenArgs, VerifyArgs};
 
 fn http() -> anyhow::Result<reqwest::Client> {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -300,6 +300,19 @@ pub async fn create_token(args: TokenArgs) -> anyhow::Result<ExitCode> {
         println!("  {}", text(&t["token"]));
         println!();
         println!("This is the only time the token is shown. Store it now.");
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn revoke_token(args: RevokeTokenArgs) -> anyhow::Result<ExitCode> {
+    let path = format!("/v1/tokens/{}/revoke", urlencode(&args.id));
+    let body = call(&args.client, Method::POST, &path, Some(json!({}))).await?;
+    emit(args.client.json, &body, |b| {
+        if b["already_revoked"].as_bool() == Some(true) {
+            println!("token {} was already revoked", text(&b["id"]));
+        } else {
+            println!("token {} revoked", text(&b["id"]));
+        }
     });
     Ok(ExitCode::SUCCESS)
 }

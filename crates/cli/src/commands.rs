@@ -171,6 +171,16 @@ pub struct RotateArgs {
 pub enum TokensCommand {
     /// Issue a manager token. Its plaintext is printed once.
     Create(TokenArgs),
+    /// Revoke a manager token: it stops authenticating at once.
+    Revoke(RevokeTokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeTokenArgs {
+    /// The token id (the 10 characters after `qt_`).
+    pub id: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(Debug, Args)]
@@ -207,6 +217,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Edge(args) => edge::run(args).await,
         Command::Keys(command) => client::keys(command).await,
         Command::Tokens(TokensCommand::Create(args)) => client::create_token(args).await,
+        Command::Tokens(TokensCommand::Revoke(args)) => client::revoke_token(args).await,
         Command::Verify(args) => client::verify(args).await,
         Command::Bench(command) => bench::run(command).await,
         Command::Scan(args) => scan::run(args).await,

@@ -259,6 +259,7 @@ fn walk_through_survives_restart_and_keeps_secrets_out_of_logs() {
         &["tokens", "create", "--scope", "keys:read", "--json"],
     ));
     let reader = made["token"].as_str().expect("token").to_owned();
+    let reader_id = made["id"].as_str().expect("id").to_owned();
     let denied = Command::new(QUENCH)
         .args([
             "keys",
@@ -275,6 +276,17 @@ fn walk_through_survives_restart_and_keeps_secrets_out_of_logs() {
         .expect("run");
     assert_eq!(denied.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&denied.stderr).contains("forbidden"));
+    let revoked_token = quench(&node, &data, &["tokens", "revoke", &reader_id]);
+    assert!(
+        text(&revoked_token).contains("revoked"),
+        "{}",
+        text(&revoked_token)
+    );
+    let refused = Command::new(QUENCH)
+        .args(["keys", "list", "--server", &node.admin, "--token", &reader])
+        .output()
+        .expect("run");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("unauthorized"));
 
     let logs = stop(node);
     assert!(

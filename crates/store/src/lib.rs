@@ -131,7 +131,12 @@ pub trait Store: Send + Sync + 'static {
 
     async fn create_token(&self, token: &TokenRecord, actor: &Actor) -> Result<()>;
 
+    /// A live token: `None` for an unknown or revoked one.
     async fn token(&self, id: KeyId) -> Result<Option<TokenRecord>>;
+
+    /// Revokes a manager token: `true` if this call revoked it, `false` if it already was; `NotFound`
+    /// for an unknown id.
+    async fn revoke_token(&self, id: KeyId, actor: &Actor) -> Result<bool>;
 
     async fn count_tokens(&self) -> Result<u64>;
 

@@ -26,6 +26,11 @@ pub const SQLITE: &[Migration] = &[
         name: "outbox high-water mark",
         sql: include_str!("../migrations/sqlite/0003_outbox.sql"),
     },
+    Migration {
+        version: 4,
+        name: "token revocation",
+        sql: include_str!("../migrations/sqlite/0004_token_revocation.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -43,5 +48,10 @@ pub const POSTGRES: &[Migration] = &[
         version: 3,
         name: "outbox high-water mark",
         sql: include_str!("../migrations/postgres/0003_outbox.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "token revocation",
+        sql: include_str!("../migrations/postgres/0004_token_revocation.sql"),
     },
 ];

@@ -746,7 +746,7 @@ impl Store for PostgresStore {
 
     async fn token(&self, id: KeyId) -> Result<Option<TokenRecord>> {
         sqlx::query(
-            "SELECT id, verifier, scopes, owner, created_at, created_by FROM tokens WHERE id = $1",
+            "SELECT id, verifier, scopes, owner, created_at, created_by FROM tokens WHERE id = $1 AND revoked_at IS NULL",
         )
         .bind(id.to_string())
         .fetch_optional(&self.pool)
@@ -762,6 +762,37 @@ impl Store for PostgresStore {
             )
         })
         .transpose()
+    }
+
+    async fn revoke_token(&self, id: KeyId, actor: &Actor) -> Result<bool> {
+        let (_guard, mut tx) = self.write().await?;
+        let updated =
+            sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(actor.at.as_millis())
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if updated == 0 {
+            let exists: Option<String> = sqlx::query_scalar("SELECT id FROM tokens WHERE id = $1")
+                .bind(id.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+            return match exists {
+                Some(_) => Ok(false),
+                None => Err(StoreError::NotFound),
+            };
+        }
+        audit(
+            &mut tx,
+            actor,
+            "token.revoke",
+            None,
+            Some(&format!("token {id}")),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn count_tokens(&self) -> Result<u64> {

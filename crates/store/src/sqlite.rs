@@ -755,7 +755,7 @@ impl Store for SqliteStore {
 
     async fn token(&self, id: KeyId) -> Result<Option<TokenRecord>> {
         sqlx::query(
-            "SELECT id, verifier, scopes, owner, created_at, created_by FROM tokens WHERE id = ?",
+            "SELECT id, verifier, scopes, owner, created_at, created_by FROM tokens WHERE id = ? AND revoked_at IS NULL",
         )
         .bind(id.to_string())
         .fetch_optional(&self.pool)
@@ -771,6 +771,37 @@ impl Store for SqliteStore {
             )
         })
         .transpose()
+    }
+
+    async fn revoke_token(&self, id: KeyId, actor: &Actor) -> Result<bool> {
+        let (_guard, mut tx) = self.write().await?;
+        let updated =
+            sqlx::query("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+                .bind(actor.at.as_millis())
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if updated == 0 {
+            let exists: Option<String> = sqlx::query_scalar("SELECT id FROM tokens WHERE id = ?")
+                .bind(id.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+            return match exists {
+                Some(_) => Ok(false),
+                None => Err(StoreError::NotFound),
+            };
+        }
+        audit(
+            &mut tx,
+            actor,
+            "token.revoke",
+            None,
+            Some(&format!("token {id}")),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn count_tokens(&self) -> Result<u64> {

@@ -33,6 +33,7 @@ pub fn router(manager: Arc<Manager>) -> Router {
             post(leaks::github),
         )
         .route("/v1/tokens", post(system::create_token))
+        .route("/v1/tokens/{id}/revoke", post(system::revoke_token))
         .route("/v1/events", get(system::events))
         .route("/v1/edges", get(system::edges).post(system::register_edge))
         .route("/v1/snapshot", get(system::snapshot))
@@ -54,7 +55,7 @@ pub fn router(manager: Arc<Manager>) -> Router {
     ),
     paths(
         keys::create, keys::list, keys::show, keys::revoke, keys::rotate, keys::bulk_revoke, leaks::report, leaks::github,
-        system::create_token, system::events, system::snapshot, system::edges, system::register_edge,
+        system::create_token, system::revoke_token, system::events, system::snapshot, system::edges, system::register_edge,
         system::signing_keys, system::audit, system::health,
         system::metrics, system::openapi,
     ),

@@ -109,6 +109,55 @@ fn signed_json(
         .into_response()
 }
 
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct TokenRevocation {
+    pub id: String,
+    /// The token was already revoked; nothing changed.
+    pub already_revoked: bool,
+}
+
+#[utoipa::path(
+    post, path = "/v1/tokens/{id}/revoke", tag = "admin",
+    params(("id" = String, Path, description = "Token id")),
+    responses(
+        (status = 200, description = "The token no longer authenticates (idempotent)", body = TokenRevocation),
+        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse), (status = 404, body = ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn revoke_token(
+    State(manager): State<Arc<Manager>>,
+    principal: Principal,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<TokenRevocation>, ApiError> {
+    principal.require(Scope::Admin)?;
+    if principal.owner.is_some() {
+        return Err(ApiError::forbidden(
+            "revoking tokens is for unconfined admin tokens",
+        ));
+    }
+    let token_id = quench_core::KeyId::parse(&id)
+        .map_err(|_| ApiError::not_found(format!("no token {id:?}")))?;
+    let revoked = match manager
+        .store
+        .revoke_token(token_id, &principal.actor())
+        .await
+    {
+        Ok(revoked) => revoked,
+        Err(quench_store::StoreError::NotFound) => {
+            return Err(ApiError::not_found(format!("no token {token_id}")));
+        }
+        Err(e) => return Err(store_error(e)),
+    };
+    if revoked {
+        tracing::info!(token = %token_id, principal = %principal.id, "token revoked");
+    }
+    Ok(Json(TokenRevocation {
+        id: token_id.to_string(),
+        already_revoked: !revoked,
+    }))
+}
+
 #[utoipa::path(
     get, path = "/v1/events", tag = "admin",
     params(EventsQuery),

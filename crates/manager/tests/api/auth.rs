@@ -265,3 +265,60 @@ async fn a_configured_bootstrap_token_is_an_admin() {
         .expect(401);
     assert!(quench_manager::bootstrap::configured("short".into()).is_err());
 }
+
+#[tokio::test]
+async fn a_revoked_token_stops_working_at_once() {
+    let app = spawn_app().await;
+    let created = app
+        .post("/v1/tokens", json!({"scopes": ["keys:read"]}))
+        .await
+        .expect(201);
+    let (token, id) = (
+        created["token"].as_str().expect("token").to_owned(),
+        created["id"].as_str().expect("id").to_owned(),
+    );
+    app.send(Method::GET, "/v1/keys", Some(&token), None)
+        .await
+        .expect(200);
+    let revoked = app
+        .post(&format!("/v1/tokens/{id}/revoke"), json!({}))
+        .await
+        .expect(200);
+    assert_eq!(revoked["already_revoked"], false);
+    app.send(Method::GET, "/v1/keys", Some(&token), None)
+        .await
+        .expect(401);
+    let again = app
+        .post(&format!("/v1/tokens/{id}/revoke"), json!({}))
+        .await
+        .expect(200);
+    assert_eq!(again["already_revoked"], true);
+    app.post("/v1/tokens/0000000000/revoke", json!({}))
+        .await
+        .expect(404);
+    app.post("/v1/tokens/nope/revoke", json!({}))
+        .await
+        .expect(404);
+    let reader = app.token_with(&["keys:read"], None).await;
+    let other = app.token_with(&["keys:read"], None).await;
+    let other_id = {
+        let parsed = quench_core::ApiKey::parse(&other).expect("token format");
+        parsed.id().to_string()
+    };
+    app.send(
+        Method::POST,
+        &format!("/v1/tokens/{other_id}/revoke"),
+        Some(&reader),
+        Some(json!({})),
+    )
+    .await
+    .expect(403);
+    let audit = app.get("/v1/audit?limit=20").await.expect(200);
+    assert!(
+        audit["records"]
+            .as_array()
+            .expect("records")
+            .iter()
+            .any(|r| r["action"] == "token.revoke")
+    );
+}
