@@ -228,6 +228,59 @@ async fn mark_revoked(
     })
 }
 
+/// Reserves `count` consecutive sequence numbers in the log head; returns the first.
+async fn reserve(tx: &mut Tx<'_>, count: usize) -> Result<u64> {
+    let count = count as i64;
+    let last: i64 =
+        sqlx::query_scalar("UPDATE log_head SET seq = seq + $1 WHERE id = 1 RETURNING seq")
+            .bind(count)
+            .fetch_one(&mut **tx)
+            .await?;
+    rows::unsigned(last - count + 1)
+}
+
+/// Appends numbered events, and an audit record for each event's key, in multi-row statements.
+async fn append_many(
+    tx: &mut Tx<'_>,
+    events: &[Event],
+    actor: &Actor,
+    action: &str,
+    reason: Option<&str>,
+) -> Result<()> {
+    for chunk in events.chunks(BULK_ROWS) {
+        let mut bodies = Vec::with_capacity(chunk.len());
+        for event in chunk {
+            bodies.push(
+                serde_json::to_string(&event.change)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            );
+        }
+        let mut insert =
+            QueryBuilder::<Postgres>::new("INSERT INTO events (seq, at, kind, key_id, body) ");
+        insert.push_values(chunk.iter().zip(&bodies), |mut row, (event, body)| {
+            row.push_bind(event.seq.get() as i64)
+                .push_bind(event.at.as_millis())
+                .push_bind(event.change.kind())
+                .push_bind(event.change.key_id().to_string())
+                .push_bind(body.clone());
+        });
+        insert.build().execute(&mut **tx).await?;
+        let mut audit = QueryBuilder::<Postgres>::new(
+            "INSERT INTO audit (at, principal, action, key_id, reason, source) ",
+        );
+        audit.push_values(chunk, |mut row, event| {
+            row.push_bind(actor.at.as_millis())
+                .push_bind(actor.principal.clone())
+                .push_bind(action.to_owned())
+                .push_bind(event.change.key_id().to_string())
+                .push_bind(reason.map(str::to_owned))
+                .push_bind(actor.source.clone());
+        });
+        audit.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 /// Rows per multi-row statement in a bulk revocation: well under both backends' parameter limits.
 const BULK_ROWS: usize = 500;
 
@@ -242,13 +295,7 @@ async fn revoke_batch(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let count = ids.len() as i64;
-    let last: i64 =
-        sqlx::query_scalar("UPDATE log_head SET seq = seq + $1 WHERE id = 1 RETURNING seq")
-            .bind(count)
-            .fetch_one(&mut **tx)
-            .await?;
-    let first = rows::unsigned(last - count + 1)?;
+    let first = reserve(tx, ids.len()).await?;
     let events: Vec<Event> = ids
         .iter()
         .enumerate()
@@ -261,7 +308,7 @@ async fn revoke_batch(
             },
         })
         .collect();
-    for chunk in events.chunks(BULK_ROWS) {
+    for chunk in ids.chunks(BULK_ROWS) {
         let mut update = QueryBuilder::<Postgres>::new("UPDATE keys SET revoked_at = ");
         update
             .push_bind(actor.at.as_millis())
@@ -269,43 +316,13 @@ async fn revoke_batch(
             .push_bind(reason)
             .push(" WHERE id IN (");
         let mut list = update.separated(", ");
-        for event in chunk {
-            list.push_bind(event.change.key_id().to_string());
+        for id in chunk {
+            list.push_bind(id.to_string());
         }
         list.push_unseparated(")");
         update.build().execute(&mut **tx).await?;
-
-        let mut insert =
-            QueryBuilder::<Postgres>::new("INSERT INTO events (seq, at, kind, key_id, body) ");
-        let mut bodies = Vec::with_capacity(chunk.len());
-        for event in chunk {
-            bodies.push(
-                serde_json::to_string(&event.change)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            );
-        }
-        insert.push_values(chunk.iter().zip(&bodies), |mut row, (event, body)| {
-            row.push_bind(event.seq.get() as i64)
-                .push_bind(event.at.as_millis())
-                .push_bind(event.change.kind())
-                .push_bind(event.change.key_id().to_string())
-                .push_bind(body.clone());
-        });
-        insert.build().execute(&mut **tx).await?;
-
-        let mut audit = QueryBuilder::<Postgres>::new(
-            "INSERT INTO audit (at, principal, action, key_id, reason, source) ",
-        );
-        audit.push_values(chunk, |mut row, event| {
-            row.push_bind(actor.at.as_millis())
-                .push_bind(actor.principal.clone())
-                .push_bind("key.revoke")
-                .push_bind(event.change.key_id().to_string())
-                .push_bind(reason.to_owned())
-                .push_bind(actor.source.clone());
-        });
-        audit.build().execute(&mut **tx).await?;
     }
+    append_many(tx, &events, actor, "key.revoke", Some(reason)).await?;
     Ok(events)
 }
 
@@ -371,13 +388,7 @@ impl Store for PostgresStore {
             return Ok(Vec::new());
         }
         let (_guard, mut tx) = self.write().await?;
-        let count = keys.len() as i64;
-        let last: i64 =
-            sqlx::query_scalar("UPDATE log_head SET seq = seq + $1 WHERE id = 1 RETURNING seq")
-                .bind(count)
-                .fetch_one(&mut *tx)
-                .await?;
-        let first = rows::unsigned(last - count + 1)?;
+        let first = reserve(&mut tx, keys.len()).await?;
         let events: Vec<Event> = keys
             .iter()
             .enumerate()
@@ -436,39 +447,8 @@ impl Store for PostgresStore {
                 });
                 insert.build().execute(&mut *tx).await?;
             }
-            let mut bodies = Vec::with_capacity(chunk_events.len());
-            for event in chunk_events {
-                bodies.push(
-                    serde_json::to_string(&event.change)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                );
-            }
-            let mut insert =
-                QueryBuilder::<Postgres>::new("INSERT INTO events (seq, at, kind, key_id, body) ");
-            insert.push_values(
-                chunk_events.iter().zip(&bodies),
-                |mut row, (event, body)| {
-                    row.push_bind(event.seq.get() as i64)
-                        .push_bind(event.at.as_millis())
-                        .push_bind(event.change.kind())
-                        .push_bind(event.change.key_id().to_string())
-                        .push_bind(body.clone());
-                },
-            );
-            insert.build().execute(&mut *tx).await?;
-            let mut audit = QueryBuilder::<Postgres>::new(
-                "INSERT INTO audit (at, principal, action, key_id, reason, source) ",
-            );
-            audit.push_values(chunk, |mut row, key| {
-                row.push_bind(actor.at.as_millis())
-                    .push_bind(actor.principal.clone())
-                    .push_bind("key.create")
-                    .push_bind(key.id.to_string())
-                    .push_bind(None::<String>)
-                    .push_bind(actor.source.clone());
-            });
-            audit.build().execute(&mut *tx).await?;
         }
+        append_many(&mut tx, &events, actor, "key.create", None).await?;
         tx.commit().await?;
         Ok(events)
     }
