@@ -13,6 +13,7 @@ pub mod record;
 pub mod scope;
 pub mod sign;
 pub mod time;
+pub mod usage;
 
 pub use event::{Change, Event, Seq};
 pub use hash::{HashAlg, Verifier};
