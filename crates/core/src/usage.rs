@@ -356,10 +356,9 @@ impl UsagePolicy {
         for (i, rule) in self.rules.iter().enumerate() {
             let name_ok = !rule.name.is_empty()
                 && rule.name.len() <= 64
-                && rule
-                    .name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+                && rule.name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                });
             if !name_ok {
                 return bad(format!(
                     "rule name {:?} must be 1 to 64 of a-z, 0-9, - and _",

@@ -13,6 +13,7 @@
 
 mod migrate;
 mod model;
+pub mod notify;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
@@ -20,7 +21,11 @@ pub mod sqlite;
 use async_trait::async_trait;
 use quench_core::{Event, KeyId, KeyRecord, Owner, Seq, Timestamp, record::Snapshot};
 
-pub use model::{Actor, AuditEntry, EdgeRecord, KeyFilter, Selector, TokenRecord};
+pub use model::{
+    Actor, AlertFilter, AlertRecord, Attempt, AuditEntry, DeliveryRecord, EdgeRecord, KeyFilter,
+    NewAlert, NewDelivery, NotifyCursor, Selector, TokenRecord, WebhookRecord,
+};
+pub use notify::NotifyStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -69,7 +74,7 @@ impl BulkRevoked {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: NotifyStore + Send + Sync + 'static {
     /// Inserts a new key with its creation event. An id already used (ever) is a conflict.
     async fn create_key(&self, key: &KeyRecord, actor: &Actor) -> Result<Event>;
 

@@ -31,6 +31,11 @@ pub const SQLITE: &[Migration] = &[
         name: "token revocation",
         sql: include_str!("../migrations/sqlite/0004_token_revocation.sql"),
     },
+    Migration {
+        version: 5,
+        name: "usage alerts and webhooks",
+        sql: include_str!("../migrations/sqlite/0005_alerts_webhooks.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -53,5 +58,10 @@ pub const POSTGRES: &[Migration] = &[
         version: 4,
         name: "token revocation",
         sql: include_str!("../migrations/postgres/0004_token_revocation.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "usage alerts and webhooks",
+        sql: include_str!("../migrations/postgres/0005_alerts_webhooks.sql"),
     },
 ];

@@ -1,4 +1,6 @@
-use quench_core::{KeyId, Label, Owner, Timestamp, Verifier, record::KeyStatus, scope::Scopes};
+use quench_core::{
+    KeyId, Label, Owner, Seq, Timestamp, Verifier, record::KeyStatus, scope::Scopes,
+};
 
 /// Who is making a change, from where, and when: recorded with every mutation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,4 +69,110 @@ pub struct EdgeRecord {
     /// Hex Ed25519 public key.
     pub public_key: String,
     pub registered_at: Timestamp,
+}
+
+/// A usage alert as an edge raised it and the manager recorded it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAlert {
+    /// Chosen by the edge, so a retried report is recognised and recorded once.
+    pub id: String,
+    pub key_id: KeyId,
+    pub owner: Option<Owner>,
+    pub rule: String,
+    /// The rule's condition (`distinct_addresses`, `requests`, `above_usual`).
+    pub kind: String,
+    /// What the manager's policy said to do: `alert` or `revoke`.
+    pub action: String,
+    pub edge: String,
+    pub raised_at: Timestamp,
+    pub received_at: Timestamp,
+    /// The measures the rule saw, as JSON.
+    pub details: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRecord {
+    /// Position in the manager's alert log: increasing, and the cursor for paging.
+    pub seq: u64,
+    pub alert: NewAlert,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AlertFilter {
+    pub key_id: Option<KeyId>,
+    pub owner: Option<Owner>,
+}
+
+/// A webhook subscription. The secret signs every delivery (HMAC-SHA256), so the manager keeps it.
+#[derive(Clone, PartialEq)]
+pub struct WebhookRecord {
+    pub id: String,
+    pub url: String,
+    pub secret: String,
+    /// Event types delivered: `key.revoked`, `alert.raised`.
+    pub events: Vec<String>,
+    /// Only this owner's keys, when set.
+    pub owner: Option<Owner>,
+    pub created_at: Timestamp,
+    pub created_by: String,
+    /// Only changes after these (the log's head and the last alert when it was created) are delivered.
+    pub from_seq: Seq,
+    pub from_alert: u64,
+}
+
+impl std::fmt::Debug for WebhookRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookRecord")
+            .field("id", &self.id)
+            .field("url", &self.url)
+            .field("secret", &"<redacted>")
+            .field("events", &self.events)
+            .field("owner", &self.owner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How far notifications have been fanned out into deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NotifyCursor {
+    pub event_seq: Seq,
+    pub alert_seq: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDelivery {
+    pub webhook_id: String,
+    pub event_type: String,
+    /// The `data` of the delivered document, as JSON.
+    pub payload: String,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryRecord {
+    pub id: u64,
+    pub delivery: NewDelivery,
+    pub attempts: u32,
+    pub next_attempt_at: Timestamp,
+    pub delivered_at: Option<Timestamp>,
+    pub failed_at: Option<Timestamp>,
+    pub last_error: Option<String>,
+}
+
+/// The result of one delivery attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Attempt {
+    Delivered {
+        at: Timestamp,
+    },
+    /// Failed; try again at `next`.
+    Retry {
+        next: Timestamp,
+        error: String,
+    },
+    /// Failed for the last time.
+    GaveUp {
+        at: Timestamp,
+        error: String,
+    },
 }

@@ -862,3 +862,5 @@ impl Store for PostgresStore {
         self.pool.close().await;
     }
 }
+
+crate::notify::notify_store!(PostgresStore, sqlx::postgres::PgRow);

@@ -871,3 +871,5 @@ impl Store for SqliteStore {
         self.pool.close().await;
     }
 }
+
+crate::notify::notify_store!(SqliteStore, sqlx::sqlite::SqliteRow);

@@ -10,7 +10,10 @@ use quench_core::{
     record::KeyStatus,
     scope::{Scope, Scopes},
 };
-use quench_store::{Actor, KeyFilter, Selector, Store, StoreError, TokenRecord};
+use quench_store::{
+    Actor, AlertFilter, Attempt, KeyFilter, NewAlert, NewDelivery, NotifyCursor, Selector, Store,
+    StoreError, TokenRecord, WebhookRecord,
+};
 
 pub fn actor() -> Actor {
     Actor {
@@ -653,6 +656,267 @@ pub async fn two_managers_keep_the_log_gap_free(fixture: Fixture) {
     }
 }
 
+fn alert(id: &str, key: KeyId, owner: &str) -> NewAlert {
+    NewAlert {
+        id: id.into(),
+        key_id: key,
+        owner: Some(Owner::parse(owner).expect("owner")),
+        rule: "many-addresses".into(),
+        kind: "distinct_addresses".into(),
+        action: "alert".into(),
+        edge: "edge-1".into(),
+        raised_at: Timestamp::from_millis(1_700_000_000_000),
+        received_at: Timestamp::from_millis(1_700_000_000_100),
+        details: r#"{"distinct_addresses":61.0}"#.into(),
+    }
+}
+
+pub async fn records_alerts_once_and_pages_them(store: Arc<dyn Store>) {
+    let (a, b) = (
+        KeyId::generate().expect("id"),
+        KeyId::generate().expect("id"),
+    );
+    let (first, new) = store
+        .record_alert(&alert("al-1", a, "team-a"))
+        .await
+        .expect("record");
+    assert!(new);
+    assert_eq!(first.alert, alert("al-1", a, "team-a"));
+    // A retried report is the same alert.
+    let (again, new) = store
+        .record_alert(&alert("al-1", a, "team-a"))
+        .await
+        .expect("replay");
+    assert!(!new);
+    assert_eq!(again, first);
+    store
+        .record_alert(&alert("al-2", b, "team-b"))
+        .await
+        .expect("record");
+    store
+        .record_alert(&alert("al-3", a, "team-a"))
+        .await
+        .expect("record");
+    let all = store
+        .alerts(&AlertFilter::default(), None, 10)
+        .await
+        .expect("list");
+    let ids: Vec<&str> = all.iter().map(|r| r.alert.id.as_str()).collect();
+    assert_eq!(ids, ["al-3", "al-2", "al-1"]);
+    let page = store
+        .alerts(&AlertFilter::default(), Some(all[0].seq), 1)
+        .await
+        .expect("page");
+    assert_eq!(page[0].alert.id, "al-2");
+    let for_a = AlertFilter {
+        key_id: Some(a),
+        owner: None,
+    };
+    assert_eq!(
+        store.alerts(&for_a, None, 10).await.expect("by key").len(),
+        2
+    );
+    let for_b = AlertFilter {
+        key_id: None,
+        owner: Some(Owner::parse("team-b").expect("owner")),
+    };
+    assert_eq!(
+        store
+            .alerts(&for_b, None, 10)
+            .await
+            .expect("by owner")
+            .len(),
+        1
+    );
+    let after: Vec<String> = store
+        .alerts_after(first.seq, 10)
+        .await
+        .expect("after")
+        .into_iter()
+        .map(|r| r.alert.id)
+        .collect();
+    assert_eq!(after, ["al-2", "al-3"]);
+    assert_eq!(store.last_alert_seq().await.expect("last"), all[0].seq);
+}
+
+fn webhook(id: &str) -> WebhookRecord {
+    WebhookRecord {
+        id: id.into(),
+        url: "https://hooks.example/quench".into(),
+        secret: "whsec_test".into(),
+        events: vec!["key.revoked".into(), "alert.raised".into()],
+        owner: None,
+        created_at: actor().at,
+        created_by: "tok_test".into(),
+        from_seq: Seq::new(3),
+        from_alert: 1,
+    }
+}
+
+fn delivery(hook: &str, n: u32) -> NewDelivery {
+    NewDelivery {
+        webhook_id: hook.into(),
+        event_type: "key.revoked".into(),
+        payload: format!(r#"{{"n":{n}}}"#),
+        created_at: Timestamp::from_millis(1_000 + i64::from(n)),
+    }
+}
+
+pub async fn webhooks_are_created_listed_and_deleted(store: Arc<dyn Store>) {
+    store
+        .create_webhook(&webhook("wh-1"))
+        .await
+        .expect("create");
+    assert!(matches!(
+        store.create_webhook(&webhook("wh-1")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    store
+        .create_webhook(&webhook("wh-2"))
+        .await
+        .expect("create");
+    let hooks = store.webhooks().await.expect("list");
+    assert_eq!(hooks, vec![webhook("wh-1"), webhook("wh-2")]);
+    assert!(
+        !format!("{:?}", hooks[0]).contains("whsec_test"),
+        "the secret never prints"
+    );
+    let at = Timestamp::from_millis(5_000);
+    assert!(store.delete_webhook("wh-1", at).await.expect("delete"));
+    assert!(!store.delete_webhook("wh-1", at).await.expect("again"));
+    assert!(matches!(
+        store.delete_webhook("wh-none", at).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(store.webhooks().await.expect("list"), vec![webhook("wh-2")]);
+}
+
+pub async fn the_notify_cursor_moves_only_from_where_it_is(store: Arc<dyn Store>) {
+    store
+        .create_webhook(&webhook("wh-1"))
+        .await
+        .expect("create");
+    let start = store.notify_cursor().await.expect("cursor");
+    assert_eq!(start, NotifyCursor::default());
+    let to = NotifyCursor {
+        event_seq: Seq::new(7),
+        alert_seq: 2,
+    };
+    assert!(
+        store
+            .advance_notify(start, to, &[delivery("wh-1", 1)])
+            .await
+            .expect("advance")
+    );
+    // A second manager that read the old cursor cannot fan the same range out again.
+    assert!(
+        !store
+            .advance_notify(start, to, &[delivery("wh-1", 1)])
+            .await
+            .expect("stale")
+    );
+    assert_eq!(store.notify_cursor().await.expect("cursor"), to);
+    assert_eq!(store.pending_deliveries().await.expect("pending"), 1);
+    // A delivery for a webhook that does not exist is refused, and nothing moves.
+    let further = NotifyCursor {
+        event_seq: Seq::new(9),
+        alert_seq: 2,
+    };
+    assert!(
+        store
+            .advance_notify(to, further, &[delivery("wh-none", 2)])
+            .await
+            .is_err()
+    );
+    assert_eq!(store.notify_cursor().await.expect("cursor"), to);
+    assert_eq!(store.pending_deliveries().await.expect("pending"), 1);
+}
+
+pub async fn deliveries_are_leased_retried_and_finished(store: Arc<dyn Store>) {
+    store
+        .create_webhook(&webhook("wh-1"))
+        .await
+        .expect("create");
+    let batch: Vec<NewDelivery> = (1..=3).map(|n| delivery("wh-1", n)).collect();
+    let to = NotifyCursor {
+        event_seq: Seq::new(5),
+        alert_seq: 0,
+    };
+    assert!(
+        store
+            .advance_notify(NotifyCursor::default(), to, &batch)
+            .await
+            .expect("advance")
+    );
+    let now = Timestamp::from_millis(10_000);
+    let lease = Timestamp::from_millis(40_000);
+    let claimed = store.claim_deliveries(now, lease, 2).await.expect("claim");
+    assert_eq!(claimed.len(), 2);
+    assert_eq!(claimed[0].delivery, batch[0]);
+    assert_eq!(claimed[0].attempts, 0);
+    // Leased: not handed out again until the lease ends.
+    let rest = store.claim_deliveries(now, lease, 10).await.expect("claim");
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].delivery, batch[2]);
+    assert!(
+        store
+            .claim_deliveries(now, lease, 10)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    store
+        .finish_delivery(claimed[0].id, &Attempt::Delivered { at: now })
+        .await
+        .expect("delivered");
+    store
+        .finish_delivery(
+            claimed[1].id,
+            &Attempt::Retry {
+                next: Timestamp::from_millis(20_000),
+                error: "HTTP 500".into(),
+            },
+        )
+        .await
+        .expect("retry");
+    store
+        .finish_delivery(
+            rest[0].id,
+            &Attempt::GaveUp {
+                at: now,
+                error: "connection refused".into(),
+            },
+        )
+        .await
+        .expect("gave up");
+    assert_eq!(store.pending_deliveries().await.expect("pending"), 1);
+    // Due again at its retry time, with its attempt counted.
+    let later = Timestamp::from_millis(20_000);
+    let retried = store
+        .claim_deliveries(later, lease, 10)
+        .await
+        .expect("claim");
+    assert_eq!(retried.len(), 1);
+    assert_eq!(retried[0].id, claimed[1].id);
+    assert_eq!(retried[0].attempts, 1);
+    assert_eq!(retried[0].last_error.as_deref(), Some("HTTP 500"));
+    let listed = store.deliveries("wh-1", 10).await.expect("list");
+    assert_eq!(listed.len(), 3);
+    assert_eq!(listed[2].delivered_at, Some(now));
+    assert_eq!(listed[0].failed_at, Some(now));
+    // Deleting the webhook abandons what is still pending.
+    store.delete_webhook("wh-1", later).await.expect("delete");
+    assert_eq!(store.pending_deliveries().await.expect("pending"), 0);
+    let after = Timestamp::from_millis(50_000);
+    assert!(
+        store
+            .claim_deliveries(after, after, 10)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+}
+
 #[macro_export]
 macro_rules! conformance_suite {
     ($($name:ident),* $(,)?) => {
@@ -687,6 +951,10 @@ macro_rules! all_conformance_tests {
             concurrent_writers_keep_the_log_gap_free,
             registers_edges_and_replaces_their_keys,
             the_outbox_mark_advances_only_contiguously,
+            records_alerts_once_and_pages_them,
+            webhooks_are_created_listed_and_deleted,
+            the_notify_cursor_moves_only_from_where_it_is,
+            deliveries_are_leased_retried_and_finished,
         );
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
