@@ -6,8 +6,9 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use quench_bus::{Bus, NatsBus};
+use quench_core::usage::UsagePolicy;
 use quench_edge::{EdgeConfig, StalePolicy};
-use quench_manager::{Issuer, ManagerConfig, bootstrap, embedded};
+use quench_manager::{Issuer, ManagerConfig, bootstrap, embedded, notify::WebhookSettings};
 use quench_store::{Store, sqlite::SqliteStore};
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +39,16 @@ pub struct ManagerArgs {
     /// at POST /v1/integrations/github/secret-scanning.
     #[arg(long, env = "QUENCH_GITHUB_PUBLIC_KEYS")]
     pub github_public_keys: Option<String>,
+    /// The usage policy (JSON: window, rules, actions) every edge applies; default: alert when a key is
+    /// used from more than 50 addresses in a minute or at ten times its usual rate, revoke nothing.
+    #[arg(long, env = "QUENCH_USAGE_POLICY")]
+    pub usage_policy: Option<PathBuf>,
+    /// Seconds after which a webhook delivery that keeps failing is given up.
+    #[arg(long, default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..=2_592_000))]
+    pub webhook_give_up: u64,
+    /// Seconds before the first retry of a failed webhook delivery (doubling up to an hour).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub webhook_first_retry: u64,
 }
 
 /// Options of an edge (in `up` and `edge`).
@@ -182,9 +193,25 @@ pub async fn manager_config(
         ),
         None => None,
     };
+    let usage_policy = match &args.usage_policy {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--usage-policy: reading {}", path.display()))?;
+            UsagePolicy::from_json(&text)
+                .map_err(|e| anyhow::anyhow!("--usage-policy {}: {e}", path.display()))?
+        }
+        None => UsagePolicy::default(),
+    };
+    let webhooks = WebhookSettings {
+        give_up_after: Duration::from_secs(args.webhook_give_up),
+        first_retry: Duration::from_secs(args.webhook_first_retry),
+        ..WebhookSettings::default()
+    };
     Ok(ManagerConfig {
         id,
         github_keys,
+        usage_policy,
+        webhooks,
         issuers,
         bootstrap_token,
         signer: Arc::new(signer),

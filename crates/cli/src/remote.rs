@@ -11,8 +11,9 @@ use quench_core::{
     Seq,
     record::Snapshot,
     sign::{PublicKey, Signature, Trust},
+    usage::UsagePolicy,
 };
-use quench_edge::{Upstream, UpstreamError};
+use quench_edge::{Upstream, UpstreamError, usage::AlertReport};
 
 pub struct HttpUpstream {
     base: String,
@@ -69,6 +70,30 @@ impl HttpUpstream {
         Ok(Sealed::from_parts(body.to_vec(), signature))
     }
 
+    async fn post(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+        what: &str,
+    ) -> Result<(), UpstreamError> {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .map_err(failed)?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(UpstreamError(format!(
+                "{what}: HTTP {}",
+                response.status().as_u16()
+            )))
+        }
+    }
+
     /// The manager keys to trust, as the manager lists them. Fetch them over TLS, or pin them with
     /// `--trust-key`: whoever answers this call decides what the edge believes.
     pub async fn trust(&self) -> anyhow::Result<Trust> {
@@ -113,21 +138,21 @@ impl Upstream for HttpUpstream {
     }
 
     async fn register(&self, edge: &EdgeRegistration) -> Result<(), UpstreamError> {
-        let response = self
-            .http
-            .post(format!("{}/v1/edges", self.base))
-            .bearer_auth(&self.token)
-            .json(edge)
-            .send()
+        self.post("/v1/edges", edge, "registering the edge").await
+    }
+
+    async fn usage_policy(&self) -> Result<UsagePolicy, UpstreamError> {
+        let text = self
+            .get("/v1/usage-policy")
+            .await?
+            .text()
             .await
             .map_err(failed)?;
-        if response.status().is_success() {
-            Ok(())
-        } else {
-            Err(UpstreamError(format!(
-                "registering the edge: HTTP {}",
-                response.status().as_u16()
-            )))
-        }
+        UsagePolicy::from_json(&text).map_err(failed)
+    }
+
+    async fn report_alerts(&self, report: &AlertReport) -> Result<(), UpstreamError> {
+        self.post("/v1/alerts", report, "reporting usage alerts")
+            .await
     }
 }

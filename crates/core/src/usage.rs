@@ -615,7 +615,8 @@ mod tests {
         }
     }
 
-    const T0: i64 = 1_800_000_000_000 - 1_800_000_000_000 % 60_000;
+    /// A window boundary (a multiple of 60 s).
+    const T0: i64 = 1_800_000_000_000;
 
     #[test]
     fn distinct_addresses_fire_once_per_window() {

@@ -43,6 +43,10 @@ pub trait Upstream: Send + Sync + 'static {
     async fn snapshot(&self, trust: &Trust) -> Result<Snapshot, UpstreamError>;
     async fn events_after(&self, after: Seq, limit: u32) -> Result<EventBatch, UpstreamError>;
     async fn register(&self, edge: &EdgeRegistration) -> Result<(), UpstreamError>;
+    /// The usage rules this edge applies.
+    async fn usage_policy(&self) -> Result<quench_core::usage::UsagePolicy, UpstreamError>;
+    /// Delivers usage alerts; the manager records each alert id once.
+    async fn report_alerts(&self, report: &crate::usage::AlertReport) -> Result<(), UpstreamError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +73,8 @@ const MAX_CLOCK_AHEAD_MS: i64 = 5_000;
 const ACK_INTERVAL: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Runs until `cancel` fires, reconnecting with backoff after any failure.
+/// Runs until `cancel` fires, reconnecting with backoff after any failure. Also keeps the usage
+/// policy current and reports usage alerts ([`crate::usage::report`]) for as long.
 pub async fn follow(
     replica: Arc<Replica>,
     bus: Arc<dyn Bus>,
@@ -77,6 +82,12 @@ pub async fn follow(
     trust: Trust,
     cancel: CancellationToken,
 ) {
+    let reporter = tokio::spawn(crate::usage::report(
+        replica.clone(),
+        upstream.clone(),
+        cancel.child_token(),
+    ));
+    let _stop_reporter = StopOnDrop(reporter);
     let mut backoff = Duration::from_millis(50);
     let ack_key = match Signer::generate() {
         Ok(key) => key,
@@ -109,6 +120,15 @@ pub async fn follow(
             () = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Stops the usage reporter when `follow` returns or is dropped.
+struct StopOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

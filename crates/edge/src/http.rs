@@ -2,9 +2,11 @@
 
 use std::sync::Arc;
 
+use std::net::{IpAddr, SocketAddr};
+
 use axum::{
-    Json, Router,
-    extract::State,
+    Extension, Json, Router,
+    extract::{ConnectInfo, State},
     http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{any, get, post},
@@ -14,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     Replica,
-    web::{self, JsonBody, QueryParams},
+    web::{self, ApiError, JsonBody, QueryParams},
 };
 
 pub const KEY_ID_HEADER: &str = "x-quench-key-id";
@@ -41,6 +43,9 @@ pub struct VerifyRequest {
     pub api: Option<String>,
     #[serde(default)]
     pub scope: Option<String>,
+    /// The address of the client that presented the key, for usage monitoring.
+    #[serde(default)]
+    pub client_ip: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -81,14 +86,26 @@ impl From<&Verdict> for VerifyResponse {
 async fn verify(
     State(replica): State<Arc<Replica>>,
     JsonBody(request): JsonBody<VerifyRequest>,
-) -> Json<VerifyResponse> {
+) -> Result<Json<VerifyResponse>, ApiError> {
+    let client = match request.client_ip.as_deref() {
+        None => None,
+        Some(text) => Some(
+            text.trim()
+                .parse::<IpAddr>()
+                .map_err(|_| ApiError::invalid("client_ip must be an IPv4 or IPv6 address"))?,
+        ),
+    };
+    let now = Timestamp::now();
     let verdict = replica.verify(
         &request.key,
         request.api.as_deref(),
         request.scope.as_deref(),
-        Timestamp::now(),
+        now,
     );
-    Json(VerifyResponse::from(&verdict))
+    if let Verdict::Valid { key_id, .. } = &verdict {
+        replica.usage().record(*key_id, client, now);
+    }
+    Ok(Json(VerifyResponse::from(&verdict)))
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -120,6 +137,7 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
 /// for an invalid key, 403 for one out of scope, 503 when the edge cannot vouch for anything.
 async fn forward_auth(
     State(replica): State<Arc<Replica>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     QueryParams(query): QueryParams<AuthQuery>,
     headers: HeaderMap,
 ) -> Response {
@@ -134,8 +152,11 @@ async fn forward_auth(
     let Some(key) = presented_key(&headers) else {
         return refusal(StatusCode::UNAUTHORIZED, "missing");
     };
-    match replica.verify(key, api, scope, Timestamp::now()) {
+    let now = Timestamp::now();
+    match replica.verify(key, api, scope, now) {
         Verdict::Valid { key_id, profile } => {
+            let client = crate::usage::client_address(&headers, peer.map(|p| p.0.0));
+            replica.usage().record(key_id, client, now);
             let mut response = StatusCode::OK.into_response();
             let headers = response.headers_mut();
             insert(headers, KEY_ID_HEADER, &key_id.to_string());
@@ -218,6 +239,7 @@ async fn metrics(State(replica): State<Arc<Replica>>) -> impl IntoResponse {
 pub fn render_metrics(replica: &Replica, out: &mut String) {
     use std::fmt::Write;
     replica.metrics().render(out);
+    replica.usage().render(out);
     let now = Timestamp::now();
     let _ = writeln!(
         out,

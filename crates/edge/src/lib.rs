@@ -6,11 +6,13 @@
 //! * [`follow`] is the background task that bootstraps the replica from a snapshot and applies every event
 //!   in sequence order, repairing gaps from the manager's log, and reports progress back over the bus.
 //! * [`http`] serves the edge API: verify, forward-auth for proxies, health and metrics.
+//! * [`usage`] watches each key's traffic and reports anomalies to the manager.
 
 pub mod follower;
 pub mod http;
 pub mod metrics;
 pub mod replica;
+pub mod usage;
 pub mod web;
 
 pub use follower::{Upstream, UpstreamError, follow};

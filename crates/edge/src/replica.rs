@@ -56,6 +56,7 @@ pub struct Replica {
     /// When the last event was applied, in Unix microseconds (what propagation is measured against).
     applied_at_us: AtomicI64,
     metrics: EdgeMetrics,
+    usage: crate::usage::UsageMonitor,
 }
 
 impl Replica {
@@ -67,6 +68,7 @@ impl Replica {
             last_contact: AtomicI64::new(0),
             applied_at_us: AtomicI64::new(0),
             metrics: EdgeMetrics::default(),
+            usage: crate::usage::UsageMonitor::default(),
         })
     }
 
@@ -76,6 +78,11 @@ impl Replica {
 
     pub fn keys(&self) -> &KeySet {
         &self.keys
+    }
+
+    /// Per-key usage watching; record valid uses through it (the HTTP API does).
+    pub fn usage(&self) -> &crate::usage::UsageMonitor {
+        &self.usage
     }
 
     pub fn metrics(&self) -> &EdgeMetrics {

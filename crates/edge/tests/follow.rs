@@ -15,8 +15,11 @@ use quench_core::{
     Verifier,
     record::Snapshot,
     sign::{Signer, Trust},
+    usage::{Action, Condition, UsagePolicy, UsageRule},
 };
-use quench_edge::{EdgeConfig, Replica, StalePolicy, Upstream, UpstreamError, follow};
+use quench_edge::{
+    EdgeConfig, Replica, StalePolicy, Upstream, UpstreamError, follow, usage::AlertReport,
+};
 use tokio_util::sync::CancellationToken;
 
 /// A manager's log, in memory: signed snapshots at the current head, signed pages of events.
@@ -25,6 +28,8 @@ struct FakeManager {
     log: Mutex<Vec<Event>>,
     keys: Mutex<Vec<EdgeKey>>,
     registered: Mutex<Vec<EdgeRegistration>>,
+    policy: Mutex<UsagePolicy>,
+    reports: Mutex<Vec<AlertReport>>,
 }
 
 impl Default for FakeManager {
@@ -34,6 +39,8 @@ impl Default for FakeManager {
             log: Mutex::default(),
             keys: Mutex::default(),
             registered: Mutex::default(),
+            policy: Mutex::new(UsagePolicy::disabled()),
+            reports: Mutex::default(),
         }
     }
 }
@@ -99,6 +106,15 @@ impl Upstream for FakeManager {
 
     async fn register(&self, edge: &EdgeRegistration) -> Result<(), UpstreamError> {
         self.registered.lock().expect("lock").push(edge.clone());
+        Ok(())
+    }
+
+    async fn usage_policy(&self) -> Result<UsagePolicy, UpstreamError> {
+        Ok(self.policy.lock().expect("lock").clone())
+    }
+
+    async fn report_alerts(&self, report: &AlertReport) -> Result<(), UpstreamError> {
+        self.reports.lock().expect("lock").push(report.clone());
         Ok(())
     }
 }
@@ -623,6 +639,92 @@ mod http {
         );
         assert!(
             metrics.contains("quench_edge_verifications_total{result=\"malformed\"} 1"),
+            "{metrics}"
+        );
+    }
+
+    #[tokio::test]
+    async fn usage_alerts_reach_the_manager_with_the_client_addresses() {
+        let manager = Arc::new(FakeManager::default());
+        *manager.policy.lock().expect("lock") = UsagePolicy {
+            rules: vec![UsageRule {
+                name: "spread".into(),
+                condition: Condition::DistinctAddresses { more_than: 8 },
+                action: Action::Alert,
+            }],
+            ..UsagePolicy::default()
+        };
+        let (key, edge_key) = new_key(&["read"]);
+        let (quiet, quiet_edge) = new_key(&["read"]);
+        manager.append(Change::KeyCreated { key: edge_key });
+        manager.append(Change::KeyCreated { key: quiet_edge });
+        let h = start(manager.clone(), EdgeConfig::default()).await;
+        h.heartbeat().await;
+        h.until(|r| r.usage().policy().is_enabled()).await;
+        let url = serve(h.replica.clone()).await;
+        let client = reqwest::Client::new();
+        // Forward-auth from twenty addresses (as a proxy reports them) and /v1/verify from twenty more.
+        for i in 0..20 {
+            let address = format!("198.51.100.{i}");
+            let response = client
+                .get(format!("{url}/auth"))
+                .header("x-api-key", key.expose())
+                .header("x-real-ip", &address)
+                .send()
+                .await
+                .expect("auth");
+            assert_eq!(response.status(), StatusCode::OK);
+            let response = client
+                .post(format!("{url}/v1/verify"))
+                .json(&json!({"key": key.expose(), "client_ip": format!("2001:db8::{i}")}))
+                .send()
+                .await
+                .expect("verify");
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+        // The quiet key, used many times from one address, raises nothing.
+        for _ in 0..50 {
+            let response = client
+                .get(format!("{url}/auth"))
+                .header("x-api-key", quiet.expose())
+                .header("x-forwarded-for", "203.0.113.1, 192.0.2.50")
+                .send()
+                .await
+                .expect("auth");
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+        let bad = client
+            .post(format!("{url}/v1/verify"))
+            .json(&json!({"key": key.expose(), "client_ip": "somewhere"}))
+            .send()
+            .await
+            .expect("verify");
+        assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        for _ in 0..400 {
+            if !manager.reports.lock().expect("lock").is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let reports = manager.reports.lock().expect("lock").clone();
+        let alerts: Vec<_> = reports.iter().flat_map(|r| r.alerts.iter()).collect();
+        assert_eq!(alerts.len(), 1, "{reports:?}");
+        assert_eq!(reports[0].edge, "edge-1");
+        assert_eq!(alerts[0].key_id, key.id());
+        assert_eq!(alerts[0].rule, "spread");
+        assert!(alerts[0].measures.distinct_addresses > 8.0);
+        let metrics = reqwest::get(format!("{url}/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        assert!(
+            metrics.contains("quench_edge_usage_alerts_total{rule=\"spread\"} 1"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("quench_edge_usage_tracked_keys 2"),
             "{metrics}"
         );
     }

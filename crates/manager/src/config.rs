@@ -5,6 +5,7 @@ use std::{sync::Arc, time::Duration};
 use quench_core::{
     HashAlg, Prefix,
     sign::{PublicKey, Signer},
+    usage::UsagePolicy,
 };
 
 /// An issuer: a key prefix and how its keys' secrets are hashed.
@@ -65,6 +66,9 @@ pub struct ManagerConfig {
     pub also_trusted: Vec<PublicKey>,
     /// GitHub's secret-scanning public keys; without them the partner endpoint answers 404.
     pub github_keys: Option<crate::github::GithubKeys>,
+    /// The usage rules every edge applies, and what each does when it fires.
+    pub usage_policy: UsagePolicy,
+    pub webhooks: crate::notify::WebhookSettings,
 }
 
 impl Default for ManagerConfig {
@@ -79,6 +83,8 @@ impl Default for ManagerConfig {
             signer: Arc::new(Signer::generate().expect("the OS random number generator works")),
             also_trusted: Vec::new(),
             github_keys: None,
+            usage_policy: UsagePolicy::default(),
+            webhooks: crate::notify::WebhookSettings::default(),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! truth; the bus only makes it fast, so a failed publish is logged and healed by the edges themselves
 //! (every heartbeat carries the log's head).
 
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod bootstrap;
@@ -14,6 +15,7 @@ pub mod edges;
 pub mod embedded;
 pub mod github;
 pub mod metrics;
+pub mod notify;
 pub mod propagation;
 pub mod upstream;
 
@@ -59,6 +61,8 @@ pub struct Manager {
     pub metrics: metrics::ManagerMetrics,
     pub auth: auth::Authenticator,
     pub edge_keys: edges::EdgeKeys,
+    pub notifications: notify::Notifications,
+    pub alert_metrics: alerts::AlertMetrics,
 }
 
 impl std::fmt::Debug for Manager {
@@ -75,6 +79,8 @@ impl Manager {
         Arc::new(Self {
             propagation: Arc::new(Propagation::new(config.edge_liveness)),
             edge_keys: edges::EdgeKeys::new(store.clone()),
+            notifications: notify::Notifications::new(&config.webhooks),
+            alert_metrics: alerts::AlertMetrics::default(),
             store,
             bus,
             config,
@@ -218,13 +224,15 @@ impl Manager {
         Ok(EventBatch::seal_events(&self.config.signer, &events))
     }
 
-    /// Starts the background work: heartbeats out, acknowledgements in. Both stop on `cancel`.
+    /// Starts the background work: heartbeats out, acknowledgements in, webhooks out. All stop on
+    /// `cancel`.
     pub async fn start(
         self: &Arc<Self>,
         cancel: CancellationToken,
     ) -> Result<(), quench_bus::BusError> {
         let acks = self.bus.acks().await?;
         tokio::spawn(self.clone().track(acks, cancel.clone()));
+        tokio::spawn(notify::run(self.clone(), cancel.clone()));
         tokio::spawn(self.clone().heartbeats(cancel));
         Ok(())
     }

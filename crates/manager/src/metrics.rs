@@ -11,6 +11,7 @@ pub struct ManagerMetrics {
     pub keys_revoked: AtomicU64,
     pub keys_rotated: AtomicU64,
     pub leaks_revoked: AtomicU64,
+    pub anomalies_revoked: AtomicU64,
     pub tokens_created: AtomicU64,
     pub auth_failures: AtomicU64,
     pub waits_complete: AtomicU64,
@@ -43,6 +44,11 @@ impl ManagerMetrics {
                 "quench_leaks_revoked_total",
                 "Keys revoked because a leak was reported.",
                 &self.leaks_revoked,
+            ),
+            (
+                "quench_anomalies_revoked_total",
+                "Keys revoked automatically by a usage rule.",
+                &self.anomalies_revoked,
             ),
             (
                 "quench_tokens_created_total",

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::StreamExt;
 use quench_bus::{EdgeRegistration, EventBatch, SnapshotReader};
-use quench_core::{Seq, record::Snapshot, sign::Trust};
-use quench_edge::{Upstream, UpstreamError};
+use quench_core::{Seq, record::Snapshot, sign::Trust, usage::UsagePolicy};
+use quench_edge::{Upstream, UpstreamError, usage::AlertReport};
 
 use crate::Manager;
 
@@ -41,6 +41,18 @@ impl Upstream for ManagerUpstream {
             .edge_keys
             .register(edge)
             .await
+            .map_err(|e| UpstreamError(e.to_string()))
+    }
+
+    async fn usage_policy(&self) -> Result<UsagePolicy, UpstreamError> {
+        Ok(self.0.config.usage_policy.clone())
+    }
+
+    async fn report_alerts(&self, report: &AlertReport) -> Result<(), UpstreamError> {
+        self.0
+            .receive_alerts(report, None)
+            .await
+            .map(|_| ())
             .map_err(|e| UpstreamError(e.to_string()))
     }
 }

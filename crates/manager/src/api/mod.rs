@@ -4,13 +4,14 @@
 mod keys;
 pub mod leaks;
 pub mod model;
+pub mod notify;
 mod system;
 
 use std::{sync::Arc, time::Duration};
 
 use axum::{
     Router,
-    routing::{get, post},
+    routing::{delete, get, post},
 };
 use quench_core::Seq;
 use quench_edge::web::{self, ApiError};
@@ -32,6 +33,14 @@ pub fn router(manager: Arc<Manager>) -> Router {
             "/v1/integrations/github/secret-scanning",
             post(leaks::github),
         )
+        .route("/v1/alerts", get(notify::list).post(notify::report))
+        .route("/v1/usage-policy", get(notify::usage_policy))
+        .route(
+            "/v1/webhooks",
+            get(notify::list_webhooks).post(notify::create_webhook),
+        )
+        .route("/v1/webhooks/{id}", delete(notify::delete_webhook))
+        .route("/v1/webhooks/{id}/deliveries", get(notify::deliveries))
         .route("/v1/tokens", post(system::create_token))
         .route("/v1/tokens/{id}/revoke", post(system::revoke_token))
         .route("/v1/events", get(system::events))
@@ -55,12 +64,14 @@ pub fn router(manager: Arc<Manager>) -> Router {
     ),
     paths(
         keys::create, keys::list, keys::show, keys::revoke, keys::rotate, keys::bulk_revoke, leaks::report, leaks::github,
+        notify::list, notify::report, notify::usage_policy, notify::create_webhook, notify::list_webhooks,
+        notify::delete_webhook, notify::deliveries,
         system::create_token, system::revoke_token, system::events, system::snapshot, system::edges, system::register_edge,
         system::signing_keys, system::audit, system::health,
         system::metrics, system::openapi,
     ),
     modifiers(&BearerAuth),
-    tags((name = "keys", description = "Key lifecycle"), (name = "admin", description = "Tokens, log, edges, audit"), (name = "system", description = "Health and metrics"))
+    tags((name = "keys", description = "Key lifecycle"), (name = "admin", description = "Tokens, log, edges, audit, usage policy, webhooks"), (name = "system", description = "Health and metrics"))
 )]
 pub struct ApiDoc;
 

@@ -354,6 +354,36 @@ pub async fn metrics(State(manager): State<Arc<Manager>>) -> impl IntoResponse {
     use std::fmt::Write;
     let mut out = String::new();
     manager.metrics.render(&mut out);
+    manager.alert_metrics.render(&mut out);
+    let notifications = &manager.notifications;
+    for (name, help, counter) in [
+        (
+            "quench_webhook_deliveries_total",
+            "Webhook deliveries answered with a 2xx.",
+            &notifications.delivered,
+        ),
+        (
+            "quench_webhook_retries_total",
+            "Webhook attempts that failed and will be retried.",
+            &notifications.retried,
+        ),
+        (
+            "quench_webhook_given_up_total",
+            "Webhook deliveries given up after the retry period.",
+            &notifications.given_up,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+            counter.load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
+    let pending = manager.store.pending_deliveries().await.unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "# HELP quench_webhook_pending Webhook deliveries not yet delivered or given up.\n# TYPE quench_webhook_pending gauge\nquench_webhook_pending {pending}"
+    );
     let head = manager.store.head().await.map(|s| s.get()).unwrap_or(0);
     let _ = writeln!(
         out,

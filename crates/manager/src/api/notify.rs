@@ -1,0 +1,475 @@
+//! Usage alerts (edges report them, people read them), the usage policy edges fetch, and webhooks.
+
+use std::sync::Arc;
+
+use axum::{
+    Json,
+    extract::{Path, State},
+    http::StatusCode,
+};
+use quench_core::{KeyId, Owner, Timestamp, hash::hex, scope::Scope};
+use quench_edge::{
+    usage::AlertReport,
+    web::{ApiError, JsonBody, QueryParams},
+};
+use quench_store::{AlertFilter, AlertRecord, DeliveryRecord, WebhookRecord};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{
+    model::{self, ErrorResponse},
+    store_error,
+};
+use crate::{
+    Manager,
+    alerts::{AlertError, AlertOutcome},
+    auth::Principal,
+    notify::EVENT_TYPES,
+};
+
+#[utoipa::path(
+    get, path = "/v1/usage-policy", tag = "admin",
+    responses(
+        (status = 200, description = "The usage rules every edge applies (window_seconds, usual_windows, max_tracked_keys, rules)", body = Object),
+        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn usage_policy(
+    State(manager): State<Arc<Manager>>,
+    principal: Principal,
+) -> Result<Json<quench_core::usage::UsagePolicy>, ApiError> {
+    principal.require(Scope::Edge)?;
+    Ok(Json(manager.config.usage_policy.clone()))
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AlertOutcomes {
+    /// One per reported alert, in order.
+    pub results: Vec<AlertOutcome>,
+}
+
+#[utoipa::path(
+    post, path = "/v1/alerts", tag = "admin",
+    request_body(content = Object, description = "An edge's report: `{edge, region, alerts: [{id, key_id, rule, kind, raised_at, window_seconds, measures: {requests, distinct_addresses, usual, history_windows}}]}`"),
+    responses(
+        (status = 200, description = "Recorded (each alert id once); keys revoked where the rule says so", body = AlertOutcomes),
+        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse), (status = 422, body = ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn report(
+    State(manager): State<Arc<Manager>>,
+    principal: Principal,
+    JsonBody(report): JsonBody<AlertReport>,
+) -> Result<Json<AlertOutcomes>, ApiError> {
+    principal.require(Scope::Edge)?;
+    match manager
+        .receive_alerts(&report, principal.source.clone())
+        .await
+    {
+        Ok(results) => Ok(Json(AlertOutcomes { results })),
+        Err(AlertError::Invalid(why)) => Err(ApiError::invalid(why)),
+        Err(AlertError::Store(e)) => Err(store_error(e)),
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AlertQuery {
+    pub key_id: Option<String>,
+    pub owner: Option<String>,
+    /// 1 to 1000, default 100.
+    pub limit: Option<u32>,
+    /// `next_cursor` from the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AlertView {
+    pub seq: u64,
+    pub id: String,
+    pub key_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    pub rule: String,
+    /// `distinct_addresses`, `requests` or `above_usual`.
+    pub kind: String,
+    /// `alert` or `revoke`.
+    pub action: String,
+    pub edge: String,
+    pub raised_at: String,
+    pub received_at: String,
+    /// What the rule saw: region, window_seconds and measures.
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+}
+
+impl From<AlertRecord> for AlertView {
+    fn from(record: AlertRecord) -> Self {
+        let a = record.alert;
+        Self {
+            seq: record.seq,
+            id: a.id,
+            key_id: a.key_id.to_string(),
+            owner: a.owner.map(|o| o.to_string()),
+            rule: a.rule,
+            kind: a.kind,
+            action: a.action,
+            edge: a.edge,
+            raised_at: a.raised_at.to_string(),
+            received_at: a.received_at.to_string(),
+            details: serde_json::from_str(&a.details).unwrap_or(serde_json::Value::Null),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AlertList {
+    pub alerts: Vec<AlertView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+fn owner_param(text: Option<&str>) -> Result<Option<Owner>, ApiError> {
+    text.map(|o| Owner::parse(o).map_err(|e| ApiError::invalid(format!("owner: {e}"))))
+        .transpose()
+}
+
+/// The owner a request may act for: its own if the token is confined, else what it asked.
+fn confined(principal: &Principal, asked: Option<Owner>) -> Result<Option<Owner>, ApiError> {
+    match &principal.owner {
+        Some(mine) => {
+            if let Some(asked) = &asked {
+                principal.may_touch(asked)?;
+            }
+            Ok(Some(mine.clone()))
+        }
+        None => Ok(asked),
+    }
+}
+
+#[utoipa::path(
+    get, path = "/v1/alerts", tag = "keys",
+    params(AlertQuery),
+    responses(
+        (status = 200, description = "Usage alerts, newest first", body = AlertList),
+        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse), (status = 422, body = ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list(
+    State(manager): State<Arc<Manager>>,
+    principal: Principal,
+    QueryParams(query): QueryParams<AlertQuery>,
+) -> Result<Json<AlertList>, ApiError> {
+    principal.require(Scope::KeysRead)?;
+    let limit = model::page_limit(query.limit)?;
+    let filter = AlertFilter {
+        key_id: query
+            .key_id
+            .as_deref()
+            .map(|k| KeyId::parse(k).map_err(|e| ApiError::invalid(format!("key_id: {e}"))))
+            .transpose()?,
+        owner: confined(&principal, owner_param(query.owner.as_deref())?)?,
+    };
+    let before = query
+        .cursor
+        .as_deref()
+        .map(|c| {
+            c.parse::<u64>()
+                .map_err(|_| ApiError::invalid("cursor: not one this API returned"))
+        })
+        .transpose()?;
+    let records = manager
+        .store
+        .alerts(&filter, before, limit)
+        .await
+        .map_err(store_error)?;
+    let next_cursor = (records.len() == limit as usize)
+        .then(|| records.last().map(|r| r.seq.to_string()))
+        .flatten();
+    Ok(Json(AlertList {
+        alerts: records.into_iter().map(AlertView::from).collect(),
+        next_cursor,
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWebhookRequest {
+    /// `https://` (or `http://`) URL that receives POSTs.
+    pub url: String,
+    /// `key.revoked`, `alert.raised`; default both.
+    #[serde(default)]
+    pub events: Option<Vec<String>>,
+    /// Only this owner's keys. A token confined to an owner always gets its own.
+    #[serde(default)]
+    pub owner: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct WebhookView {
+    pub id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    pub created_at: String,
+}
+
+impl From<&WebhookRecord> for WebhookView {
+    fn from(hook: &WebhookRecord) -> Self {
+        Self {
+            id: hook.id.clone(),
+            url: hook.url.clone(),
+            events: hook.events.clone(),
+            owner: hook.owner.as_ref().map(|o| o.to_string()),
+            created_at: hook.created_at.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreatedWebhook {
+    #[serde(flatten)]
+    pub webhook: WebhookView,
+    /// Signs every delivery (HMAC-SHA256); shown once.
+    pub secret: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct WebhookList {
+    pub webhooks: Vec<WebhookView>,
+}
+
+/// Longest webhook URL accepted.
+pub const MAX_URL: usize = 2048;
+
+fn webhook_url(text: &str) -> Result<String, ApiError> {
+    let url =
+        reqwest::Url::parse(text.trim()).map_err(|e| ApiError::invalid(format!("url: {e}")))?;
+    if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
+        return Err(ApiError::invalid(
+            "url: an http:// or https:// URL with a host",
+        ));
+    }
+    if text.len() > MAX_URL {
+        return Err(ApiError::invalid(format!(
+            "url: at most {MAX_URL} characters"
+        )));
+    }
+    Ok(url.to_string())
+}
+
+fn random_hex(bytes: usize) -> Result<String, ApiError> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).map_err(ApiError::internal)?;
+    Ok(hex(&buf))
+}
+
+#[utoipa::path(
+    post, path = "/v1/webhooks", tag = "admin",
+    request_body = CreateWebhookRequest,
+    responses(
+        (status = 201, description = "Subscribed; the secret is shown once", body = CreatedWebhook),
+        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse), (status = 422, body = ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create_webhook(
+    State(manager): State<Arc<Manager>>,
+    principal: Principal,
+    JsonBody(request): JsonBody<CreateWebhookRequest>,
+) -> Result<(StatusCode, Json<CreatedWebhook>), ApiError> {
+    principal.require(Scope::KeysWrite)?;
+    let url = webhook_url(&request.url)?;
+    let mut events = match request.events {
+        None => EVENT_TYPES.iter().map(|e| (*e).to_owned()).collect(),
+        Some(events) => events,
+    };
+    events.sort();
+    events.dedup();
+    if events.is_empty() {
+        return Err(ApiError::invalid("events: at least one"));
+    }
+    if let Some(unknown) = events.iter().find(|e| !EVENT_TYPES.contains(&e.as_str())) {
+        return Err(ApiError::invalid(format!(
+            "events: unknown {unknown:?}; use {}",
+            EVENT_TYPES.join(", ")
+        )));
+    }
+    let owner = confined(&principal, owner_param(request.owner.as_deref())?)?;
+    let store = &manager.store;
+    let hook = WebhookRecord {
+        id: format!("wh_{}", random_hex(8)?),
+        url,
+        secret: format!("whsec_{}", random_hex(32)?),
+        events,
+        owner,
+        created_at: Timestamp::now(),
+        created_by: principal.id.clone(),
+        from_seq: store.head().await.map_err(store_error)?,
+        from_alert: store.last_alert_seq().await.map_err(store_error)?,
+    };
+    store.create_webhook(&hook).await.map_err(store_error)?;
+    tracing::info!(webhook = %hook.id, principal = %principal.id, "webhook created");
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedWebhook {
+            webhook: WebhookView::from(&hook),
+            secret: hook.secret.clone(),
+        }),
+    ))
+}
+
+async fn visible_webhooks(
+    manager: &Manager,
+    principal: &Principal,
+) -> Result<Vec<WebhookRecord>, ApiError> {
+    let hooks = manager.store.webhooks().await.map_err(store_error)?;
+    Ok(hooks
+        .into_iter()
+        .filter(|h| principal.owner.is_none() || h.owner == principal.owner)
+        .collect())
+}
+
+#[utoipa::path(
+    get, path = "/v1/webhooks", tag = "admin",
+    responses(
+        (status = 200, description = "Webhooks (never their secrets)", body = WebhookList),
+        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_webhooks(
+    State(manager): State<Arc<Manager>>,
+    principal: Principal,
+) -> Result<Json<WebhookList>, ApiError> {
+    principal.require(Scope::KeysRead)?;
+    let hooks = visible_webhooks(&manager, &principal).await?;
+    Ok(Json(WebhookList {
+        webhooks: hooks.iter().map(WebhookView::from).collect(),
+    }))
+}
+
+#[utoipa::path(
+    delete, path = "/v1/webhooks/{id}", tag = "admin",
+    params(("id" = String, Path, description = "Webhook id")),
+    responses(
+        (status = 204, description = "Deleted (or already was); its pending deliveries are abandoned"),
+        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse), (status = 404, body = ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn delete_webhook(
+    State(manager): State<Arc<Manager>>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    principal.require(Scope::KeysWrite)?;
+    if principal.owner.is_some()
+        && !visible_webhooks(&manager, &principal)
+            .await?
+            .iter()
+            .any(|h| h.id == id)
+    {
+        return Err(ApiError::not_found("no such webhook"));
+    }
+    match manager.store.delete_webhook(&id, Timestamp::now()).await {
+        Ok(_) => {
+            tracing::info!(webhook = %id, principal = %principal.id, "webhook deleted");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Err(quench_store::StoreError::NotFound) => Err(ApiError::not_found("no such webhook")),
+        Err(e) => Err(store_error(e)),
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeliveryView {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// `pending`, `delivered` or `failed` (given up).
+    pub status: String,
+    pub attempts: u32,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl From<DeliveryRecord> for DeliveryView {
+    fn from(d: DeliveryRecord) -> Self {
+        let status = if d.delivered_at.is_some() {
+            "delivered"
+        } else if d.failed_at.is_some() {
+            "failed"
+        } else {
+            "pending"
+        };
+        Self {
+            id: d.id.to_string(),
+            event_type: d.delivery.event_type,
+            status: status.into(),
+            attempts: d.attempts,
+            created_at: d.delivery.created_at.to_string(),
+            next_attempt_at: (status == "pending").then(|| d.next_attempt_at.to_string()),
+            delivered_at: d.delivered_at.map(|t| t.to_string()),
+            failed_at: d.failed_at.map(|t| t.to_string()),
+            last_error: d.last_error,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeliveryList {
+    pub deliveries: Vec<DeliveryView>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryQuery {
+    /// 1 to 1000, default 100.
+    pub limit: Option<u32>,
+}
+
+#[utoipa::path(
+    get, path = "/v1/webhooks/{id}/deliveries", tag = "admin",
+    params(("id" = String, Path, description = "Webhook id"), DeliveryQuery),
+    responses(
+        (status = 200, description = "The webhook's deliveries, newest first", body = DeliveryList),
+        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse), (status = 404, body = ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn deliveries(
+    State(manager): State<Arc<Manager>>,
+    principal: Principal,
+    Path(id): Path<String>,
+    QueryParams(query): QueryParams<DeliveryQuery>,
+) -> Result<Json<DeliveryList>, ApiError> {
+    principal.require(Scope::KeysRead)?;
+    let limit = model::page_limit(query.limit)?;
+    if !visible_webhooks(&manager, &principal)
+        .await?
+        .iter()
+        .any(|h| h.id == id)
+    {
+        return Err(ApiError::not_found("no such webhook"));
+    }
+    let deliveries = manager
+        .store
+        .deliveries(&id, limit)
+        .await
+        .map_err(store_error)?;
+    Ok(Json(DeliveryList {
+        deliveries: deliveries.into_iter().map(DeliveryView::from).collect(),
+    }))
+}
