@@ -351,6 +351,31 @@ fn bad_flags_and_unreachable_servers_fail_clearly() {
     assert_eq!(unsupported.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&unsupported.stderr).contains("--database"));
 
+    let policy = dir.path().join("usage.json");
+    std::fs::write(&policy, r#"{"rules": [{"name": "x", "kind": "teleport"}]}"#).expect("write");
+    for (file, expected) in [
+        (policy.as_path(), "unknown kind"),
+        (dir.path().join("missing.json").as_path(), "--usage-policy"),
+    ] {
+        let bad_policy = Command::new(QUENCH)
+            .args([
+                "up",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--edge-listen",
+                "127.0.0.1:0",
+                "--usage-policy",
+            ])
+            .arg(file)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+            .expect("run");
+        assert_eq!(bad_policy.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&bad_policy.stderr);
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+
     let short = Command::new(QUENCH)
         .args([
             "up",

@@ -43,6 +43,77 @@ async fn after_wait_all_every_edge_refuses_the_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stolen_key_used_from_many_addresses_is_revoked_on_every_edge() {
+    let Some(nats) = Nats::start() else { return };
+    let dir = tempfile::tempdir().expect("dir");
+    let policy = dir.path().join("usage.json");
+    std::fs::write(
+        &policy,
+        r#"{"window_seconds": 60, "rules": [
+            {"name": "spread", "kind": "distinct_addresses", "more_than": 8, "action": "revoke"},
+            {"name": "busy", "kind": "requests", "more_than": 100000}]}"#,
+    )
+    .expect("policy");
+    let policy = policy.display().to_string();
+    let (_m, admin) = manager(
+        &nats.url(),
+        &dir.path().join("m"),
+        None,
+        &[("QUENCH_USAGE_POLICY", &policy)],
+    );
+    let client = Client::default();
+    let token = client.edge_token(&admin).await;
+    let (_e1, first) = edge(&nats.url(), &admin, &token, "e1", 10);
+    let (_e2, second) = edge(&nats.url(), &admin, &token, "e2", 10);
+    client.until_edges_live(&admin, 2, SOON).await;
+    let (id, key) = client.create(&admin, "team-a").await;
+    let (_, bystander) = client.create(&admin, "team-a").await;
+    client.until_verdict(&first, &key, None, SOON).await;
+    // The edge applies the manager's policy once it has read it.
+    let deadline = std::time::Instant::now() + SOON;
+    while !client
+        .text(&format!("{first}/metrics"))
+        .await
+        .contains("quench_edge_usage_rules 2")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the edge never read the usage policy"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let http = reqwest::Client::new();
+    for i in 0..20 {
+        let response = http
+            .get(format!("{first}/auth"))
+            .header("x-api-key", &key)
+            .header("x-real-ip", format!("198.51.100.{i}"))
+            .send()
+            .await
+            .expect("auth");
+        if response.status() == 401 {
+            break;
+        }
+        assert_eq!(response.status(), 200);
+    }
+    for url in [&first, &second] {
+        let verdict = client.until_verdict(url, &key, Some("revoked"), SOON).await;
+        assert_eq!(verdict["reason"], "revoked", "{url}: {verdict}");
+        assert_eq!(client.verify(url, &bystander).await["valid"], true);
+    }
+    let (status, alerts) = client.get(&format!("{admin}/v1/alerts?key_id={id}")).await;
+    assert_eq!(status, 200, "{alerts}");
+    assert_eq!(alerts["alerts"][0]["rule"], "spread");
+    assert_eq!(alerts["alerts"][0]["edge"], "e1");
+    assert_eq!(alerts["alerts"][0]["action"], "revoke");
+    let metrics = client.text(&format!("{first}/metrics")).await;
+    assert!(
+        metrics.contains("quench_edge_usage_alerts_total{rule=\"spread\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_killed_during_revocations_comes_back_with_all_of_them() {
     let Some(nats) = Nats::start() else { return };
     let dir = tempfile::tempdir().expect("dir");

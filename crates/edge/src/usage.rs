@@ -240,6 +240,11 @@ impl UsageMonitor {
         }
         let _ = writeln!(
             out,
+            "# HELP quench_edge_usage_rules Usage rules in effect (from the manager's policy).\n# TYPE quench_edge_usage_rules gauge\nquench_edge_usage_rules {}",
+            self.policy.load().rules.len()
+        );
+        let _ = writeln!(
+            out,
             "# HELP quench_edge_usage_tracked_keys Keys whose usage the edge is watching.\n# TYPE quench_edge_usage_tracked_keys gauge\nquench_edge_usage_tracked_keys {}",
             self.tracked()
         );
