@@ -2,6 +2,8 @@
 //!
 //! * `verify/N`: `Replica::verify` on a presented key text (parse, checksum, one lookup, salted SHA-256,
 //!   constant-time compare, staleness rules, metrics), with a replica holding N keys.
+//! * `verify+usage/N`: the same plus recording the use for usage monitoring (default policy, one client
+//!   address per key), as the HTTP API does for every valid key.
 //! * `floor/N`: the least any design could do for the same question: SHA-256 of the presented key text and
 //!   one lookup in a map of the same type and size (`KeyMap<[u8; 32]>`) keyed by the key id, comparing the
 //!   stored digest. The key id is worked out once, outside the timed loop, so the floor does no parsing.
@@ -19,6 +21,7 @@
 
 use std::{
     hint::black_box,
+    net::IpAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -27,6 +30,7 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use quench_core::{
     ApiKey, EdgeKey, HashAlg, Owner, Prefix, Seq, Timestamp, Verifier,
     keyset::{BuildKeyIdHasher, KeyMap},
+    usage::UsagePolicy,
 };
 use quench_edge::{EdgeConfig, Replica};
 use sha2::{Digest, Sha256};
@@ -160,6 +164,32 @@ fn bench(c: &mut Criterion) {
                 )
             });
         });
+
+        // The same, with usage monitoring on (the default policy) and each key's one client address:
+        // what an edge serving the HTTP API does per valid request on top of `verify`.
+        fixture.replica.usage().set_policy(UsagePolicy::default());
+        let addresses: Vec<IpAddr> = (0..len)
+            .map(|i| IpAddr::from([10, 0, (i >> 8) as u8, i as u8]))
+            .collect();
+        group.bench_function(BenchmarkId::new("verify+usage", n), |b| {
+            let mut i = 0;
+            b.iter(|| {
+                let text = fixture.sample[i].as_str();
+                let address = addresses[i];
+                i = if i + 1 == len { 0 } else { i + 1 };
+                let verdict = fixture
+                    .replica
+                    .verify(black_box(text), None, None, fixture.now);
+                if let quench_core::Verdict::Valid { key_id, .. } = &verdict {
+                    fixture
+                        .replica
+                        .usage()
+                        .record(*key_id, Some(address), fixture.now);
+                }
+                black_box(verdict)
+            });
+        });
+        fixture.replica.usage().set_policy(UsagePolicy::disabled());
 
         group.bench_function(BenchmarkId::new("floor", n), |b| {
             let mut i = 0;
