@@ -59,6 +59,20 @@ impl Principal {
         }
     }
 
+    /// The owner a read or subscription is for: the token's own if it is confined (asking for another
+    /// is refused), else whatever was asked (`None`: every owner).
+    pub fn confine(&self, asked: Option<Owner>) -> Result<Option<Owner>, ApiError> {
+        match &self.owner {
+            Some(mine) => {
+                if let Some(asked) = &asked {
+                    self.may_touch(asked)?;
+                }
+                Ok(Some(mine.clone()))
+            }
+            None => Ok(asked),
+        }
+    }
+
     pub fn actor(&self) -> Actor {
         Actor {
             principal: self.id.clone(),

@@ -213,20 +213,8 @@ pub async fn list(
             .map(|a| Label::parse(a).map_err(|e| ApiError::invalid(format!("api: {e}"))))
             .transpose()?,
     };
-    if let Some(mine) = &principal.owner {
-        if let Some(asked) = &filter.owner {
-            principal.may_touch(asked)?;
-        }
-        filter.owner = Some(mine.clone());
-    }
-    let cursor = query
-        .cursor
-        .as_deref()
-        .map(|c| {
-            c.parse::<u64>()
-                .map_err(|_| ApiError::invalid("cursor: not one this API returned"))
-        })
-        .transpose()?;
+    filter.owner = principal.confine(filter.owner.take())?;
+    let cursor = model::page_cursor(query.cursor.as_deref())?;
     let now = Timestamp::now();
     let rows = manager
         .store

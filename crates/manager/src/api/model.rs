@@ -390,6 +390,16 @@ pub fn key_id(text: &str) -> Result<KeyId, ApiError> {
     KeyId::parse(text).map_err(|_| ApiError::not_found(format!("no key {text:?}")))
 }
 
+/// A `cursor` parameter: the `next_cursor` of an earlier page.
+pub fn page_cursor(cursor: Option<&str>) -> Result<Option<u64>, ApiError> {
+    cursor
+        .map(|c| {
+            c.parse::<u64>()
+                .map_err(|_| ApiError::invalid("cursor: not one this API returned"))
+        })
+        .transpose()
+}
+
 pub fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
     match limit {
         None => Ok(DEFAULT_PAGE),

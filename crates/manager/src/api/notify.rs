@@ -136,19 +136,6 @@ fn owner_param(text: Option<&str>) -> Result<Option<Owner>, ApiError> {
         .transpose()
 }
 
-/// The owner a request may act for: its own if the token is confined, else what it asked.
-fn confined(principal: &Principal, asked: Option<Owner>) -> Result<Option<Owner>, ApiError> {
-    match &principal.owner {
-        Some(mine) => {
-            if let Some(asked) = &asked {
-                principal.may_touch(asked)?;
-            }
-            Ok(Some(mine.clone()))
-        }
-        None => Ok(asked),
-    }
-}
-
 #[utoipa::path(
     get, path = "/v1/alerts", tag = "keys",
     params(AlertQuery),
@@ -171,16 +158,9 @@ pub async fn list(
             .as_deref()
             .map(|k| KeyId::parse(k).map_err(|e| ApiError::invalid(format!("key_id: {e}"))))
             .transpose()?,
-        owner: confined(&principal, owner_param(query.owner.as_deref())?)?,
+        owner: principal.confine(owner_param(query.owner.as_deref())?)?,
     };
-    let before = query
-        .cursor
-        .as_deref()
-        .map(|c| {
-            c.parse::<u64>()
-                .map_err(|_| ApiError::invalid("cursor: not one this API returned"))
-        })
-        .transpose()?;
+    let before = model::page_cursor(query.cursor.as_deref())?;
     let records = manager
         .store
         .alerts(&filter, before, limit)
@@ -299,7 +279,7 @@ pub async fn create_webhook(
             EVENT_TYPES.join(", ")
         )));
     }
-    let owner = confined(&principal, owner_param(request.owner.as_deref())?)?;
+    let owner = principal.confine(owner_param(request.owner.as_deref())?)?;
     let store = &manager.store;
     let hook = WebhookRecord {
         id: format!("wh_{}", random_hex(8)?),
