@@ -25,6 +25,7 @@ use std::{
 use arc_swap::ArcSwap;
 use quench_core::{
     KeyId, Timestamp,
+    keyset::{BuildKeyIdHasher, KeyMap},
     usage::{KeyUsage, Measures, UsagePolicy},
 };
 use serde::{Deserialize, Serialize};
@@ -62,7 +63,8 @@ pub struct AlertReport {
 
 pub struct UsageMonitor {
     policy: ArcSwap<UsagePolicy>,
-    keys: papaya::HashMap<KeyId, Mutex<KeyUsage>>,
+    /// By key id; ids are uniformly random, so they hash as themselves.
+    keys: KeyMap<Mutex<KeyUsage>>,
     /// Keyed at random per process, so nobody can pick addresses that collide in the sketches.
     hasher: std::collections::hash_map::RandomState,
     queue: Mutex<VecDeque<UsageAlert>>,
@@ -91,7 +93,12 @@ impl UsageMonitor {
     pub fn new(policy: UsagePolicy) -> Self {
         Self {
             policy: ArcSwap::from_pointee(policy),
-            keys: papaya::HashMap::new(),
+            // Blocking resizes: a table that stops growing is never left half-copied, which would
+            // make every later lookup look in two tables.
+            keys: papaya::HashMap::builder()
+                .hasher(BuildKeyIdHasher)
+                .resize_mode(papaya::ResizeMode::Blocking)
+                .build(),
             hasher: std::collections::hash_map::RandomState::new(),
             queue: Mutex::new(VecDeque::new()),
             queued: tokio::sync::Notify::new(),
@@ -132,13 +139,15 @@ impl UsageMonitor {
         let now_ms = now.as_millis();
         let address = client.map(|ip| self.hasher.hash_one(ip));
         let keys = self.keys.pin();
-        let entry = match keys.get(&key) {
+        let entry = match keys.get(&key.as_u64()) {
             Some(entry) => entry,
             None if keys.len() >= policy.max_tracked_keys => {
                 self.untracked.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            None => keys.get_or_insert_with(key, || Mutex::new(KeyUsage::new(now_ms, &policy))),
+            None => {
+                keys.get_or_insert_with(key.as_u64(), || Mutex::new(KeyUsage::new(now_ms, &policy)))
+            }
         };
         let fired = {
             let Ok(mut usage) = entry.lock() else { return };
