@@ -418,6 +418,17 @@ macro_rules! notify_store {
                      AND {pending} AND next_attempt_at <= $1 RETURNING {}",
                     $crate::notify::DELIVERY_COLUMNS
                 );
+                // Most of the time nothing is due: find that out without taking the write lock.
+                let due = format!(
+                    "SELECT id FROM webhook_deliveries WHERE {pending} AND next_attempt_at <= $1 LIMIT 1"
+                );
+                let any: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(due))
+                    .bind(now.as_millis())
+                    .fetch_optional(&self.pool)
+                    .await?;
+                if any.is_none() {
+                    return Ok(Vec::new());
+                }
                 let (_guard, mut tx) = self.write().await?;
                 let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(now.as_millis())
