@@ -2,7 +2,8 @@
 //!
 //! A report must carry the whole key: the manager revokes only when the presented secret matches, so a
 //! reporter proves the leak and nobody can revoke keys by guessing ids. A key that does not verify is
-//! answered `unknown`, exactly like an id that does not exist.
+//! answered `unknown`, exactly like an id that does not exist. Leaked manager tokens (`qt_`) are revoked the
+//! same way: the scanner finds them too, and a leaked admin token is worse than a leaked key.
 
 use std::sync::Arc;
 
@@ -101,6 +102,10 @@ pub(crate) async fn handle(
         return Ok((result, None));
     };
     let key_id = Some(key.id().to_string());
+    if key.prefix().as_str() == crate::auth::TOKEN_PREFIX {
+        let outcome = leaked_token(manager, actor, &key).await?;
+        return Ok((LeakResult { key_id, outcome }, None));
+    }
     let record = manager.store.key(key.id()).await.map_err(store_error)?;
     let record = match record {
         Some(record) if record.prefix == key.prefix() && proves(&record, text).await => record,
@@ -146,6 +151,29 @@ pub(crate) async fn handle(
         outcome: LeakOutcome::Revoked,
     };
     Ok((result, Some(event.seq)))
+}
+
+/// A leaked manager token (`qt_`) is revoked like a key: only when the whole token proves it. A token
+/// already revoked, or the configured bootstrap token (which is not stored), answers `unknown`.
+async fn leaked_token(
+    manager: &Manager,
+    actor: &quench_store::Actor,
+    key: &PresentedKey<'_>,
+) -> Result<LeakOutcome, ApiError> {
+    let token = manager.store.token(key.id()).await.map_err(store_error)?;
+    let Some(token) = token.filter(|t| t.verifier.matches(key.secret())) else {
+        return Ok(LeakOutcome::Unknown);
+    };
+    match manager.store.revoke_token(token.id, actor).await {
+        Ok(true) => {
+            ManagerMetrics::add(&manager.metrics.leaks_revoked, 1);
+            tracing::warn!(token = %token.id, principal = %actor.principal, "leaked manager token revoked");
+            Ok(LeakOutcome::Revoked)
+        }
+        Ok(false) => Ok(LeakOutcome::AlreadyRevoked),
+        Err(quench_store::StoreError::NotFound) => Ok(LeakOutcome::Unknown),
+        Err(e) => Err(store_error(e)),
+    }
 }
 
 #[utoipa::path(

@@ -273,3 +273,57 @@ mod github {
         assert_eq!(status, 404, "{reply}");
     }
 }
+
+#[tokio::test]
+async fn a_leaked_manager_token_is_revoked_only_with_its_whole_text() {
+    let app = spawn_app().await;
+    let leaked = app.token_with(&["keys:read"], None).await;
+    let reporter = app.token_with(&["leaks:report"], None).await;
+    app.send(Method::GET, "/v1/keys", Some(&leaked), None)
+        .await
+        .expect(200);
+    // The same token id with another secret (and a valid checksum) proves nothing.
+    let forged = {
+        let body = &leaked[..leaked.len() - 6];
+        let mut secret: Vec<u8> = body.bytes().collect();
+        let last = secret.len() - 1;
+        secret[last] = if secret[last] == b'A' { b'B' } else { b'A' };
+        let body = String::from_utf8(secret).expect("ascii");
+        let mut sum = [0u8; 6];
+        quench_core::base62::encode_fixed(u64::from(crc32fast::hash(body.as_bytes())), &mut sum);
+        format!("{body}{}", std::str::from_utf8(&sum).expect("ascii"))
+    };
+    let reply = app
+        .send(
+            Method::POST,
+            "/v1/leaks",
+            Some(&reporter),
+            Some(json!({"keys": [{"key": forged}, {"key": leaked, "source": "quench scan"}]})),
+        )
+        .await
+        .expect(200);
+    assert_eq!(reply["results"][0]["outcome"], "unknown");
+    assert_eq!(reply["results"][1]["outcome"], "revoked");
+    app.send(Method::GET, "/v1/keys", Some(&leaked), None)
+        .await
+        .expect(401);
+    let again = app
+        .send(
+            Method::POST,
+            "/v1/leaks",
+            Some(&reporter),
+            Some(json!({"keys": [{"key": leaked}]})),
+        )
+        .await
+        .expect(200);
+    assert_eq!(again["results"][0]["outcome"], "unknown");
+    let audit = app.get("/v1/audit").await.expect(200);
+    assert!(
+        audit["records"]
+            .as_array()
+            .expect("records")
+            .iter()
+            .any(|r| r["action"] == "token.revoke"),
+        "{audit}"
+    );
+}
