@@ -204,28 +204,29 @@ impl Manager {
                 event_seq: events.last().map_or(from.event_seq, |e| e.seq),
                 alert_seq: alerts.last().map_or(from.alert_seq, |a| a.seq),
             };
-            let mut revocations = Vec::new();
-            let mut owners: HashMap<quench_core::KeyId, Option<Owner>> = HashMap::new();
-            for event in &events {
-                let Change::KeyRevoked { id, reason } = &event.change else {
-                    continue;
-                };
-                let owner = match owners.get(id) {
-                    Some(owner) => owner.clone(),
-                    None => {
-                        let owner = self.store.key(*id).await?.map(|k| k.owner);
-                        owners.insert(*id, owner.clone());
-                        owner
-                    }
-                };
-                revocations.push(RevocationNotice {
-                    seq: event.seq,
-                    key_id: id.to_string(),
-                    owner,
-                    reason: reason.clone(),
-                    revoked_at: event.at,
-                });
-            }
+            let revoked: Vec<quench_core::KeyId> = events
+                .iter()
+                .filter(|e| matches!(e.change, Change::KeyRevoked { .. }))
+                .map(|e| e.change.key_id())
+                .collect();
+            let owners: HashMap<quench_core::KeyId, Owner> = if revoked.is_empty() {
+                HashMap::new()
+            } else {
+                self.store.owners(&revoked).await?.into_iter().collect()
+            };
+            let revocations: Vec<RevocationNotice> = events
+                .iter()
+                .filter_map(|event| match &event.change {
+                    Change::KeyRevoked { id, reason } => Some(RevocationNotice {
+                        seq: event.seq,
+                        key_id: id.to_string(),
+                        owner: owners.get(id).cloned(),
+                        reason: reason.clone(),
+                        revoked_at: event.at,
+                    }),
+                    _ => None,
+                })
+                .collect();
             let alerts: Vec<AlertNotice> = alerts
                 .into_iter()
                 .map(|a| AlertNotice {

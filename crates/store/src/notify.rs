@@ -72,6 +72,12 @@ pub trait NotifyStore: Send + Sync {
 
     /// Deliveries neither delivered nor given up.
     async fn pending_deliveries(&self) -> Result<u64>;
+
+    /// The owners of those of `ids` that exist (any order), in one query per 500 ids.
+    async fn owners(
+        &self,
+        ids: &[quench_core::KeyId],
+    ) -> Result<Vec<(quench_core::KeyId, quench_core::Owner)>>;
 }
 
 pub(crate) fn events_text(events: &[String]) -> String {
@@ -496,6 +502,35 @@ macro_rules! notify_store {
                     .iter()
                     .map(delivery_row)
                     .collect()
+            }
+
+            async fn owners(
+                &self,
+                ids: &[quench_core::KeyId],
+            ) -> $crate::Result<Vec<(quench_core::KeyId, quench_core::Owner)>> {
+                use sqlx::Row;
+                let mut owners = Vec::with_capacity(ids.len());
+                for chunk in ids.chunks(500) {
+                    let placeholders: Vec<String> =
+                        (1..=chunk.len()).map(|i| format!("${i}")).collect();
+                    // Placeholders only: the ids are bound, never spliced in.
+                    let sql = format!(
+                        "SELECT id, owner FROM keys WHERE id IN ({})",
+                        placeholders.join(", ")
+                    );
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for id in chunk {
+                        query = query.bind(id.to_string());
+                    }
+                    for row in query.fetch_all(&self.pool).await? {
+                        let id = $crate::notify::key_id(row.try_get::<&str, _>("id")?)?;
+                        let owner = $crate::notify::owner(Some(row.try_get("owner")?))?;
+                        if let Some(owner) = owner {
+                            owners.push((id, owner));
+                        }
+                    }
+                }
+                Ok(owners)
             }
 
             async fn pending_deliveries(&self) -> $crate::Result<u64> {

@@ -762,6 +762,24 @@ fn delivery(hook: &str, n: u32) -> NewDelivery {
     }
 }
 
+pub async fn finds_the_owners_of_many_keys(store: Arc<dyn Store>) {
+    let keys: Vec<KeyRecord> = (0..1_203)
+        .map(|i| record(if i % 3 == 0 { "team-a" } else { "team-b" }, &[]))
+        .collect();
+    store.create_keys(&keys, &actor()).await.expect("create");
+    let mut ids: Vec<KeyId> = keys.iter().map(|k| k.id).collect();
+    ids.push(KeyId::generate().expect("id"));
+    let mut owners = store.owners(&ids).await.expect("owners");
+    owners.sort_by_key(|(id, _)| *id);
+    let mut expected: Vec<(KeyId, Owner)> = keys.iter().map(|k| (k.id, k.owner.clone())).collect();
+    expected.sort_by_key(|(id, _)| *id);
+    assert_eq!(
+        owners, expected,
+        "every known id once, the unknown one left out"
+    );
+    assert!(store.owners(&[]).await.expect("none").is_empty());
+}
+
 pub async fn webhooks_are_created_listed_and_deleted(store: Arc<dyn Store>) {
     store
         .create_webhook(&webhook("wh-1"))
@@ -953,6 +971,7 @@ macro_rules! all_conformance_tests {
             the_outbox_mark_advances_only_contiguously,
             records_alerts_once_and_pages_them,
             webhooks_are_created_listed_and_deleted,
+            finds_the_owners_of_many_keys,
             the_notify_cursor_moves_only_from_where_it_is,
             deliveries_are_leased_retried_and_finished,
         );
