@@ -27,7 +27,7 @@ fn token(args: &ClientArgs) -> anyhow::Result<String> {
 }
 
 /// Calls the manager; returns the JSON body of a success, or the API's error as an error.
-async fn call(
+pub(crate) async fn call(
     args: &ClientArgs,
     method: Method,
     path: &str,
@@ -52,7 +52,7 @@ async fn call(
     bail!("{message} ({code}, HTTP {})", status.as_u16())
 }
 
-fn text(value: &Value) -> String {
+pub(crate) fn text(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
@@ -109,7 +109,7 @@ fn print_propagation(body: &Value) {
     }
 }
 
-fn emit(json_output: bool, body: &Value, human: impl FnOnce(&Value)) {
+pub(crate) fn emit(json_output: bool, body: &Value, human: impl FnOnce(&Value)) {
     if json_output {
         println!("{}", serde_json::to_string_pretty(body).unwrap_or_default());
     } else {
@@ -358,7 +358,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn urlencode(text: &str) -> String {
+pub(crate) fn urlencode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {

@@ -7,6 +7,7 @@ mod commands;
 mod edge;
 mod manager;
 mod node;
+mod notify;
 mod remote;
 mod scan;
 mod up;

@@ -288,7 +288,48 @@ fn walk_through_survives_restart_and_keeps_secrets_out_of_logs() {
         .expect("run");
     assert!(String::from_utf8_lossy(&refused.stderr).contains("unauthorized"));
 
+    // Webhooks and alerts from the command line.
+    let hook = quench(
+        &node,
+        &data,
+        &[
+            "webhooks",
+            "create",
+            "--url",
+            "http://127.0.0.1:9/hook",
+            "--event",
+            "key.revoked",
+            "--json",
+        ],
+    );
+    assert!(hook.status.success(), "{}", text(&hook));
+    let hook = json(&hook);
+    let hook_id = hook["id"].as_str().expect("id").to_owned();
+    let hook_secret = hook["secret"].as_str().expect("secret").to_owned();
+    assert!(hook_secret.starts_with("whsec_"));
+    let listed = text(&quench(&node, &data, &["webhooks", "list"]));
+    assert!(
+        listed.contains(&hook_id) && !listed.contains(&hook_secret),
+        "{listed}"
+    );
+    let deliveries = quench(&node, &data, &["webhooks", "deliveries", &hook_id]);
+    assert!(deliveries.status.success(), "{}", text(&deliveries));
+    assert!(text(&deliveries).contains("STATUS"));
+    let alerts = quench(&node, &data, &["alerts", "--limit", "5"]);
+    assert!(alerts.status.success(), "{}", text(&alerts));
+    assert!(text(&alerts).contains("RULE"));
+    let deleted = quench(&node, &data, &["webhooks", "delete", &hook_id]);
+    assert!(text(&deleted).contains("deleted"), "{}", text(&deleted));
+    let gone = quench(&node, &data, &["webhooks", "delete", "wh_nothing"]);
+    assert_eq!(gone.status.code(), Some(2));
+    let bad = quench(&node, &data, &["webhooks", "create", "--url", "ftp://x"]);
+    assert_eq!(bad.status.code(), Some(2));
+
     let logs = stop(node);
+    assert!(
+        !logs.contains(&hook_secret),
+        "a webhook secret reached the log"
+    );
     assert!(
         logs.contains("stopped"),
         "graceful shutdown is logged:\n{logs}"
