@@ -285,7 +285,7 @@ fn alert_id() -> String {
             .unwrap_or(0);
         bytes = nanos.to_le_bytes();
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    quench_core::hash::hex(&bytes)
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -351,9 +351,9 @@ pub fn client_address(
     headers: &axum::http::HeaderMap,
     peer: Option<std::net::SocketAddr>,
 ) -> Option<IpAddr> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let header = |name: &str| crate::http::header_text(headers, name);
     header("x-real-ip")
-        .and_then(|v| v.trim().parse().ok())
+        .and_then(|v| v.parse().ok())
         .or_else(|| {
             header("x-forwarded-for")
                 .and_then(|v| v.rsplit(',').next())

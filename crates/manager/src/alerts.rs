@@ -10,7 +10,7 @@
 
 use std::{collections::BTreeMap, sync::Mutex};
 
-use quench_core::{KeyId, Timestamp, record::REASON_MAX, usage::Action};
+use quench_core::{KeyId, Timestamp, usage::Action};
 use quench_edge::usage::{AlertReport, UsageAlert};
 use quench_store::{Actor, NewAlert, StoreError};
 use serde::{Deserialize, Serialize};
@@ -121,10 +121,17 @@ impl Manager {
         source: Option<String>,
     ) -> Result<Vec<AlertOutcome>, AlertError> {
         check(report)?;
+        // The keys' owners in one query; a key not found has none (and is not revoked).
+        let ids: Vec<KeyId> = report.alerts.iter().map(|a| a.key_id).collect();
+        let owners: std::collections::HashMap<KeyId, quench_core::Owner> =
+            self.store.owners(&ids).await?.into_iter().collect();
         let mut outcomes = Vec::with_capacity(report.alerts.len());
         let mut revoked_events = Vec::new();
         for alert in &report.alerts {
-            let (outcome, event) = self.receive_alert(report, alert, source.clone()).await?;
+            let owner = owners.get(&alert.key_id).cloned();
+            let (outcome, event) = self
+                .receive_alert(report, alert, owner, source.clone())
+                .await?;
             outcomes.push(outcome);
             revoked_events.extend(event);
         }
@@ -139,11 +146,12 @@ impl Manager {
         &self,
         report: &AlertReport,
         alert: &UsageAlert,
+        owner: Option<quench_core::Owner>,
         source: Option<String>,
     ) -> Result<(AlertOutcome, Option<quench_core::Event>), AlertError> {
         let rule = self.config.usage_policy.rule(&alert.rule);
         let action = rule.map_or(Action::Alert, |r| r.action);
-        let key = self.store.key(alert.key_id).await?;
+        let known = owner.is_some();
         let details = serde_json::json!({
             "region": report.region,
             "window_seconds": alert.window_seconds,
@@ -155,7 +163,7 @@ impl Manager {
             .record_alert(&NewAlert {
                 id: alert.id.to_ascii_lowercase(),
                 key_id: alert.key_id,
-                owner: key.as_ref().map(|k| k.owner.clone()),
+                owner,
                 rule: alert.rule.clone(),
                 kind: alert.kind.clone(),
                 action: action.as_str().into(),
@@ -173,7 +181,7 @@ impl Manager {
         }
         let mut event = None;
         // The recorded action, not this report's view: a retry follows what was decided the first time.
-        if record.alert.action == Action::Revoke.as_str() && key.is_some() {
+        if record.alert.action == Action::Revoke.as_str() && known {
             event = self
                 .revoke_for_anomaly(alert.key_id, &alert.rule, &report.edge, source)
                 .await?;
@@ -195,8 +203,8 @@ impl Manager {
         edge: &str,
         source: Option<String>,
     ) -> Result<Option<quench_core::Event>, AlertError> {
-        let mut reason = format!("anomaly: usage rule {rule} at edge {edge}");
-        reason.truncate(REASON_MAX);
+        // Rule (64) and edge (128) names are short ASCII, checked in `check`: always within REASON_MAX.
+        let reason = format!("anomaly: usage rule {rule} at edge {edge}");
         let actor = Actor {
             principal: format!("usage-policy:{rule}"),
             source,

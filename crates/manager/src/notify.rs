@@ -35,7 +35,7 @@ pub const EVENT_HEADER: &str = "quench-event";
 
 /// Most log entries (and most alerts) fanned out per delivery.
 pub const FAN_OUT_PAGE: u32 = 500;
-/// Most deliveries sent at once.
+/// Most deliveries claimed and sent at once.
 const PARALLEL_SENDS: usize = 8;
 
 #[derive(Debug, Clone)]
@@ -82,7 +82,8 @@ impl Notifications {
             // A redirect would send the signed body somewhere the operator did not configure.
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .unwrap_or_default();
+            // A default client would follow redirects and never time out; refuse to run with one.
+            .expect("the webhook HTTP client builds (rustls with ring)");
         Self {
             wake: tokio::sync::Notify::new(),
             http,
@@ -285,11 +286,15 @@ impl Manager {
         let settings = &self.config.webhooks;
         while !cancel.is_cancelled() {
             let now = Timestamp::now();
-            // Long enough for every attempt of the batch to finish before anyone else may try it.
+            // One batch is sent all at once and each attempt takes at most the timeout, so every
+            // attempt is recorded well before anyone else may try the delivery again.
             let lease = Timestamp::from_millis(
                 now.as_millis() + 2 * settings.timeout.as_millis() as i64 + 5_000,
             );
-            let due = self.store.claim_deliveries(now, lease, 32).await?;
+            let due = self
+                .store
+                .claim_deliveries(now, lease, PARALLEL_SENDS as u32)
+                .await?;
             if due.is_empty() {
                 return Ok(());
             }
@@ -300,7 +305,8 @@ impl Manager {
                 .into_iter()
                 .map(|h| (h.id.clone(), h))
                 .collect();
-            let attempts: Vec<(u64, Attempt)> = futures::stream::iter(due)
+            // Each outcome is recorded as soon as it is known, not when the slowest send ends.
+            let finished: Vec<Result<(), StoreError>> = futures::stream::iter(due)
                 .map(|delivery| {
                     let hook = hooks.get(&delivery.delivery.webhook_id);
                     async move {
@@ -311,15 +317,13 @@ impl Manager {
                                 error: "webhook deleted".into(),
                             },
                         };
-                        (delivery.id, outcome)
+                        self.store.finish_delivery(delivery.id, &outcome).await
                     }
                 })
                 .buffer_unordered(PARALLEL_SENDS)
                 .collect()
                 .await;
-            for (id, attempt) in attempts {
-                self.store.finish_delivery(id, &attempt).await?;
-            }
+            finished.into_iter().collect::<Result<(), _>>()?;
         }
         Ok(())
     }
@@ -395,13 +399,23 @@ mod tests {
 
     #[test]
     fn signatures_are_hmac_sha256_over_time_and_body() {
-        // RFC 4231 test case 2, with the "<t>." prefix made part of the message.
+        // RFC 4231 test case 2's key and message, with the "<t>." prefix in front of the message.
         let sig = signature("Jefe", 0, b"what do ya want for nothing?");
         let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(b"Jefe").expect("key");
         mac.update(b"0.what do ya want for nothing?");
         assert_eq!(sig, format!("t=0,v1={}", hex(&mac.finalize().into_bytes())));
         assert_ne!(sig, signature("Jefe", 1, b"what do ya want for nothing?"));
         assert_ne!(sig, signature("jefe", 0, b"what do ya want for nothing?"));
+        // Fixed vectors, computed independently (Python's hmac module), so the construction itself is
+        // checked and not only compared with itself.
+        assert_eq!(
+            sig,
+            "t=0,v1=37f471929915ccd2cbbe79feb84ffcff4f2bb25e15fc41c2506687331ae179cc"
+        );
+        assert_eq!(
+            signature("whsec_test", 1_700_000_000, br#"{"id":"1"}"#),
+            "t=1700000000,v1=11bf4466ea17c3df3fd743af0b435368e16b7a05eb8eced85e8c4670767bdec5"
+        );
     }
 
     #[test]

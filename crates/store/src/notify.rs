@@ -88,17 +88,6 @@ pub(crate) fn events_list(text: &str) -> Vec<String> {
     text.split_whitespace().map(str::to_owned).collect()
 }
 
-pub(crate) fn owner(text: Option<String>) -> Result<Option<quench_core::Owner>> {
-    text.map(|o| {
-        quench_core::Owner::parse(&o).map_err(|e| crate::StoreError::Corrupt(format!("owner: {e}")))
-    })
-    .transpose()
-}
-
-pub(crate) fn key_id(text: &str) -> Result<quench_core::KeyId> {
-    quench_core::KeyId::parse(text).map_err(|e| crate::StoreError::Corrupt(format!("key id: {e}")))
-}
-
 pub(crate) const ALERT_COLUMNS: &str =
     "seq, id, key_id, owner, rule, kind, action, edge, raised_at, received_at, details";
 pub(crate) const WEBHOOK_COLUMNS: &str =
@@ -137,8 +126,8 @@ macro_rules! notify_store {
                 seq: $crate::rows::unsigned(row.try_get("seq")?)?,
                 alert: $crate::NewAlert {
                     id: row.try_get("id")?,
-                    key_id: $crate::notify::key_id(row.try_get::<&str, _>("key_id")?)?,
-                    owner: $crate::notify::owner(row.try_get("owner")?)?,
+                    key_id: $crate::rows::key_id(row.try_get::<&str, _>("key_id")?)?,
+                    owner: $crate::rows::optional_owner(row.try_get("owner")?)?,
                     rule: row.try_get("rule")?,
                     kind: row.try_get("kind")?,
                     action: row.try_get("action")?,
@@ -157,7 +146,7 @@ macro_rules! notify_store {
                 url: row.try_get("url")?,
                 secret: row.try_get("secret")?,
                 events: $crate::notify::events_list(row.try_get::<&str, _>("events")?),
-                owner: $crate::notify::owner(row.try_get("owner")?)?,
+                owner: $crate::rows::optional_owner(row.try_get("owner")?)?,
                 created_at: quench_core::Timestamp::from_millis(row.try_get("created_at")?),
                 created_by: row.try_get("created_by")?,
                 from_seq: quench_core::Seq::new($crate::rows::unsigned(row.try_get("from_seq")?)?),
@@ -238,7 +227,7 @@ macro_rules! notify_store {
                     query = query.bind(owner.as_str().to_owned());
                 }
                 if let Some(before) = before {
-                    query = query.bind(i64::try_from(before).unwrap_or(i64::MAX));
+                    query = query.bind($crate::rows::signed(before));
                 }
                 query
                     .bind(i64::from(limit))
@@ -259,7 +248,7 @@ macro_rules! notify_store {
                     $crate::notify::ALERT_COLUMNS
                 );
                 sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(i64::try_from(after).unwrap_or(i64::MAX))
+                    .bind($crate::rows::signed(after))
                     .bind(i64::from(limit))
                     .fetch_all(&self.pool)
                     .await?
@@ -288,8 +277,8 @@ macro_rules! notify_store {
                 .bind(hook.owner.as_ref().map(|o| o.as_str().to_owned()))
                 .bind(hook.created_at.as_millis())
                 .bind(&hook.created_by)
-                .bind(i64::try_from(hook.from_seq.get()).unwrap_or(i64::MAX))
-                .bind(i64::try_from(hook.from_alert).unwrap_or(i64::MAX))
+                .bind($crate::rows::signed(hook.from_seq.get()))
+                .bind($crate::rows::signed(hook.from_alert))
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| match e {
@@ -375,7 +364,7 @@ macro_rules! notify_store {
                 to: $crate::NotifyCursor,
                 deliveries: &[$crate::NewDelivery],
             ) -> $crate::Result<bool> {
-                let signed = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+                let signed = $crate::rows::signed;
                 let (_guard, mut tx) = self.write().await?;
                 let moved = sqlx::query(
                     "UPDATE notify_cursor SET event_seq = $3, alert_seq = $4 \
@@ -453,7 +442,7 @@ macro_rules! notify_store {
                 id: u64,
                 attempt: &$crate::Attempt,
             ) -> $crate::Result<()> {
-                let id = i64::try_from(id).unwrap_or(i64::MAX);
+                let id = $crate::rows::signed(id);
                 let (sql, at, error) = match attempt {
                     $crate::Attempt::Delivered { at } => (
                         "UPDATE webhook_deliveries SET attempts = attempts + 1, delivered_at = $2, \
@@ -474,8 +463,10 @@ macro_rules! notify_store {
                         Some(error.clone()),
                     ),
                 };
+                // Only a pending delivery: one abandoned meanwhile (its webhook deleted) stays so.
+                let sql = format!("{sql} AND {}", $crate::notify::PENDING);
                 let (_guard, mut tx) = self.write().await?;
-                sqlx::query(sql)
+                sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(id)
                     .bind(at.as_millis())
                     .bind(error)
@@ -523,11 +514,12 @@ macro_rules! notify_store {
                         query = query.bind(id.to_string());
                     }
                     for row in query.fetch_all(&self.pool).await? {
-                        let id = $crate::notify::key_id(row.try_get::<&str, _>("id")?)?;
-                        let owner = $crate::notify::owner(Some(row.try_get("owner")?))?;
-                        if let Some(owner) = owner {
-                            owners.push((id, owner));
-                        }
+                        let id = $crate::rows::key_id(row.try_get::<&str, _>("id")?)?;
+                        let owner: String = row.try_get("owner")?;
+                        let owner = quench_core::Owner::parse(&owner).map_err(|e| {
+                            $crate::StoreError::Corrupt(format!("owner: {e}"))
+                        })?;
+                        owners.push((id, owner));
                     }
                 }
                 Ok(owners)

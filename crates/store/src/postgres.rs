@@ -95,9 +95,16 @@ impl PostgresStore {
         Ok(())
     }
 
+    /// A writing transaction that holds the log head's row lock from its first statement, so what it
+    /// reads (is this key already revoked?) cannot change under it before it commits: managers sharing
+    /// the database are serialised here, as `BEGIN IMMEDIATE` serialises SQLite writers. Alert numbers
+    /// are handed out under the same lock, so they too follow commit order.
     async fn write(&self) -> Result<(tokio::sync::MutexGuard<'_, ()>, Tx<'_>)> {
         let guard = self.writer.lock().await;
-        let tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT seq FROM log_head WHERE id = 1 FOR UPDATE")
+            .execute(&mut *tx)
+            .await?;
         Ok((guard, tx))
     }
 }

@@ -13,6 +13,11 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
 }
 
+/// A counter or sequence number as the databases store it (they have no unsigned 64-bit type).
+pub fn signed(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
 pub fn unsigned(value: i64) -> Result<u64> {
     u64::try_from(value).map_err(|e| corrupt("negative counter", e))
 }
@@ -25,7 +30,7 @@ fn labels_json(labels: &[Label]) -> String {
     serde_json::to_string(labels).unwrap_or_else(|_| "[]".into())
 }
 
-fn key_id(text: &str) -> Result<KeyId> {
+pub(crate) fn key_id(text: &str) -> Result<KeyId> {
     KeyId::parse(text).map_err(|e| corrupt("key id", e))
 }
 
@@ -123,13 +128,16 @@ pub fn token(
         id: key_id(&id)?,
         verifier: Verifier::decode(&verifier).map_err(|e| corrupt("token verifier", e))?,
         scopes: Scopes::decode(&scopes).map_err(|e| corrupt("token scopes", e))?,
-        owner: owner
-            .map(|o| Owner::parse(&o))
-            .transpose()
-            .map_err(|e| corrupt("token owner", e))?,
+        owner: optional_owner(owner)?,
         created_at: Timestamp::from_millis(created_at),
         created_by,
     })
+}
+
+pub(crate) fn optional_owner(text: Option<String>) -> Result<Option<Owner>> {
+    text.map(|o| Owner::parse(&o))
+        .transpose()
+        .map_err(|e| corrupt("owner", e))
 }
 
 pub fn audit(

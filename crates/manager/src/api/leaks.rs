@@ -124,12 +124,14 @@ pub(crate) async fn handle(
         };
         return Ok((result, None));
     }
-    let mut reason = format!(
+    let reason: String = format!(
         "leaked: reported by {} at {}",
         clean(leaked.source.as_deref()),
         clean(leaked.url.as_deref())
-    );
-    reason.truncate(REASON_MAX);
+    )
+    .chars()
+    .take(REASON_MAX)
+    .collect();
     let revoked = manager
         .store
         .revoke_key(record.id, &reason, actor)

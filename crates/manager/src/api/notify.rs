@@ -64,6 +64,12 @@ pub async fn report(
     JsonBody(report): JsonBody<AlertReport>,
 ) -> Result<Json<AlertOutcomes>, ApiError> {
     principal.require(Scope::Edge)?;
+    if principal.owner.is_some() {
+        // An alert can revoke any owner's key, by policy.
+        return Err(ApiError::forbidden(
+            "reporting usage alerts is for unconfined edge tokens",
+        ));
+    }
     match manager
         .receive_alerts(&report, principal.source.clone())
         .await

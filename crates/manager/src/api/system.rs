@@ -60,14 +60,7 @@ pub async fn create_token(
         .map(|o| Owner::parse(o).map_err(|e| ApiError::invalid(format!("owner: {e}"))))
         .transpose()?;
     // A token confined to an owner can only hand out tokens confined the same way.
-    let owner = match (&principal.owner, owner) {
-        (Some(mine), Some(asked)) => {
-            principal.may_touch(&asked)?;
-            Some(asked).filter(|a| a == mine)
-        }
-        (Some(mine), None) => Some(mine.clone()),
-        (None, asked) => asked,
-    };
+    let owner = principal.confine(owner)?;
     let (token, record) = auth::issue_token(&*manager.store, scopes, owner, &principal.actor())
         .await
         .map_err(store_error)?;
