@@ -20,7 +20,8 @@ pub use in_process::InProcessBus;
 pub use nats::NatsBus;
 pub use snapshot::{SnapshotReader, SnapshotWriter};
 pub use wire::{
-    Ack, EdgeRegistration, EventBatch, Heartbeat, OpenError, Sealed, SignedAck, SignedHeartbeat,
+    Ack, EdgeRegistration, EventBatch, Freshness, Heartbeat, OpenError, Page, Sealed, SignedAck,
+    SignedHeartbeat, SignedPage,
 };
 
 /// What a subscriber receives. Nothing here is trusted until opened with the manager's key.

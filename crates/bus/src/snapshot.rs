@@ -1,32 +1,41 @@
 //! The snapshot an edge starts from, streamed: one JSON line per key, signed at the end.
 //!
 //! ```text
-//! {"seq":1234}                      header: the log position the snapshot is consistent with
-//! {"id":"...","prefix":"qk",...}    one line per key (`EdgeKey`)
+//! {"seq":1234,"at":...,"nonce":"..."}  header: the log position the snapshot is consistent with, when
+//!                                     the manager read it, and the nonce of the request it answers
+//! {"id":"...","prefix":"qk",...}       one line per key (`EdgeKey`)
 //! ...
 //! {"end":{"count":2,"signature":"<signer>.<hex>"}}
 //! ```
 //!
-//! The signature covers `seq=<S>;count=<N>;sha256=<hex>` where the digest runs over every byte before the
-//! end line. Neither side holds the document whole: the manager writes a page of keys at a time, and an
-//! edge hashes and parses lines as they arrive and believes none of it until the end line verifies.
+//! The signature covers `seq=<S>;at=<T>;nonce=<N>;count=<C>;sha256=<hex>` where the digest runs over
+//! every byte before the end line. Neither side holds the document whole: the manager writes a page of
+//! keys at a time, and an edge hashes and parses lines as they arrive and believes none of it until the
+//! end line verifies.
+//!
+//! The nonce is what makes a snapshot usable as proof: an edge asks with a nonce of its own and accepts
+//! only a snapshot carrying it, so a snapshot recorded before a revocation cannot be served to it later
+//! (not even to a freshly restarted edge that remembers nothing).
 
 use std::sync::Arc;
 
 use quench_core::{
-    EdgeKey, Seq,
+    EdgeKey, Seq, Timestamp,
     hash::hex,
     record::Snapshot,
-    sign::{Purpose, Signature, Signer, Trust},
+    sign::{Nonce, Purpose, Signature, Signer, Trust},
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::OpenError;
+use crate::{Freshness, OpenError};
 
 #[derive(Serialize, Deserialize)]
 struct Header {
     seq: Seq,
+    at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nonce: Option<Nonce>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -40,28 +49,45 @@ struct EndLine {
     end: End,
 }
 
-fn signed_message(seq: Seq, count: u64, digest: &[u8]) -> Vec<u8> {
-    format!("seq={seq};count={count};sha256={}", hex(digest)).into_bytes()
+fn signed_message(header: &Header, count: u64, digest: &[u8]) -> Vec<u8> {
+    let nonce = header
+        .nonce
+        .as_ref()
+        .map(Nonce::to_string)
+        .unwrap_or_default();
+    format!(
+        "seq={};at={};nonce={nonce};count={count};sha256={}",
+        header.seq,
+        header.at.as_millis(),
+        hex(digest)
+    )
+    .into_bytes()
 }
 
 /// Writes a snapshot as chunks of bytes.
 pub struct SnapshotWriter {
     signer: Arc<Signer>,
     hasher: Sha256,
-    seq: Seq,
+    header: Header,
     count: u64,
 }
 
 impl SnapshotWriter {
-    /// Starts a snapshot consistent at `seq`; returns the writer and the header line.
-    pub fn start(signer: Arc<Signer>, seq: Seq) -> (Self, Vec<u8>) {
+    /// Starts a snapshot consistent at `fresh.head` as of `fresh.at`, answering the request that chose
+    /// `nonce`; returns the writer and the header line.
+    pub fn start(signer: Arc<Signer>, fresh: Freshness, nonce: Option<Nonce>) -> (Self, Vec<u8>) {
+        let header_value = Header {
+            seq: fresh.head,
+            at: fresh.at,
+            nonce,
+        };
+        let mut header = serde_json::to_vec(&header_value).unwrap_or_default();
         let mut writer = Self {
             signer,
             hasher: Sha256::new(),
-            seq,
+            header: header_value,
             count: 0,
         };
-        let mut header = serde_json::to_vec(&Header { seq }).unwrap_or_default();
         header.push(b'\n');
         writer.hasher.update(&header);
         (writer, header)
@@ -83,7 +109,7 @@ impl SnapshotWriter {
     /// The signed end line.
     pub fn finish(self) -> Vec<u8> {
         let digest = self.hasher.finalize();
-        let message = signed_message(self.seq, self.count, &digest);
+        let message = signed_message(&self.header, self.count, &digest);
         let end = EndLine {
             end: End {
                 count: self.count,
@@ -101,7 +127,7 @@ impl SnapshotWriter {
 pub struct SnapshotReader {
     hasher: Sha256,
     pending: Vec<u8>,
-    seq: Option<Seq>,
+    header: Option<Header>,
     keys: Vec<EdgeKey>,
     end: Option<End>,
 }
@@ -139,41 +165,64 @@ impl SnapshotReader {
         }
         self.hasher.update(line);
         self.hasher.update(b"\n");
-        match self.seq {
-            None => self.seq = Some(serde_json::from_slice::<Header>(line)?.seq),
+        match self.header {
+            None => self.header = Some(serde_json::from_slice::<Header>(line)?),
             Some(_) => self.keys.push(serde_json::from_slice(line)?),
         }
         Ok(())
     }
 
-    /// The snapshot, if it is complete and signed by a trusted manager key.
-    pub fn finish(self, trust: &Trust) -> Result<Snapshot, OpenError> {
+    /// The snapshot and what it proves, if it is complete, signed by a trusted manager key, and
+    /// answers the request that chose `nonce`.
+    pub fn finish(self, trust: &Trust, nonce: &Nonce) -> Result<(Snapshot, Freshness), OpenError> {
         if !self.pending.is_empty() {
             return Err(unreadable("truncated"));
         }
         let end = self
             .end
             .ok_or_else(|| unreadable("no end line: truncated"))?;
-        let seq = self.seq.ok_or_else(|| unreadable("no header"))?;
+        let header = self.header.ok_or_else(|| unreadable("no header"))?;
         if end.count != self.keys.len() as u64 {
             return Err(unreadable("the key count does not match"));
         }
         let digest = self.hasher.finalize();
         trust.verify(
             Purpose::Snapshot,
-            &signed_message(seq, end.count, &digest),
+            &signed_message(&header, end.count, &digest),
             &end.signature,
         )?;
-        Ok(Snapshot {
-            seq,
-            keys: self.keys,
-        })
+        if header.nonce.as_ref() != Some(nonce) {
+            return Err(OpenError::NotFresh {
+                expected: nonce.clone(),
+            });
+        }
+        let fresh = Freshness {
+            head: header.seq,
+            at: header.at,
+        };
+        Ok((
+            Snapshot {
+                seq: header.seq,
+                keys: self.keys,
+            },
+            fresh,
+        ))
     }
 }
 
-/// A whole snapshot in one buffer (for callers that have it in memory anyway).
-pub fn write_snapshot(signer: &Arc<Signer>, snapshot: &Snapshot) -> Vec<u8> {
-    let (mut writer, mut out) = SnapshotWriter::start(signer.clone(), snapshot.seq);
+/// A whole snapshot in one buffer (for callers that have it in memory anyway), read at `at` for the
+/// request that chose `nonce`.
+pub fn write_snapshot(
+    signer: &Arc<Signer>,
+    snapshot: &Snapshot,
+    at: Timestamp,
+    nonce: Option<Nonce>,
+) -> Vec<u8> {
+    let fresh = Freshness {
+        head: snapshot.seq,
+        at,
+    };
+    let (mut writer, mut out) = SnapshotWriter::start(signer.clone(), fresh, nonce);
     out.extend(writer.keys(&snapshot.keys));
     out.extend(writer.finish());
     out
@@ -201,12 +250,17 @@ mod tests {
         }
     }
 
-    fn read(bytes: &[u8], chunk: usize, trust: &Trust) -> Result<Snapshot, OpenError> {
+    fn read(
+        bytes: &[u8],
+        chunk: usize,
+        trust: &Trust,
+        nonce: &Nonce,
+    ) -> Result<Snapshot, OpenError> {
         let mut reader = SnapshotReader::new();
         for piece in bytes.chunks(chunk) {
             reader.feed(piece)?;
         }
-        reader.finish(trust)
+        reader.finish(trust, nonce).map(|(snapshot, _)| snapshot)
     }
 
     #[test]
@@ -217,19 +271,61 @@ mod tests {
             seq: Seq::new(42),
             keys: (0..50).map(|_| key()).collect(),
         };
-        let bytes = write_snapshot(&signer, &snapshot);
+        let nonce = Nonce::random().expect("random");
+        let at = Timestamp::from_millis(77);
+        let bytes = write_snapshot(&signer, &snapshot, at, Some(nonce.clone()));
         for chunk in [1, 7, 4096, bytes.len()] {
-            assert_eq!(read(&bytes, chunk, &trust).expect("valid"), snapshot);
+            assert_eq!(
+                read(&bytes, chunk, &trust, &nonce).expect("valid"),
+                snapshot
+            );
         }
+        let mut reader = SnapshotReader::new();
+        reader.feed(&bytes).expect("feed");
+        let (_, fresh) = reader.finish(&trust, &nonce).expect("valid");
+        assert_eq!((fresh.head, fresh.at), (Seq::new(42), at));
         // Truncated, altered, a key dropped, or signed by another key: refused.
-        assert!(read(&bytes[..bytes.len() - 10], 64, &trust).is_err());
+        assert!(read(&bytes[..bytes.len() - 10], 64, &trust, &nonce).is_err());
         let text = String::from_utf8(bytes.clone()).expect("utf8");
         let lines: Vec<&str> = text.lines().collect();
         let dropped = [&lines[..3], &lines[4..]].concat().join("\n") + "\n";
-        assert!(read(dropped.as_bytes(), 64, &trust).is_err());
+        assert!(read(dropped.as_bytes(), 64, &trust, &nonce).is_err());
         let altered = text.replacen("\"seq\":42", "\"seq\":43", 1);
-        assert!(read(altered.as_bytes(), 64, &trust).is_err());
+        assert!(read(altered.as_bytes(), 64, &trust, &nonce).is_err());
         let other = Arc::new(Signer::generate().expect("random"));
-        assert!(read(&write_snapshot(&other, &snapshot), 64, &trust).is_err());
+        let forged = write_snapshot(&other, &snapshot, at, Some(nonce.clone()));
+        assert!(read(&forged, 64, &trust, &nonce).is_err());
+    }
+
+    #[test]
+    fn a_snapshot_answers_only_the_request_that_chose_its_nonce() {
+        let signer = Arc::new(Signer::generate().expect("random"));
+        let trust = Trust::new(vec![signer.public()]);
+        let snapshot = Snapshot {
+            seq: Seq::new(7),
+            keys: vec![key()],
+        };
+        let first = Nonce::random().expect("random");
+        let recorded = write_snapshot(&signer, &snapshot, Timestamp::from_millis(1), Some(first));
+        let later = Nonce::random().expect("random");
+        assert!(matches!(
+            read(&recorded, 64, &trust, &later),
+            Err(OpenError::NotFresh { .. })
+        ));
+        let unbound = write_snapshot(&signer, &snapshot, Timestamp::from_millis(1), None);
+        assert!(matches!(
+            read(&unbound, 64, &trust, &later),
+            Err(OpenError::NotFresh { .. })
+        ));
+        // Rewriting the nonce in the header breaks the signature.
+        let text = String::from_utf8(recorded).expect("utf8");
+        let first_line = text.lines().next().expect("header").to_owned();
+        let header: serde_json::Value = serde_json::from_str(&first_line).expect("json");
+        let swapped = text.replacen(
+            header["nonce"].as_str().expect("nonce"),
+            &later.to_string(),
+            1,
+        );
+        assert!(read(swapped.as_bytes(), 64, &trust, &later).is_err());
     }
 }

@@ -1,11 +1,17 @@
-//! What travels on the bus: signed batches of events, signed heartbeats, signed acknowledgements.
+//! What travels on the bus: signed batches of events, signed heartbeats, signed acknowledgements; and
+//! what an edge reads from the manager directly: signed pages of the log.
 //!
 //! Each message keeps the exact bytes that were signed (`body`) next to the signature, so a receiver
 //! verifies before it parses, and nothing depends on re-serialising identically.
+//!
+//! Freshness: a bus batch only carries events (applying an authentic event is safe whenever it comes),
+//! so it proves nothing about time. A heartbeat carries the manager's signed time and log head; a page
+//! read by an edge carries them too, plus the nonce the edge chose for that request. Those two are the
+//! only things an edge counts as having heard the manager ([`Freshness`]).
 
 use quench_core::{
     Event, Seq, Timestamp,
-    sign::{PublicKey, Purpose, SignError, Signature, Signer, Trust},
+    sign::{Nonce, PublicKey, Purpose, SignError, Signature, Signer, Trust},
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
@@ -34,6 +40,23 @@ pub enum OpenError {
     Malformed(#[from] serde_json::Error),
     #[error("unreadable message: {0}")]
     Unreadable(String),
+    /// Validly signed, but made for another request: a recorded answer replayed, or a mix-up.
+    #[error("the answer is not bound to this request (a replay?): expected nonce {expected}")]
+    NotFresh { expected: Nonce },
+}
+
+/// What a signed answer proves: the manager's log ended at `head` at the manager's time `at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    pub head: Seq,
+    pub at: Timestamp,
+}
+
+/// A page of the log as read by one request, opened and checked against that request's nonce.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub events: Vec<Event>,
+    pub fresh: Freshness,
 }
 
 /// Bytes and the signature over them, for one purpose.
@@ -46,11 +69,13 @@ pub struct Sealed<const P: u8> {
 const EVENTS: u8 = 0;
 const HEARTBEAT: u8 = 1;
 const ACK: u8 = 2;
+const PAGE: u8 = 3;
 
 const fn purpose(p: u8) -> Purpose {
     match p {
         EVENTS => Purpose::Events,
         HEARTBEAT => Purpose::Heartbeat,
+        PAGE => Purpose::Page,
         _ => Purpose::Ack,
     }
 }
@@ -59,6 +84,10 @@ const fn purpose(p: u8) -> Purpose {
 pub type EventBatch = Sealed<EVENTS>;
 pub type SignedHeartbeat = Sealed<HEARTBEAT>;
 pub type SignedAck = Sealed<ACK>;
+/// A page of the log for one request, body `{"events": [...], "head", "at", "nonce"?}`: what
+/// `GET /v1/events` answers. `head` is read after `at` was stamped, so every change committed before
+/// `at` is at or below it.
+pub type SignedPage = Sealed<PAGE>;
 
 #[derive(Serialize)]
 struct EventsOut<'a> {
@@ -68,6 +97,23 @@ struct EventsOut<'a> {
 #[derive(Deserialize)]
 struct EventsIn {
     events: Vec<Event>,
+}
+
+#[derive(Serialize)]
+struct PageOut<'a> {
+    events: &'a [Event],
+    head: Seq,
+    at: Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nonce: Option<&'a Nonce>,
+}
+
+#[derive(Deserialize)]
+struct PageIn {
+    events: Vec<Event>,
+    head: Seq,
+    at: Timestamp,
+    nonce: Option<Nonce>,
 }
 
 /// What an edge tells the manager when it starts: who it is and the key its acknowledgements carry.
@@ -119,6 +165,43 @@ impl EventBatch {
     /// Verifies the manager's signature, then parses the events.
     pub fn open(&self, trust: &Trust) -> Result<Vec<Event>, OpenError> {
         self.open_with::<EventsIn>(trust).map(|batch| batch.events)
+    }
+}
+
+impl SignedPage {
+    /// Signs a page read at `at` with the log ending at `head`; `nonce` is the requester's, if it gave one.
+    pub fn seal_page(
+        signer: &Signer,
+        events: &[Event],
+        fresh: Freshness,
+        nonce: Option<&Nonce>,
+    ) -> Self {
+        Self::seal(
+            signer,
+            &PageOut {
+                events,
+                head: fresh.head,
+                at: fresh.at,
+                nonce,
+            },
+        )
+    }
+
+    /// Verifies the manager's signature and that the page answers the request that chose `nonce`.
+    pub fn open(&self, trust: &Trust, nonce: &Nonce) -> Result<Page, OpenError> {
+        let page: PageIn = self.open_with(trust)?;
+        if page.nonce.as_ref() != Some(nonce) {
+            return Err(OpenError::NotFresh {
+                expected: nonce.clone(),
+            });
+        }
+        Ok(Page {
+            events: page.events,
+            fresh: Freshness {
+                head: page.head,
+                at: page.at,
+            },
+        })
     }
 }
 
@@ -206,5 +289,39 @@ mod tests {
         assert_eq!(sealed.open(&edge.public()).expect("valid"), ack);
         let other = Signer::generate().expect("random");
         assert!(sealed.open(&other.public()).is_err());
+    }
+
+    #[test]
+    fn pages_open_only_for_the_request_that_chose_their_nonce() {
+        let manager = Signer::generate().expect("random");
+        let trust = Trust::new(vec![manager.public()]);
+        let fresh = Freshness {
+            head: Seq::new(2),
+            at: Timestamp::from_millis(9),
+        };
+        let asked = Nonce::random().expect("random");
+        let page = SignedPage::seal_page(&manager, &[event(1), event(2)], fresh, Some(&asked));
+        assert_eq!(
+            page.open(&trust, &asked).expect("fresh"),
+            Page {
+                events: vec![event(1), event(2)],
+                fresh
+            }
+        );
+        // The same bytes replayed to a later request, or a page made for nobody in particular: refused.
+        let later = Nonce::random().expect("random");
+        assert!(matches!(
+            page.open(&trust, &later),
+            Err(OpenError::NotFresh { .. })
+        ));
+        let unbound = SignedPage::seal_page(&manager, &[], fresh, None);
+        assert!(matches!(
+            unbound.open(&trust, &asked),
+            Err(OpenError::NotFresh { .. })
+        ));
+        // A bus batch's signature does not make its bytes a page.
+        let batch = EventBatch::seal_events(&manager, &[event(1)]);
+        let relabelled = SignedPage::from_parts(batch.body().to_vec(), batch.signature().clone());
+        assert!(relabelled.open(&trust, &asked).is_err());
     }
 }

@@ -34,6 +34,10 @@ pub struct EdgeCommand {
     /// Trust only these manager public keys (hex) instead of the list the manager serves.
     #[arg(long = "trust-key")]
     pub trust_keys: Vec<String>,
+    /// Allow plain `http://` to a manager that is not on this host. Anyone on the path could then read
+    /// the edge's token and every key's verifier, and withhold answers; it needs `--trust-key`.
+    #[arg(long)]
+    pub insecure_http: bool,
 }
 
 pub async fn run(args: EdgeCommand) -> anyhow::Result<ExitCode> {
@@ -47,7 +51,21 @@ pub async fn run(args: EdgeCommand) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| format!("edge-{}", std::process::id()));
     let config = node::edge_config(&args.edge, id)?;
     let listener = node::bind(&args.listen, "edge API").await?;
-    let upstream = HttpUpstream::new(&args.manager, args.token.clone())?;
+    let manager = crate::remote::manager_url(&args.manager, args.insecure_http)?;
+    if manager.plain_remote() {
+        if args.trust_keys.is_empty() {
+            bail!(
+                "--insecure-http needs --trust-key: over plain HTTP the manager's signing keys could be \
+                 anyone's"
+            );
+        }
+        tracing::warn!(
+            manager = %manager,
+            "following a remote manager over plain HTTP (--insecure-http): the edge token and key \
+             verifiers cross the network in the clear"
+        );
+    }
+    let upstream = HttpUpstream::new(manager.as_str(), args.token.clone())?;
     let trust = if args.trust_keys.is_empty() {
         upstream
             .trust()

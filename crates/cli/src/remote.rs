@@ -6,14 +6,86 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use futures::StreamExt;
-use quench_bus::{EdgeRegistration, EventBatch, Sealed, SnapshotReader};
+use quench_bus::{EdgeRegistration, Freshness, Sealed, SignedPage, SnapshotReader};
 use quench_core::{
     Seq,
     record::Snapshot,
-    sign::{PublicKey, Signature, Trust},
+    sign::{Nonce, PublicKey, Signature, Trust},
     usage::UsagePolicy,
 };
 use quench_edge::{Upstream, UpstreamError, usage::AlertReport};
+
+/// A manager URL an edge may follow: `https://`, or `http://` to this host. Plain HTTP to another host
+/// is refused unless the operator says `--insecure-http`: the edge's token and every key's verifier
+/// would cross the network in the clear, and whoever is on the path could withhold answers.
+#[derive(Debug, Clone)]
+pub struct ManagerUrl {
+    url: reqwest::Url,
+}
+
+impl ManagerUrl {
+    /// True for `http://` to a host other than this one (allowed only with `--insecure-http`).
+    pub fn plain_remote(&self) -> bool {
+        self.url.scheme() == "http" && !is_loopback(&self.url)
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.url.as_str()
+    }
+}
+
+impl std::fmt::Display for ManagerUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.url.as_str())
+    }
+}
+
+/// Parses `--manager`. Refuses other schemes, credentials, queries and fragments in the URL, and plain
+/// HTTP to another host unless `insecure_http`.
+pub fn manager_url(text: &str, insecure_http: bool) -> anyhow::Result<ManagerUrl> {
+    let url = reqwest::Url::parse(text.trim())
+        .map_err(|e| anyhow::anyhow!("--manager: not a URL ({e}); expected https://host:port"))?;
+    match url.scheme() {
+        "https" | "http" => {}
+        other => anyhow::bail!("--manager: scheme {other}: is not http or https"),
+    }
+    if url.host().is_none() {
+        anyhow::bail!("--manager: the URL has no host");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        anyhow::bail!(
+            "--manager: credentials do not belong in the URL; give the token with --token"
+        );
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        anyhow::bail!("--manager: the URL must not carry a query or fragment");
+    }
+    let manager = ManagerUrl { url };
+    if manager.plain_remote() && !insecure_http {
+        anyhow::bail!(
+            "--manager {}: plain http:// to another host is refused. Anyone on the path could read the \
+             edge's token and every key's verifier. Use https:// (see docs/operations.md), or pass \
+             --insecure-http with --trust-key on a network you trust",
+            manager.url.host_str().unwrap_or_default()
+        );
+    }
+    Ok(manager)
+}
+
+/// `localhost`, 127.0.0.0/8 or ::1.
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => {
+            let name = host.to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost")
+        }
+    }
+}
 
 pub struct HttpUpstream {
     base: String,
@@ -123,18 +195,32 @@ impl HttpUpstream {
 impl Upstream for HttpUpstream {
     /// Streams the snapshot: lines are hashed and parsed as they arrive, nothing is believed until the
     /// signed end line verifies.
-    async fn snapshot(&self, trust: &Trust) -> Result<Snapshot, UpstreamError> {
-        let mut body = self.get("/v1/snapshot").await?.bytes_stream();
+    async fn snapshot(
+        &self,
+        trust: &Trust,
+        nonce: &Nonce,
+    ) -> Result<(Snapshot, Freshness), UpstreamError> {
+        let mut body = self
+            .get(&format!("/v1/snapshot?nonce={nonce}"))
+            .await?
+            .bytes_stream();
         let mut reader = SnapshotReader::new();
         while let Some(chunk) = body.next().await {
             reader.feed(&chunk.map_err(failed)?).map_err(failed)?;
         }
-        reader.finish(trust).map_err(failed)
+        reader.finish(trust, nonce).map_err(failed)
     }
 
-    async fn events_after(&self, after: Seq, limit: u32) -> Result<EventBatch, UpstreamError> {
-        self.signed(&format!("/v1/events?after={after}&limit={limit}"))
-            .await
+    async fn events_after(
+        &self,
+        after: Seq,
+        limit: u32,
+        nonce: &Nonce,
+    ) -> Result<SignedPage, UpstreamError> {
+        self.signed(&format!(
+            "/v1/events?after={after}&limit={limit}&nonce={nonce}"
+        ))
+        .await
     }
 
     async fn register(&self, edge: &EdgeRegistration) -> Result<(), UpstreamError> {
@@ -154,5 +240,45 @@ impl Upstream for HttpUpstream {
     async fn report_alerts(&self, report: &AlertReport) -> Result<(), UpstreamError> {
         self.post("/v1/alerts", report, "reporting usage alerts")
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::manager_url;
+
+    #[test]
+    fn plain_http_is_for_this_host_only() {
+        for ok in [
+            "http://127.0.0.1:7600",
+            "http://127.9.8.7:1",
+            "http://[::1]:7600/",
+            "http://localhost:7600",
+            "https://manager.example:7600",
+            "https://10.1.2.3",
+        ] {
+            assert!(manager_url(ok, false).is_ok(), "{ok}");
+        }
+        for refused in [
+            "http://10.1.2.3:7600",
+            "http://manager.example",
+            "http://[::ffff:10.0.0.1]",
+            "http://127.0.0.1.nip.io",
+        ] {
+            let error = manager_url(refused, false).expect_err(refused).to_string();
+            assert!(error.contains("--insecure-http"), "{error}");
+            let allowed = manager_url(refused, true).expect("allowed when asked");
+            assert!(allowed.plain_remote());
+        }
+        for bad in [
+            "ftp://127.0.0.1",
+            "127.0.0.1:7600",
+            "https://user:pw@manager.example",
+            "https://manager.example/?token=x",
+            "https://manager.example/#x",
+            "",
+        ] {
+            assert!(manager_url(bad, true).is_err(), "{bad}");
+        }
     }
 }

@@ -544,3 +544,52 @@ fn scan_report_revokes_the_keys_it_finds() {
     assert_eq!(verify(&node, &key).status.code(), Some(1));
     stop(node);
 }
+
+/// An edge refuses to follow a manager on another host over plain HTTP, before it sends anything there:
+/// its token and every key's verifier would cross the network in the clear. `--insecure-http` allows
+/// it, and then only with pinned signing keys.
+#[test]
+fn an_edge_refuses_plain_http_to_another_host() {
+    // 192.0.2.1 is a documentation address: the refusal happens before any connection is tried.
+    let edge = |extra: &[&str]| {
+        Command::new(QUENCH)
+            .args([
+                "edge",
+                "--nats",
+                "nats://127.0.0.1:1",
+                "--listen",
+                "127.0.0.1:0",
+                "--token",
+                "qt_unused",
+            ])
+            .args(extra)
+            .env_remove("QUENCH_MANAGER")
+            .env_remove("QUENCH_TOKEN")
+            .output()
+            .expect("run quench edge")
+    };
+    let refused = edge(&["--manager", "http://192.0.2.1:7600"]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("plain http://"), "{stderr}");
+    assert!(stderr.contains("--insecure-http"), "{stderr}");
+    assert!(!stderr.contains("qt_unused"), "the token is never printed");
+
+    let unpinned = edge(&["--manager", "http://192.0.2.1:7600", "--insecure-http"]);
+    assert!(!unpinned.status.success());
+    let stderr = String::from_utf8_lossy(&unpinned.stderr);
+    assert!(stderr.contains("--trust-key"), "{stderr}");
+
+    for bad in [
+        "ftp://127.0.0.1:1",
+        "https://user:pw@127.0.0.1:1",
+        "not a url",
+    ] {
+        let output = edge(&["--manager", bad]);
+        assert!(!output.status.success(), "{bad}");
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains("--manager"),
+            "{bad}"
+        );
+    }
+}

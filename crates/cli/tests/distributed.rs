@@ -267,7 +267,8 @@ async fn an_edge_cut_off_past_max_staleness_refuses_then_recovers() {
         return;
     };
     let dir = tempfile::tempdir().expect("dir");
-    let (_m, admin) = manager(&nats.url(), dir.path(), None, &[]);
+    let listen = format!("127.0.0.1:{}", support::free_port());
+    let (mut m, admin) = support::manager_at(&listen, &nats.url(), dir.path(), None, &[]);
     let client = Client::default();
     let token = client.edge_token(&admin).await;
     let (_e1, e1) = edge(&nats.url(), &admin, &token, "e1", 2);
@@ -278,7 +279,19 @@ async fn an_edge_cut_off_past_max_staleness_refuses_then_recovers() {
         true
     );
 
+    // The bus alone is lost: the edge proves itself current from the manager's log, so it keeps
+    // answering past max-staleness.
     nats.kill();
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            client.verify(&e1, &key).await["valid"],
+            true,
+            "a reachable manager keeps the edge fresh without the bus"
+        );
+    }
+    // The manager too: nothing can prove the edge current, and it fails closed.
+    m.kill9();
     let verdict = client
         .until_verdict(&e1, &key, Some("stale"), Duration::from_secs(10))
         .await;
@@ -287,6 +300,7 @@ async fn an_edge_cut_off_past_max_staleness_refuses_then_recovers() {
         "fails closed once past max-staleness"
     );
     nats.restart();
+    let (_m, _) = support::manager_at(&listen, &nats.url(), dir.path(), None, &[]);
     let verdict = client
         .until_verdict(&e1, &key, None, Duration::from_secs(30))
         .await;

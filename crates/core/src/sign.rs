@@ -25,6 +25,8 @@ pub enum Purpose {
     Heartbeat,
     Snapshot,
     Ack,
+    /// A page of the log read by one edge's request, bound to that request's nonce.
+    Page,
 }
 
 impl Purpose {
@@ -34,6 +36,7 @@ impl Purpose {
             Self::Heartbeat => b"quench-heartbeat\0",
             Self::Snapshot => b"quench-snapshot\0",
             Self::Ack => b"quench-ack\0",
+            Self::Page => b"quench-page\0",
         }
     }
 }
@@ -257,6 +260,58 @@ impl Trust {
     }
 }
 
+/// A value an edge picks at random for one request to the manager, which the manager signs into its
+/// answer. An answer carrying the nonce the edge just chose was made after the edge asked: that is
+/// what lets an edge count an answer as proof of freshness, and refuse a recorded one replayed to it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Nonce([u8; Nonce::LEN]);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a nonce: expected 32 lowercase hex characters")]
+pub struct NonceError;
+
+impl Nonce {
+    const LEN: usize = 16;
+
+    pub fn random() -> Result<Self, RandomError> {
+        let mut bytes = [0u8; Self::LEN];
+        fill_random(&mut bytes)?;
+        Ok(Self(bytes))
+    }
+
+    pub fn parse(text: &str) -> Result<Self, NonceError> {
+        if text.len() != 2 * Self::LEN || text.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(NonceError);
+        }
+        unhex::<{ Self::LEN }>(text).map(Self).ok_or(NonceError)
+    }
+}
+
+impl fmt::Display for Nonce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex(&self.0))
+    }
+}
+
+impl fmt::Debug for Nonce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Nonce({self})")
+    }
+}
+
+impl serde::Serialize for Nonce {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Nonce {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,5 +362,24 @@ mod tests {
         }
         assert!(PublicKey::parse("00").is_err());
         assert!(Signer::from_seed_hex("xyz").is_err());
+    }
+
+    #[test]
+    fn nonces_are_random_and_parse_only_in_their_own_form() {
+        let a = Nonce::random().expect("random");
+        let b = Nonce::random().expect("random");
+        assert_ne!(a, b);
+        assert_eq!(Nonce::parse(&a.to_string()), Ok(a.clone()));
+        let json = serde_json::to_string(&a).expect("json");
+        assert_eq!(serde_json::from_str::<Nonce>(&json).expect("parse"), a);
+        for bad in [
+            "",
+            "00",
+            &a.to_string().to_uppercase(),
+            &format!("{a}0"),
+            "zz000000000000000000000000000000",
+        ] {
+            assert!(Nonce::parse(bad).is_err(), "{bad}");
+        }
     }
 }

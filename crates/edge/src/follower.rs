@@ -6,42 +6,62 @@
 //! shows the manager's log is ahead, the follower fetches what it lacks from the manager's log
 //! ([`Upstream::events_after`]) before applying anything newer.
 //!
-//! Freshness is earned, not assumed: the replica counts as having heard the manager only when it knows it
-//! is caught up as of that moment (a heartbeat whose head it has reached, or a read of the log that came
-//! back empty). A bus that delivers heartbeats while events go missing therefore cannot keep a lagging
-//! edge looking fresh.
+//! Freshness is earned, not assumed, and only from proof that is new. The replica counts as current at a
+//! moment only when a signed answer shows the manager's log head as of that moment and the replica has
+//! applied up to it: a heartbeat (current as of the time the manager signed into it, never later), or a
+//! page of the log or a snapshot read with a nonce this edge chose for that very request (current as of
+//! the earlier of the edge's clock when it asked and the manager's signed time). A recorded answer
+//! replayed by someone on the path carries another nonce, or an old signed time, and buys nothing; a
+//! delayed one counts from when it was asked for, so delay only ages it. A bus that delivers heartbeats
+//! while events go missing cannot keep a lagging edge looking fresh either: its head is ahead of the
+//! replica. When no heartbeat has refreshed the replica for half of `max_staleness`, the follower asks
+//! the manager's log itself, so a lost bus alone does not make a reachable manager's edges stale.
 //!
-//! Nothing is believed unsigned. Every batch of events, heartbeat and snapshot must carry a signature by a
-//! trusted manager key; anything else is dropped and counted. A heartbeat refreshes the edge only to the
-//! moment the manager stamped on it, so replaying an old one cannot stretch the staleness bound. The edge
-//! makes its own key at start, registers it with the manager, and signs its acknowledgements with it, so
-//! a forged acknowledgement cannot make a revocation look enforced.
+//! Nothing goes backwards. The highest head the manager has signed to this edge is remembered, and a
+//! snapshot older than it (or than what is applied) is refused; events only ever move the replica forward.
+//!
+//! Nothing is believed unsigned. Every batch of events, heartbeat, page and snapshot must carry a
+//! signature by a trusted manager key; anything else is dropped and counted. The edge makes its own key
+//! at start, registers it with the manager, and signs its acknowledgements with it, so a forged
+//! acknowledgement cannot make a revocation look enforced.
 
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use futures::{FutureExt, StreamExt};
 use quench_bus::{
-    Ack, Bus, BusError, Delivery, EdgeRegistration, EventBatch, OpenError, SignedAck,
-    SignedHeartbeat,
+    Ack, Bus, BusError, Delivery, EdgeRegistration, Freshness, OpenError, SignedAck,
+    SignedHeartbeat, SignedPage,
 };
 use quench_core::{
     Event, Seq, Timestamp,
     keyset::{Applied, ApplyError},
     record::Snapshot,
-    sign::{Signer, Trust},
+    sign::{Nonce, Signer, Trust},
 };
 use tokio_util::sync::CancellationToken;
 
 use crate::Replica;
 
-/// How an edge reads the manager's state directly: a snapshot to start from, the log to repair gaps,
-/// and where it registers the key its acknowledgements are signed with. Everything it returns is signed.
+/// How an edge reads the manager's state directly: a snapshot to start from, the log to repair gaps and
+/// to prove itself current, and where it registers the key its acknowledgements are signed with.
+/// Everything it returns is signed, and what counts as freshness is bound to the caller's nonce.
 #[async_trait]
 pub trait Upstream: Send + Sync + 'static {
-    /// The manager's streamed snapshot, verified against `trust` (see `quench_bus::snapshot`).
-    async fn snapshot(&self, trust: &Trust) -> Result<Snapshot, UpstreamError>;
-    async fn events_after(&self, after: Seq, limit: u32) -> Result<EventBatch, UpstreamError>;
+    /// The manager's streamed snapshot, verified against `trust` and checked to answer `nonce` (see
+    /// `quench_bus::snapshot`).
+    async fn snapshot(
+        &self,
+        trust: &Trust,
+        nonce: &Nonce,
+    ) -> Result<(Snapshot, Freshness), UpstreamError>;
+    /// A signed page of the log after `after`, carrying `nonce`; the follower verifies it.
+    async fn events_after(
+        &self,
+        after: Seq,
+        limit: u32,
+        nonce: &Nonce,
+    ) -> Result<SignedPage, UpstreamError>;
     async fn register(&self, edge: &EdgeRegistration) -> Result<(), UpstreamError>;
     /// The usage rules this edge applies.
     async fn usage_policy(&self) -> Result<quench_core::usage::UsagePolicy, UpstreamError>;
@@ -63,6 +83,10 @@ enum FollowError {
     BrokenLog { expected: Seq, got: Seq },
     #[error("the manager's answer is not validly signed: {0}")]
     Unsigned(#[from] OpenError),
+    #[error("refused a snapshot at {snapshot}: this edge has already seen the log at {seen}")]
+    Rollback { snapshot: Seq, seen: Seq },
+    #[error("the manager's log head is {head} but it sent nothing after {applied}")]
+    BehindHead { applied: Seq, head: Seq },
     #[error("cannot make the edge's signing key: {0}")]
     Key(#[from] quench_core::key::RandomError),
 }
@@ -151,6 +175,8 @@ impl Follower {
         self.replica.mark_ready();
         self.ack().await?;
         let mut tick = tokio::time::interval(ACK_INTERVAL);
+        let mut poll = tokio::time::interval(self.poll_interval());
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
@@ -159,6 +185,11 @@ impl Follower {
                         registered = self.register().await;
                     }
                     self.ack().await?;
+                }
+                _ = poll.tick() => {
+                    if self.needs_proof() {
+                        self.repair().await;
+                    }
                 }
                 delivery = deliveries.next() => {
                     let Some(delivery) = delivery else {
@@ -198,6 +229,21 @@ impl Follower {
         }
     }
 
+    /// How often to check whether the bus has kept the replica fresh: a quarter of `max_staleness`,
+    /// between 50 ms and 1 s.
+    fn poll_interval(&self) -> Duration {
+        (self.replica.config().max_staleness / 4)
+            .clamp(Duration::from_millis(50), Duration::from_secs(1))
+    }
+
+    /// True when no proof has refreshed the replica for half of `max_staleness`.
+    fn needs_proof(&self) -> bool {
+        let half = self.replica.config().max_staleness / 2;
+        self.replica
+            .staleness(Timestamp::now())
+            .is_none_or(|staleness| staleness >= half)
+    }
+
     fn count_upstream_error(&self) {
         self.replica
             .metrics()
@@ -215,11 +261,21 @@ impl Follower {
         }
     }
 
+    /// Installs a snapshot read with a fresh nonce, unless it is older than what this edge has seen.
     async fn bootstrap(&self) -> Result<(), FollowError> {
-        let snapshot = self.upstream.snapshot(&self.trust).await?;
+        let nonce = Nonce::random()?;
+        let asked_at = Timestamp::now();
+        let (snapshot, fresh) = self.upstream.snapshot(&self.trust, &nonce).await?;
         let seq = snapshot.seq;
         let count = snapshot.keys.len();
-        self.replica.keys().install_snapshot(seq, snapshot.keys);
+        let seen = self.replica.seen_head().max(self.replica.applied());
+        if seq < seen || !self.replica.keys().install_snapshot(seq, snapshot.keys) {
+            return Err(FollowError::Rollback {
+                snapshot: seq,
+                seen,
+            });
+        }
+        self.proved(fresh, asked_at);
         self.replica
             .metrics()
             .bootstraps
@@ -228,19 +284,28 @@ impl Follower {
         Ok(())
     }
 
-    /// Applies the manager's log from what is applied to its end.
+    /// Applies the manager's log from what is applied to the head it signs, each page asked for with a
+    /// fresh nonce; reaching the head proves the replica current.
     async fn catch_up(&self) -> Result<(), FollowError> {
         let mut repaired = false;
         loop {
+            let nonce = Nonce::random()?;
             let asked_at = Timestamp::now();
-            let events = self
+            let applied = self.replica.applied();
+            let page = self
                 .upstream
-                .events_after(self.replica.applied(), PAGE)
+                .events_after(applied, PAGE, &nonce)
                 .await?
-                .open(&self.trust)?;
-            if events.is_empty() {
-                self.replica.heard_manager(asked_at);
-                if repaired {
+                .open(&self.trust, &nonce)
+                .inspect_err(|_| self.count_rejected())?;
+            self.replica.saw_head(page.fresh.head);
+            for event in &page.events {
+                if let Err(ApplyError::Gap { expected, got }) = self.apply(event) {
+                    return Err(FollowError::BrokenLog { expected, got });
+                }
+            }
+            if self.proved(page.fresh, asked_at) {
+                if repaired || !page.events.is_empty() {
                     self.replica
                         .metrics()
                         .gaps_repaired
@@ -248,13 +313,32 @@ impl Follower {
                 }
                 return Ok(());
             }
-            for event in &events {
-                if let Err(ApplyError::Gap { expected, got }) = self.apply(event) {
-                    return Err(FollowError::BrokenLog { expected, got });
-                }
+            if page.events.is_empty() {
+                return Err(FollowError::BehindHead {
+                    applied,
+                    head: page.fresh.head,
+                });
             }
             repaired = true;
         }
+    }
+
+    /// Counts the replica current as of `fresh` (no later than `asked_at`, when the nonce that proves
+    /// the answer new was chosen) if it has applied up to the head shown; says whether it had.
+    fn proved(&self, fresh: Freshness, asked_at: Timestamp) -> bool {
+        self.replica.saw_head(fresh.head);
+        let current = self.replica.applied() >= fresh.head;
+        if current {
+            self.replica.heard_manager(fresh.at.min(asked_at));
+        }
+        current
+    }
+
+    fn count_rejected(&self) {
+        self.replica
+            .metrics()
+            .rejected
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn apply(&self, event: &Event) -> Result<(), ApplyError> {
@@ -301,10 +385,7 @@ impl Follower {
         match result {
             Ok(value) => Some(value),
             Err(error) => {
-                self.replica
-                    .metrics()
-                    .rejected
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.count_rejected();
                 tracing::warn!(%error, "dropped a message from the bus that is not validly signed");
                 None
             }
@@ -320,13 +401,16 @@ impl Follower {
             tracing::warn!(at = %beat.at, "ignored a heartbeat stamped in the future; check clocks");
             return Ok(());
         }
+        self.replica.saw_head(beat.head);
         if self.replica.applied() < beat.head {
             self.repair().await;
         }
-        if self.replica.applied() >= beat.head {
-            // Fresh as of when the manager sent it, never later: a replayed heartbeat buys nothing.
-            self.replica.heard_manager(beat.at.min(now));
-        }
+        // Fresh as of when the manager sent it, never later: a replayed heartbeat buys nothing.
+        let fresh = Freshness {
+            head: beat.head,
+            at: beat.at,
+        };
+        self.proved(fresh, now);
         Ok(())
     }
 

@@ -200,6 +200,8 @@ pub struct Health {
     pub edge: String,
     pub region: String,
     pub applied_seq: u64,
+    /// The highest log head the manager has signed to this edge; `head_seq - applied_seq` is the lag.
+    pub head_seq: u64,
     /// When `applied_seq` was applied, in Unix microseconds: propagation benchmarks read it.
     pub applied_at_us: i64,
     pub staleness_ms: Option<u64>,
@@ -222,6 +224,7 @@ async fn health(State(replica): State<Arc<Replica>>) -> (StatusCode, Json<Health
         edge: config.id.clone(),
         region: config.region.clone(),
         applied_seq: replica.applied().get(),
+        head_seq: replica.seen_head().get(),
         applied_at_us: replica.applied_at_us(),
         staleness_ms: replica.staleness(now).map(|d| d.as_millis() as u64),
         max_staleness_ms: config.max_staleness.as_millis() as u64,

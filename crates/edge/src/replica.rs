@@ -9,7 +9,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicI64, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -53,6 +53,8 @@ pub struct Replica {
     ready: AtomicBool,
     /// When this edge last heard from the manager, in Unix milliseconds.
     last_contact: AtomicI64,
+    /// The highest log head the manager has signed to this edge: no snapshot older than it is installed.
+    seen_head: AtomicU64,
     /// When the last event was applied, in Unix microseconds (what propagation is measured against).
     applied_at_us: AtomicI64,
     metrics: EdgeMetrics,
@@ -66,6 +68,7 @@ impl Replica {
             config,
             ready: AtomicBool::new(false),
             last_contact: AtomicI64::new(0),
+            seen_head: AtomicU64::new(0),
             applied_at_us: AtomicI64::new(0),
             metrics: EdgeMetrics::default(),
             usage: crate::usage::UsageMonitor::default(),
@@ -115,11 +118,22 @@ impl Replica {
         self.ready.store(true, Ordering::Release);
     }
 
-    /// Records that the manager was heard at `at` (freshness only moves forward). The follower calls this;
-    /// it is public for embedders that feed the replica themselves, and for benchmarks.
+    /// Records that the replica was known to be current at `at` (freshness only moves forward). The
+    /// follower calls this only with proof that is new (a nonce-bound page or snapshot, or a heartbeat's
+    /// signed time); it is public for embedders that feed the replica themselves, and for benchmarks.
     pub fn heard_manager(&self, at: Timestamp) {
         self.last_contact
             .fetch_max(at.as_millis(), Ordering::AcqRel);
+    }
+
+    /// Records a log head the manager signed (heads only move forward).
+    pub fn saw_head(&self, head: Seq) {
+        self.seen_head.fetch_max(head.get(), Ordering::AcqRel);
+    }
+
+    /// The highest log head the manager has signed to this edge.
+    pub fn seen_head(&self) -> Seq {
+        Seq::new(self.seen_head.load(Ordering::Acquire))
     }
 
     /// Milliseconds since the manager was last heard, or `None` if it never was.

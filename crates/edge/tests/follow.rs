@@ -1,20 +1,23 @@
 //! The edge against a scripted manager: bootstrap, ordering, gap repair, staleness, forward-auth.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
 use async_trait::async_trait;
 use quench_bus::{
-    Bus, EdgeRegistration, EventBatch, Heartbeat, InProcessBus, SignedHeartbeat, SnapshotReader,
-    snapshot::write_snapshot,
+    Bus, EdgeRegistration, EventBatch, Freshness, Heartbeat, InProcessBus, SignedHeartbeat,
+    SignedPage, SnapshotReader, snapshot::write_snapshot,
 };
 use quench_core::{
     ApiKey, Change, EdgeKey, Event, HashAlg, Label, Owner, Prefix, Reason, Seq, Timestamp,
     Verifier,
     record::Snapshot,
-    sign::{Signer, Trust},
+    sign::{Nonce, Signer, Trust},
     usage::{Action, Condition, UsagePolicy, UsageRule},
 };
 use quench_edge::{
@@ -22,14 +25,24 @@ use quench_edge::{
 };
 use tokio_util::sync::CancellationToken;
 
-/// A manager's log, in memory: signed snapshots at the current head, signed pages of events.
+/// A manager's log, in memory: signed snapshots at the current head, signed pages of events. Whoever
+/// sits between it and the edge can be played too: cut the link, or answer with what was recorded.
 struct FakeManager {
     signer: Arc<Signer>,
     log: Mutex<Vec<Event>>,
-    keys: Mutex<Vec<EdgeKey>>,
     registered: Mutex<Vec<EdgeRegistration>>,
     policy: Mutex<UsagePolicy>,
     reports: Mutex<Vec<AlertReport>>,
+    /// Every read of the log or snapshot fails, as if the link were cut.
+    offline: AtomicBool,
+    /// Reads of the log fail this many more times.
+    failing_pages: AtomicUsize,
+    /// Pages answered with these bytes, whatever was asked.
+    replayed_page: Mutex<Option<SignedPage>>,
+    /// Snapshots answered with these bytes, whatever was asked.
+    replayed_snapshot: Mutex<Option<Vec<u8>>>,
+    /// The manager's state as it was at this many events (a store restored from an old backup).
+    rolled_back_to: Mutex<Option<usize>>,
 }
 
 impl Default for FakeManager {
@@ -37,10 +50,14 @@ impl Default for FakeManager {
         Self {
             signer: Arc::new(Signer::generate().expect("random")),
             log: Mutex::default(),
-            keys: Mutex::default(),
             registered: Mutex::default(),
             policy: Mutex::new(UsagePolicy::disabled()),
             reports: Mutex::default(),
+            offline: AtomicBool::new(false),
+            failing_pages: AtomicUsize::new(0),
+            replayed_page: Mutex::default(),
+            replayed_snapshot: Mutex::default(),
+            rolled_back_to: Mutex::default(),
         }
     }
 }
@@ -48,18 +65,6 @@ impl Default for FakeManager {
 impl FakeManager {
     fn append(&self, change: Change) -> Event {
         let mut log = self.log.lock().expect("lock");
-        let mut keys = self.keys.lock().expect("lock");
-        match &change {
-            Change::KeyCreated { key } => keys.push(key.clone()),
-            Change::KeyRevoked { id, .. } => keys
-                .iter_mut()
-                .filter(|k| k.id == *id)
-                .for_each(|k| k.revoked = true),
-            Change::KeyExpiryChanged { id, expires_at } => keys
-                .iter_mut()
-                .filter(|k| k.id == *id)
-                .for_each(|k| k.expires_at = *expires_at),
-        }
         let event = Event {
             seq: Seq::new(log.len() as u64 + 1),
             at: Timestamp::now(),
@@ -72,36 +77,104 @@ impl FakeManager {
     fn head(&self) -> Seq {
         Seq::new(self.log.lock().expect("lock").len() as u64)
     }
-}
 
-#[async_trait]
-impl Upstream for FakeManager {
-    async fn snapshot(&self, trust: &Trust) -> Result<Snapshot, UpstreamError> {
-        let snapshot = {
-            let log = self.log.lock().expect("lock");
-            Snapshot {
-                seq: Seq::new(log.len() as u64),
-                keys: self.keys.lock().expect("lock").clone(),
-            }
-        };
-        let mut reader = SnapshotReader::new();
-        reader
-            .feed(&write_snapshot(&self.signer, &snapshot))
-            .map_err(|e| UpstreamError(e.to_string()))?;
-        reader
-            .finish(trust)
-            .map_err(|e| UpstreamError(e.to_string()))
+    /// The log as this manager currently serves it.
+    fn served_log(&self) -> Vec<Event> {
+        let log = self.log.lock().expect("lock").clone();
+        match *self.rolled_back_to.lock().expect("lock") {
+            Some(len) => log.into_iter().take(len).collect(),
+            None => log,
+        }
     }
 
-    async fn events_after(&self, after: Seq, limit: u32) -> Result<EventBatch, UpstreamError> {
-        let log = self.log.lock().expect("lock");
+    /// The signed snapshot bytes answering `nonce`, built from the served log.
+    fn snapshot_bytes(&self, nonce: Option<Nonce>) -> Vec<u8> {
+        let log = self.served_log();
+        let mut keys: Vec<EdgeKey> = Vec::new();
+        for event in &log {
+            match &event.change {
+                Change::KeyCreated { key } => keys.push(key.clone()),
+                Change::KeyRevoked { id, .. } => keys
+                    .iter_mut()
+                    .filter(|k| k.id == *id)
+                    .for_each(|k| k.revoked = true),
+                Change::KeyExpiryChanged { id, expires_at } => keys
+                    .iter_mut()
+                    .filter(|k| k.id == *id)
+                    .for_each(|k| k.expires_at = *expires_at),
+            }
+        }
+        let snapshot = Snapshot {
+            seq: Seq::new(log.len() as u64),
+            keys,
+        };
+        write_snapshot(&self.signer, &snapshot, Timestamp::now(), nonce)
+    }
+
+    /// The signed page answering `nonce`, as the real manager's `GET /v1/events` makes it.
+    fn page(&self, after: Seq, limit: u32, nonce: &Nonce) -> SignedPage {
+        let at = Timestamp::now();
+        let log = self.served_log();
         let events: Vec<Event> = log
             .iter()
             .filter(|e| e.seq > after)
             .take(limit as usize)
             .cloned()
             .collect();
-        Ok(EventBatch::seal_events(&self.signer, &events))
+        let fresh = Freshness {
+            head: Seq::new(log.len() as u64),
+            at,
+        };
+        SignedPage::seal_page(&self.signer, &events, fresh, Some(nonce))
+    }
+
+    fn link(&self) -> Result<(), UpstreamError> {
+        if self.offline.load(Ordering::Acquire) {
+            return Err(UpstreamError("connection refused".into()));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Upstream for FakeManager {
+    async fn snapshot(
+        &self,
+        trust: &Trust,
+        nonce: &Nonce,
+    ) -> Result<(Snapshot, Freshness), UpstreamError> {
+        self.link()?;
+        let bytes = match self.replayed_snapshot.lock().expect("lock").clone() {
+            Some(recorded) => recorded,
+            None => self.snapshot_bytes(Some(nonce.clone())),
+        };
+        let mut reader = SnapshotReader::new();
+        reader
+            .feed(&bytes)
+            .map_err(|e| UpstreamError(e.to_string()))?;
+        reader
+            .finish(trust, nonce)
+            .map_err(|e| UpstreamError(e.to_string()))
+    }
+
+    async fn events_after(
+        &self,
+        after: Seq,
+        limit: u32,
+        nonce: &Nonce,
+    ) -> Result<SignedPage, UpstreamError> {
+        self.link()?;
+        if self
+            .failing_pages
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(UpstreamError("reset by peer".into()));
+        }
+        if let Some(recorded) = self.replayed_page.lock().expect("lock").clone() {
+            return Ok(recorded);
+        }
+        Ok(self.page(after, limit, nonce))
     }
 
     async fn register(&self, edge: &EdgeRegistration) -> Result<(), UpstreamError> {
@@ -307,7 +380,8 @@ async fn a_stale_edge_fails_closed_then_recovers() {
     });
     let h = start(manager, config).await;
     assert_eq!(h.reason(&good), None);
-    // No heartbeats: past max_staleness the edge stops vouching for keys, but still refuses revoked ones.
+    h.manager.offline.store(true, Ordering::Release);
+    // No heartbeats, no manager: past max_staleness the edge stops vouching for keys, but still refuses revoked ones.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(h.reason(&good), Some(Reason::Stale));
     assert_eq!(h.reason(&bad), Some(Reason::Revoked));
@@ -327,6 +401,7 @@ async fn fail_open_keeps_answering_when_stale() {
     let (good, good_edge) = new_key(&[]);
     manager.append(Change::KeyCreated { key: good_edge });
     let h = start(manager, config).await;
+    h.manager.offline.store(true, Ordering::Release);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(h.replica.is_stale(Timestamp::now()));
     assert_eq!(h.reason(&good), None);
@@ -418,6 +493,7 @@ async fn a_replayed_heartbeat_does_not_stretch_freshness() {
     let (key, key_edge) = new_key(&[]);
     manager.append(Change::KeyCreated { key: key_edge });
     let h = start(manager, config).await;
+    h.manager.offline.store(true, Ordering::Release);
     let old = Timestamp::from_millis(Timestamp::now().as_millis() - 1_000);
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(h.reason(&key), Some(Reason::Stale));
@@ -439,6 +515,194 @@ async fn a_replayed_heartbeat_does_not_stretch_freshness() {
     h.heartbeat().await;
     h.until(|r| !r.is_stale(Timestamp::now())).await;
     assert_eq!(h.reason(&key), None);
+}
+
+/// With no bus traffic at all, an edge that can reach its manager proves itself current from the log
+/// and keeps answering.
+#[tokio::test]
+async fn a_reachable_manager_keeps_a_quiet_edge_fresh() {
+    let config = EdgeConfig {
+        max_staleness: Duration::from_millis(200),
+        ..EdgeConfig::default()
+    };
+    let manager = Arc::new(FakeManager::default());
+    let (key, key_edge) = new_key(&[]);
+    manager.append(Change::KeyCreated { key: key_edge });
+    let h = start(manager, config).await;
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(h.reason(&key), None);
+    }
+}
+
+/// The attack of issue 8 in process: whoever sits on the edge's link to the manager records a signed
+/// page of the log while a key is live, drops the bus, and from then on answers every read of the log
+/// with the recording. The recording answers another nonce, so it proves nothing, and the edge stops
+/// vouching for keys once `max_staleness` has passed since its last real proof.
+#[tokio::test]
+async fn a_replayed_page_of_the_log_proves_nothing() {
+    let max_staleness = Duration::from_millis(300);
+    let config = EdgeConfig {
+        max_staleness,
+        ..EdgeConfig::default()
+    };
+    let manager = Arc::new(FakeManager::default());
+    let (key, key_edge) = new_key(&[]);
+    manager.append(Change::KeyCreated { key: key_edge });
+    let h = start(manager, config).await;
+    let recorded = h
+        .manager
+        .page(h.replica.applied(), 1000, &Nonce::random().expect("random"));
+    *h.manager.replayed_page.lock().expect("lock") = Some(recorded);
+    let proof = h.replica.staleness(Timestamp::now()).expect("heard");
+    let cut_at = std::time::Instant::now();
+    // Revoked at the manager; the attacker keeps it from the bus and from the log.
+    h.manager.append(Change::KeyRevoked {
+        id: key.id(),
+        reason: "leaked".into(),
+    });
+    let rejected = || h.replica.metrics().rejected.load(Ordering::Relaxed);
+    let mut went_stale = None;
+    for _ in 0..200 {
+        let asked = cut_at.elapsed();
+        match h.reason(&key) {
+            None => assert!(
+                asked < max_staleness.saturating_sub(proof),
+                "valid {asked:?} after the cut, past max_staleness since the last proof"
+            ),
+            Some(reason) => {
+                assert_eq!(reason, Reason::Stale);
+                went_stale.get_or_insert(asked);
+            }
+        }
+        if went_stale.is_some_and(|at| asked > at + max_staleness) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(went_stale.is_some(), "the edge never stopped vouching");
+    assert!(
+        rejected() > 0,
+        "the replayed pages were refused and counted"
+    );
+    // The link heals: the edge learns of the revocation and never answers valid again.
+    *h.manager.replayed_page.lock().expect("lock") = None;
+    h.until(|r| r.applied() == Seq::new(2)).await;
+    h.until(|r| !r.is_stale(Timestamp::now())).await;
+    assert_eq!(h.reason(&key), Some(Reason::Revoked));
+}
+
+/// A snapshot recorded before a key was revoked, served to a starting edge, is refused: it answers
+/// another nonce. The edge vouches for nothing until it gets a snapshot of its own.
+#[tokio::test]
+async fn a_replayed_snapshot_is_refused() {
+    let manager = Arc::new(FakeManager::default());
+    let (key, key_edge) = new_key(&[]);
+    manager.append(Change::KeyCreated { key: key_edge });
+    let recorded = manager.snapshot_bytes(Some(Nonce::random().expect("random")));
+    manager.append(Change::KeyRevoked {
+        id: key.id(),
+        reason: "leaked".into(),
+    });
+    *manager.replayed_snapshot.lock().expect("lock") = Some(recorded);
+    let replica = Replica::new(EdgeConfig::default());
+    let cancel = CancellationToken::new();
+    let _stop = cancel.clone().drop_guard();
+    tokio::spawn(follow(
+        replica.clone(),
+        Arc::new(InProcessBus::default()),
+        manager.clone(),
+        Trust::new(vec![manager.signer.public()]),
+        cancel,
+    ));
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(!replica.is_ready());
+        assert_ne!(
+            replica
+                .verify(&key.expose(), None, None, Timestamp::now())
+                .reason(),
+            None
+        );
+    }
+    assert_eq!(replica.applied(), Seq::new(0));
+    *manager.replayed_snapshot.lock().expect("lock") = None;
+    for _ in 0..500 {
+        if replica.is_ready() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(replica.is_ready());
+    assert_eq!(
+        replica
+            .verify(&key.expose(), None, None, Timestamp::now())
+            .reason(),
+        Some(Reason::Revoked)
+    );
+}
+
+/// A manager whose store went back in time (restored from an old backup) signs a snapshot from before
+/// a revocation the edge already holds. The edge does not install it: nothing goes backwards.
+#[tokio::test]
+async fn a_snapshot_older_than_what_the_edge_holds_is_refused() {
+    let manager = Arc::new(FakeManager::default());
+    let (key, key_edge) = new_key(&[]);
+    manager.append(Change::KeyCreated { key: key_edge });
+    manager.append(Change::KeyRevoked {
+        id: key.id(),
+        reason: "leaked".into(),
+    });
+    // The first read of the log after the snapshot fails, so the edge starts over from a snapshot;
+    // by then the manager has been rolled back to before the revocation.
+    manager.failing_pages.store(1, Ordering::Release);
+    let replica = Replica::new(EdgeConfig::default());
+    let cancel = CancellationToken::new();
+    let _stop = cancel.clone().drop_guard();
+    tokio::spawn(follow(
+        replica.clone(),
+        Arc::new(InProcessBus::default()),
+        manager.clone(),
+        Trust::new(vec![manager.signer.public()]),
+        cancel,
+    ));
+    for _ in 0..500 {
+        if replica.applied() == Seq::new(2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(replica.applied(), Seq::new(2));
+    *manager.rolled_back_to.lock().expect("lock") = Some(1);
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(
+            replica.applied(),
+            Seq::new(2),
+            "the applied sequence never goes down"
+        );
+        assert_ne!(
+            replica
+                .verify(&key.expose(), None, None, Timestamp::now())
+                .reason(),
+            None,
+            "the revoked key is never valid again"
+        );
+    }
+    *manager.rolled_back_to.lock().expect("lock") = None;
+    for _ in 0..500 {
+        if replica.is_ready() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(replica.is_ready());
+    assert_eq!(
+        replica
+            .verify(&key.expose(), None, None, Timestamp::now())
+            .reason(),
+        Some(Reason::Revoked)
+    );
 }
 
 mod http {

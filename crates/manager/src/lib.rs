@@ -22,8 +22,11 @@ pub mod upstream;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use quench_bus::{Bus, EventBatch, Heartbeat, SignedHeartbeat};
-use quench_core::{Event, Timestamp, sign::Trust};
+use quench_bus::{Bus, EventBatch, Freshness, Heartbeat, SignedHeartbeat, SignedPage};
+use quench_core::{
+    Event, Timestamp,
+    sign::{Nonce, Trust},
+};
 use quench_store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -155,13 +158,24 @@ impl Manager {
         }
     }
 
-    /// The snapshot in its streamed, signed form, a page of keys per chunk (see `quench_bus::snapshot`).
+    /// What the manager can prove right now: its time, then the log's head (read after the time is
+    /// stamped, so every change committed before `at` is at or below `head`).
+    pub async fn freshness(&self) -> Result<Freshness, quench_store::StoreError> {
+        let at = Timestamp::now();
+        let head = self.store.head().await?;
+        Ok(Freshness { head, at })
+    }
+
+    /// The snapshot in its streamed, signed form, a page of keys per chunk (see `quench_bus::snapshot`),
+    /// bound to the requester's `nonce`.
     pub fn snapshot_stream(
         self: &Arc<Self>,
+        nonce: Option<Nonce>,
     ) -> impl futures::Stream<Item = Result<Vec<u8>, quench_store::StoreError>> + Send + 'static
     {
         struct Paging {
             manager: Arc<Manager>,
+            nonce: Option<Nonce>,
             writer: Option<quench_bus::SnapshotWriter>,
             through: quench_core::Seq,
             after: u64,
@@ -169,6 +183,7 @@ impl Manager {
         }
         let start = Paging {
             manager: self.clone(),
+            nonce,
             writer: None,
             through: quench_core::Seq::ZERO,
             after: 0,
@@ -179,17 +194,20 @@ impl Manager {
                 return None;
             }
             let Some(writer) = state.writer.as_mut() else {
-                let head = match state.manager.store.head().await {
-                    Ok(head) => head,
+                let fresh = match state.manager.freshness().await {
+                    Ok(fresh) => fresh,
                     Err(error) => {
                         state.done = true;
                         return Some((Err(error), state));
                     }
                 };
-                let (writer, header) =
-                    quench_bus::SnapshotWriter::start(state.manager.config.signer.clone(), head);
+                let (writer, header) = quench_bus::SnapshotWriter::start(
+                    state.manager.config.signer.clone(),
+                    fresh,
+                    state.nonce.take(),
+                );
                 state.writer = Some(writer);
-                state.through = head;
+                state.through = fresh.head;
                 return Some((Ok(header), state));
             };
             let page = match state
@@ -215,13 +233,22 @@ impl Manager {
         })
     }
 
-    pub async fn signed_events_after(
+    /// A signed page of the log after `after`, with the manager's time and head, bound to the
+    /// requester's `nonce`.
+    pub async fn signed_page(
         &self,
         after: quench_core::Seq,
         limit: u32,
-    ) -> Result<EventBatch, quench_store::StoreError> {
+        nonce: Option<&Nonce>,
+    ) -> Result<SignedPage, quench_store::StoreError> {
+        let fresh = self.freshness().await?;
         let events = self.store.events_after(after, limit).await?;
-        Ok(EventBatch::seal_events(&self.config.signer, &events))
+        Ok(SignedPage::seal_page(
+            &self.config.signer,
+            &events,
+            fresh,
+            nonce,
+        ))
     }
 
     /// Starts the background work: heartbeats out, acknowledgements in, webhooks out. All stop on

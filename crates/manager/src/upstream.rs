@@ -5,8 +5,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use quench_bus::{EdgeRegistration, EventBatch, SnapshotReader};
-use quench_core::{Seq, record::Snapshot, sign::Trust, usage::UsagePolicy};
+use quench_bus::{EdgeRegistration, Freshness, SignedPage, SnapshotReader};
+use quench_core::{
+    Seq,
+    record::Snapshot,
+    sign::{Nonce, Trust},
+    usage::UsagePolicy,
+};
 use quench_edge::{Upstream, UpstreamError, usage::AlertReport};
 
 use crate::Manager;
@@ -15,9 +20,13 @@ pub struct ManagerUpstream(pub Arc<Manager>);
 
 #[async_trait]
 impl Upstream for ManagerUpstream {
-    async fn snapshot(&self, trust: &Trust) -> Result<Snapshot, UpstreamError> {
+    async fn snapshot(
+        &self,
+        trust: &Trust,
+        nonce: &Nonce,
+    ) -> Result<(Snapshot, Freshness), UpstreamError> {
         let mut reader = SnapshotReader::new();
-        let mut chunks = std::pin::pin!(self.0.snapshot_stream());
+        let mut chunks = std::pin::pin!(self.0.snapshot_stream(Some(nonce.clone())));
         while let Some(chunk) = chunks.next().await {
             let chunk = chunk.map_err(|e| UpstreamError(e.to_string()))?;
             reader
@@ -25,13 +34,18 @@ impl Upstream for ManagerUpstream {
                 .map_err(|e| UpstreamError(e.to_string()))?;
         }
         reader
-            .finish(trust)
+            .finish(trust, nonce)
             .map_err(|e| UpstreamError(e.to_string()))
     }
 
-    async fn events_after(&self, after: Seq, limit: u32) -> Result<EventBatch, UpstreamError> {
+    async fn events_after(
+        &self,
+        after: Seq,
+        limit: u32,
+        nonce: &Nonce,
+    ) -> Result<SignedPage, UpstreamError> {
         self.0
-            .signed_events_after(after, limit)
+            .signed_page(after, limit, Some(nonce))
             .await
             .map_err(|e| UpstreamError(e.to_string()))
     }

@@ -332,12 +332,32 @@ pub struct CreatedToken {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// Events with a sequence number above this; default 0.
     pub after: Option<u64>,
     /// 1 to 1000, default 100.
     pub limit: Option<u32>,
+    /// 32 lowercase hex characters chosen at random by the caller for this request; the signed page
+    /// carries it back, which proves the page was made after the caller asked (edges require it).
+    pub nonce: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotQuery {
+    /// 32 lowercase hex characters chosen at random by the caller; the signed header carries it back.
+    pub nonce: Option<String>,
+}
+
+/// A nonce given as a query parameter, or 422.
+pub fn nonce(text: Option<&str>) -> Result<Option<quench_core::sign::Nonce>, ApiError> {
+    text.map(|text| {
+        quench_core::sign::Nonce::parse(text).map_err(|e| ApiError::invalid(format!("nonce: {e}")))
+    })
+    .transpose()
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -345,6 +365,13 @@ pub struct EventPage {
     /// In sequence order, without gaps.
     #[schema(value_type = Vec<Object>)]
     pub events: Vec<quench_core::Event>,
+    /// The log's last sequence number when the page was read.
+    pub head: u64,
+    /// When the page was read (Unix milliseconds, the manager's clock); `head` was read after it.
+    pub at: i64,
+    /// The caller's nonce, when it gave one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

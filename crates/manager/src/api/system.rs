@@ -20,7 +20,7 @@ use super::{
     model::{
         self, AuditPage, AuditQuery, AuditRecord, CreateTokenRequest, CreatedToken, EdgeList,
         EdgeRegistrationRequest, ErrorResponse, EventPage, EventsQuery, Health, SigningKey,
-        SigningKeys,
+        SigningKeys, SnapshotQuery,
     },
     store_error,
 };
@@ -167,28 +167,32 @@ pub async fn events(
 ) -> Result<axum::response::Response, ApiError> {
     principal.require(Scope::Edge)?;
     let limit = model::page_limit(query.limit)?;
-    let batch = manager
-        .signed_events_after(Seq::new(query.after.unwrap_or(0)), limit)
+    let nonce = model::nonce(query.nonce.as_deref())?;
+    let page = manager
+        .signed_page(Seq::new(query.after.unwrap_or(0)), limit, nonce.as_ref())
         .await
         .map_err(store_error)?;
-    Ok(signed_json(batch.body().to_vec(), batch.signature()))
+    Ok(signed_json(page.body().to_vec(), page.signature()))
 }
 
 #[utoipa::path(
     get, path = "/v1/snapshot", tag = "admin",
+    params(SnapshotQuery),
     responses(
-        (status = 200, description = "Every key as edges need it (scope edge), streamed as JSON lines: a `{\"seq\"}` header, one line per key, and a signed `{\"end\"}` line", content_type = "application/x-ndjson"),
-        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
+        (status = 200, description = "Every key as edges need it (scope edge), streamed as JSON lines: a `{\"seq\", \"at\", \"nonce\"}` header, one line per key, and a signed `{\"end\"}` line", content_type = "application/x-ndjson"),
+        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse), (status = 422, body = ErrorResponse),
     ),
     security(("bearer" = []))
 )]
 pub async fn snapshot(
     State(manager): State<Arc<Manager>>,
     principal: Principal,
+    QueryParams(query): QueryParams<SnapshotQuery>,
 ) -> Result<axum::response::Response, ApiError> {
     use futures::StreamExt;
     principal.require(Scope::Edge)?;
-    let chunks = manager.snapshot_stream().map(|chunk| {
+    let nonce = model::nonce(query.nonce.as_deref())?;
+    let chunks = manager.snapshot_stream(nonce).map(|chunk| {
         chunk.map_err(|error| {
             tracing::error!(%error, "a snapshot stream failed; the edge will retry");
             std::io::Error::other("snapshot aborted")

@@ -238,9 +238,10 @@ async fn edges_get_signed_snapshots_and_event_pages() {
     assert_eq!(keys["keys"][0]["current"], true);
     let trust = trust_from(&keys);
 
+    let nonce = quench_core::sign::Nonce::random().expect("random");
     let response = app
         .http
-        .get(format!("{}/v1/snapshot", app.admin))
+        .get(format!("{}/v1/snapshot?nonce={nonce}", app.admin))
         .bearer_auth(&edge)
         .send()
         .await
@@ -249,9 +250,19 @@ async fn edges_get_signed_snapshots_and_event_pages() {
     let body = response.bytes().await.expect("body").to_vec();
     let mut reader = quench_bus::SnapshotReader::new();
     reader.feed(&body).expect("well-formed lines");
-    let snapshot = reader.finish(&trust).expect("the snapshot is signed");
+    let mut again = quench_bus::SnapshotReader::new();
+    again.feed(&body).expect("well-formed lines");
+    let (snapshot, fresh) = again
+        .finish(&trust, &nonce)
+        .expect("the snapshot is signed");
     assert_eq!(snapshot.seq.get(), 2);
+    assert_eq!(fresh.head.get(), 2);
     assert!(snapshot.keys[0].revoked);
+    let other = quench_core::sign::Nonce::random().expect("random");
+    assert!(
+        reader.finish(&trust, &other).is_err(),
+        "a snapshot answers the nonce it was asked with, no other"
+    );
     let mut tampered = quench_bus::SnapshotReader::new();
     tampered
         .feed(
@@ -261,7 +272,7 @@ async fn edges_get_signed_snapshots_and_event_pages() {
         )
         .expect("still well-formed");
     assert!(
-        tampered.finish(&trust).is_err(),
+        tampered.finish(&trust, &nonce).is_err(),
         "an altered snapshot is refused"
     );
     let text = String::from_utf8_lossy(&body);
@@ -270,12 +281,27 @@ async fn edges_get_signed_snapshots_and_event_pages() {
         "a snapshot carries verifiers, never secrets"
     );
 
-    let (body, signature) = signed_get(&app, &edge, "/v1/events?after=1").await;
+    let (body, signature) =
+        signed_get(&app, &edge, &format!("/v1/events?after=1&nonce={nonce}")).await;
     trust
-        .verify(Purpose::Events, &body, &signature)
+        .verify(Purpose::Page, &body, &signature)
         .expect("the page is signed");
     let page: Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(page["events"][0]["type"], "key_revoked");
+    assert_eq!(page["head"], 2);
+    assert_eq!(page["nonce"], nonce.to_string());
+    let sealed = quench_bus::SignedPage::from_parts(body, signature);
+    assert!(sealed.open(&trust, &nonce).is_ok());
+    assert!(
+        sealed.open(&trust, &other).is_err(),
+        "a page answers the nonce it was asked with, no other"
+    );
+    app.send(Method::GET, "/v1/events?nonce=xyz", Some(&edge), None)
+        .await
+        .expect(422);
+    app.send(Method::GET, "/v1/snapshot?nonce=00", Some(&edge), None)
+        .await
+        .expect(422);
 
     let reader = app.token_with(&["keys:read"], None).await;
     app.send(Method::GET, "/v1/snapshot", Some(&reader), None)
