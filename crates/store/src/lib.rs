@@ -162,9 +162,10 @@ pub trait Store: NotifyStore + Send + Sync + 'static {
     /// replaced only by [`Store::rotate_edge`].
     async fn register_edge(&self, edge: &EdgeRecord) -> Result<()>;
 
-    /// Replaces a registered edge's key (an operator's decision, audited as `edge.rotate` in the same
-    /// transaction) and returns the record as it was. `NotFound` for an id never registered.
-    async fn rotate_edge(&self, edge: &EdgeRecord, actor: &Actor) -> Result<EdgeRecord>;
+    /// Replaces a registered edge's key (hex) at `actor.at` (an operator's decision, audited as
+    /// `edge.rotate` in the same transaction) and returns the record as it was. `NotFound` for an id
+    /// never registered.
+    async fn rotate_edge(&self, id: &str, public_key: &str, actor: &Actor) -> Result<EdgeRecord>;
 
     async fn edges(&self) -> Result<Vec<EdgeRecord>>;
 

@@ -851,21 +851,21 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn rotate_edge(&self, edge: &EdgeRecord, actor: &Actor) -> Result<EdgeRecord> {
+    async fn rotate_edge(&self, id: &str, public_key: &str, actor: &Actor) -> Result<EdgeRecord> {
         let (_guard, mut tx) = self.write().await?;
         let old = sqlx::query(edges::ONE)
-            .bind(&edge.id)
+            .bind(id)
             .fetch_optional(&mut *tx)
             .await?
             .ok_or(StoreError::NotFound)?;
         let old = edges::record(&old)?;
         sqlx::query(edges::ROTATE)
-            .bind(&edge.id)
-            .bind(&edge.public_key)
-            .bind(edge.registered_at.as_millis())
+            .bind(id)
+            .bind(public_key)
+            .bind(actor.at.as_millis())
             .execute(&mut *tx)
             .await?;
-        let reason = edges::rotation_reason(&old, &edge.public_key);
+        let reason = edges::rotation_reason(&old, public_key);
         audit(&mut tx, actor, edges::ROTATE_ACTION, None, Some(&reason)).await?;
         tx.commit().await?;
         Ok(old)

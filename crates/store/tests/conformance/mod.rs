@@ -518,8 +518,12 @@ pub async fn audits_every_mutation(store: Arc<dyn Store>) {
 
 pub async fn registers_edges_and_replaces_keys_only_by_rotation(store: Arc<dyn Store>) {
     assert!(store.edges().await.expect("edges").is_empty());
-    let first_key = quench_core::sign::Signer::generate().expect("random").public();
-    let second_key = quench_core::sign::Signer::generate().expect("random").public();
+    let first_key = quench_core::sign::Signer::generate()
+        .expect("random")
+        .public();
+    let second_key = quench_core::sign::Signer::generate()
+        .expect("random")
+        .public();
     let mut edge = quench_store::EdgeRecord {
         id: "edge-eu-1".into(),
         region: "eu".into(),
@@ -549,7 +553,10 @@ pub async fn registers_edges_and_replaces_keys_only_by_rotation(store: Arc<dyn S
         public_key: second_key.to_hex(),
         ..edge.clone()
     };
-    let old = store.rotate_edge(&rotated, &actor()).await.expect("rotate");
+    let old = store
+        .rotate_edge(&edge.id, &rotated.public_key, &actor())
+        .await
+        .expect("rotate");
     assert_eq!(old, edge);
     assert_eq!(store.edges().await.expect("edges"), vec![rotated.clone()]);
     let log = store.audit_log(None, 1).await.expect("audit");
@@ -557,14 +564,15 @@ pub async fn registers_edges_and_replaces_keys_only_by_rotation(store: Arc<dyn S
     let reason = log[0].reason.as_deref().expect("reason");
     assert!(reason.contains(first_key.id().as_str()), "{reason}");
     assert!(reason.contains(second_key.id().as_str()), "{reason}");
-    store.register_edge(&rotated).await.expect("the new key registers");
+    store
+        .register_edge(&rotated)
+        .await
+        .expect("the new key registers");
 
-    let unknown = quench_store::EdgeRecord {
-        id: "edge-nowhere".into(),
-        ..rotated
-    };
     assert!(matches!(
-        store.rotate_edge(&unknown, &actor()).await,
+        store
+            .rotate_edge("edge-nowhere", &rotated.public_key, &actor())
+            .await,
         Err(StoreError::NotFound)
     ));
 }
