@@ -1,6 +1,6 @@
 //! `quench edge`: one edge, following a deployment's NATS and reading its manager over HTTP.
 
-use std::{process::ExitCode, sync::Arc};
+use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -25,9 +25,17 @@ pub struct EdgeCommand {
     /// Edge API address.
     #[arg(long, default_value = "127.0.0.1:7601")]
     pub listen: String,
-    /// This edge's name; default `edge-<pid>`.
+    /// This edge's name; default `edge-<pid>` (then a new edge, with a new key, at every start).
     #[arg(long)]
     pub id: Option<String>,
+    /// Where the edge keeps its key (with `--id`): `<data-dir>/edge-<id>.key`.
+    #[arg(long, env = "QUENCH_DATA_DIR", default_value = "./quench-data")]
+    pub data_dir: PathBuf,
+    /// The file holding the key this edge signs its acknowledgements with (made, mode 0600, on first
+    /// start); default `<data-dir>/edge-<id>.key` when `--id` is given. The manager accepts one key per
+    /// edge id: keep this file across restarts, and if it is lost, an admin rotates the edge's key.
+    #[arg(long, env = "QUENCH_EDGE_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
     /// An `edge`-scope manager token.
     #[arg(long, env = "QUENCH_TOKEN", hide_env_values = true)]
     pub token: String,
@@ -49,7 +57,15 @@ pub async fn run(args: EdgeCommand) -> anyhow::Result<ExitCode> {
         .id
         .clone()
         .unwrap_or_else(|| format!("edge-{}", std::process::id()));
-    let config = node::edge_config(&args.edge, id)?;
+    let mut config = node::edge_config(&args.edge, id)?;
+    let key_file = args.key_file.clone().or_else(|| {
+        args.id
+            .as_ref()
+            .map(|id| args.data_dir.join(format!("edge-{id}.key")))
+    });
+    if let Some(path) = key_file {
+        config.ack_key = Some(node::edge_key(&path)?);
+    }
     let listener = node::bind(&args.listen, "edge API").await?;
     let manager = crate::remote::manager_url(&args.manager, args.insecure_http)?;
     if manager.plain_remote() {

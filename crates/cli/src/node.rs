@@ -234,7 +234,24 @@ pub fn edge_config(args: &EdgeArgs, id: String) -> anyhow::Result<EdgeConfig> {
             StaleMode::FailClosed => StalePolicy::FailClosed,
             StaleMode::FailOpen => StalePolicy::FailOpen,
         },
+        ack_key: None,
     })
+}
+
+/// An edge's acknowledgement key from `path`, made there on first start (see `quench_edge::key_file`).
+pub fn edge_key(path: &std::path::Path) -> anyhow::Result<Arc<quench_core::sign::Signer>> {
+    use quench_edge::key_file::{Origin, load_or_create};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        create_data_dir(&dir.to_path_buf())?;
+    }
+    let (key, origin) =
+        load_or_create(path).with_context(|| format!("the edge key {}", path.display()))?;
+    if origin == Origin::Created {
+        tracing::info!(path = %path.display(), key = %key.id(), "made a new edge key");
+    }
+    Ok(Arc::new(key))
 }
 
 pub async fn bind(address: &str, what: &str) -> anyhow::Result<tokio::net::TcpListener> {

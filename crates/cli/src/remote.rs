@@ -157,13 +157,16 @@ impl HttpUpstream {
             .await
             .map_err(failed)?;
         if response.status().is_success() {
-            Ok(())
-        } else {
-            Err(UpstreamError(format!(
-                "{what}: HTTP {}",
-                response.status().as_u16()
-            )))
+            return Ok(());
         }
+        let status = response.status().as_u16();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        Err(UpstreamError(format!(
+            "{what}: HTTP {status}{}",
+            error_message(&body)
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default()
+        )))
     }
 
     /// The manager keys to trust, as the manager lists them. Fetch them over TLS, or pin them with
@@ -241,6 +244,18 @@ impl Upstream for HttpUpstream {
         self.post("/v1/alerts", report, "reporting usage alerts")
             .await
     }
+}
+
+/// The message of a manager's JSON error, shortened and without control characters, fit for a log line.
+fn error_message(body: &serde_json::Value) -> Option<String> {
+    let message = body["error"]["message"].as_str()?;
+    Some(
+        message
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(300)
+            .collect(),
+    )
 }
 
 #[cfg(test)]

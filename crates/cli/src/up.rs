@@ -22,12 +22,22 @@ pub struct UpArgs {
     /// The embedded edge's id.
     #[arg(long, default_value = "embedded")]
     pub edge_id: String,
+    /// The file holding the key the embedded edge signs its acknowledgements with; default
+    /// `<data-dir>/edge-<edge-id>.key`, made on first start.
+    #[arg(long, env = "QUENCH_EDGE_KEY_FILE")]
+    pub edge_key_file: Option<std::path::PathBuf>,
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     node::init_logging();
-    let edge_config = node::edge_config(&args.edge, args.edge_id.clone())?;
+    let mut edge_config = node::edge_config(&args.edge, args.edge_id.clone())?;
     node::create_data_dir(&args.manager.data_dir)?;
+    let key_file = args.edge_key_file.clone().unwrap_or_else(|| {
+        args.manager
+            .data_dir
+            .join(format!("edge-{}.key", args.edge_id))
+    });
+    edge_config.ack_key = Some(node::edge_key(&key_file)?);
     let store = node::open_store(&args.manager).await?;
     let admin = node::bind(&args.manager.admin_listen, "manager API").await?;
     let edge = node::bind(&args.edge_listen, "edge API").await?;

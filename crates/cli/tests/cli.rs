@@ -361,6 +361,32 @@ fn walk_through_survives_restart_and_keeps_secrets_out_of_logs() {
     assert_eq!(verify(&again, &rotated_key).status.code(), Some(0));
     let still = json(&quench(&again, &data, &["keys", "show", &id, "--json"]));
     assert_eq!(still["status"], "revoked");
+    // The embedded edge kept its key (in the data directory), so its acknowledgements still count.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join("edge-embedded.key"))
+            .expect("the edge key is in the data directory")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let revoked_again = quench(
+        &again,
+        &data,
+        &[
+            "keys",
+            "revoke",
+            kept["id"].as_str().expect("id"),
+            "--reason",
+            "after restart",
+        ],
+    );
+    assert!(
+        text(&revoked_again).contains("enforced on 1 edge(s)"),
+        "{}",
+        text(&revoked_again)
+    );
     stop(again);
 }
 

@@ -520,3 +520,84 @@ fn the_propagation_benchmark_runs() {
         );
     }
 }
+
+/// An edge that lost its key file comes back with a new key: the manager refuses to let the new key
+/// speak for the old id until an admin rotates it, and then the edge counts again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_that_lost_its_key_counts_again_only_after_an_admin_rotates_it() {
+    let Some(nats) = Nats::start() else { return };
+    let dir = tempfile::tempdir().expect("dir");
+    let (_m, admin) = manager(&nats.url(), &dir.path().join("m"), None, &[]);
+    let client = Client::default();
+    let token = client.edge_token(&admin).await;
+    let key_file = dir.path().join("e-disk.key");
+    let key_arg = key_file.display().to_string();
+    let extra = ["--key-file", key_arg.as_str()];
+    let (mut first, _) =
+        support::edge_with(&nats.url(), &admin, &token, "e-disk", "local", 10, &extra);
+    client.until_edges_live(&admin, 1, SOON).await;
+
+    // A plain restart keeps the key, and the edge is simply live again.
+    first.kill9();
+    let (mut again, _) =
+        support::edge_with(&nats.url(), &admin, &token, "e-disk", "local", 10, &extra);
+    assert!(!again.log_tail().contains("registered with another key"));
+    client.until_edges_live(&admin, 1, SOON).await;
+
+    // The disk is lost: a new key under the same id is refused.
+    again.kill9();
+    std::fs::remove_file(&key_file).expect("remove the key");
+    let (reborn, _) =
+        support::edge_with(&nats.url(), &admin, &token, "e-disk", "local", 10, &extra);
+    let deadline = std::time::Instant::now() + SOON;
+    while !reborn.log_tail().contains("registered with another key") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            reborn.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = std::time::Instant::now() + SOON;
+    loop {
+        let (_, list) = client.get(&format!("{admin}/v1/edges")).await;
+        let live = list["edges"][0]["live"] == true;
+        if !live {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "its acknowledgements still count: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The operator rotates the edge's key to the one it now holds (the edge logs it too).
+    let seed = std::fs::read_to_string(&key_file).expect("the new key file");
+    let public = quench_core::sign::Signer::from_seed_hex(&seed)
+        .expect("a key")
+        .public()
+        .to_hex();
+    assert!(reborn.log_tail().contains(&public), "{}", reborn.log_tail());
+    let (status, rotated) = client
+        .post(
+            &format!("{admin}/v1/edges/e-disk/rotate"),
+            json!({"public_key": public}),
+        )
+        .await;
+    assert_eq!(status, 200, "{rotated}");
+    client.until_edges_live(&admin, 1, SOON).await;
+    let (id, _) = client.create(&admin, "team-a").await;
+    let (status, revoked) = client
+        .post(
+            &format!("{admin}/v1/keys/{id}/revoke?wait=all&timeout_ms=10000"),
+            json!({"reason": "leaked"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{revoked}");
+    assert_eq!(revoked["propagation"]["complete"], true, "{revoked}");
+    assert_eq!(
+        revoked["propagation"]["edges"][0]["edge"], "e-disk",
+        "{revoked}"
+    );
+}

@@ -19,6 +19,6 @@ pub use event::{Change, Event, Seq};
 pub use hash::{HashAlg, Verifier};
 pub use key::{ApiKey, KeyError, KeyId, Prefix};
 pub use keyset::{KeySet, Reason, Verdict};
-pub use names::{KeyName, Label, NameError, Owner};
+pub use names::{EdgeId, KeyName, Label, NameError, Owner, Region};
 pub use record::{EdgeKey, KeyRecord, KeyStatus, Revocation};
 pub use time::Timestamp;

@@ -91,6 +91,17 @@ label_type!(
     Label,
     "name"
 );
+label_type!(
+    /// An edge's id. Parsed before it is stored, waited for or written as a metric label: its
+    /// characters need no escaping anywhere.
+    EdgeId,
+    "edge id"
+);
+label_type!(
+    /// The region an edge says it serves; parsed like [`EdgeId`], for the same reasons.
+    Region,
+    "region"
+);
 
 /// A key's free-text display name.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -138,5 +149,15 @@ mod tests {
         assert!(Label::parse(&"x".repeat(LABEL_MAX + 1)).is_err());
         assert!(KeyName::parse("line\nbreak").is_err());
         assert!(KeyName::parse("CI deploy key (prod)").is_ok());
+    }
+
+    #[test]
+    fn edge_ids_and_regions_refuse_what_would_break_a_metric_label() {
+        assert!(Region::parse("eu-west-1").is_ok());
+        assert!(EdgeId::parse("edge-7").is_ok());
+        for bad in ["eu\"} 1", "eu\nfake 1", "{eu}", "eu west", "eu\\", ""] {
+            assert!(Region::parse(bad).is_err(), "{bad:?}");
+            assert!(EdgeId::parse(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -21,9 +21,9 @@
 //! snapshot older than it (or than what is applied) is refused; events only ever move the replica forward.
 //!
 //! Nothing is believed unsigned. Every batch of events, heartbeat, page and snapshot must carry a
-//! signature by a trusted manager key; anything else is dropped and counted. The edge makes its own key
-//! at start, registers it with the manager, and signs its acknowledgements with it, so a forged
-//! acknowledgement cannot make a revocation look enforced.
+//! signature by a trusted manager key; anything else is dropped and counted. The edge signs its
+//! acknowledgements with its own key (kept across restarts, see `EdgeConfig::ack_key`) and registers it
+//! with the manager, so a forged acknowledgement cannot make a revocation look enforced.
 
 use std::{sync::Arc, time::Duration};
 
@@ -113,13 +113,17 @@ pub async fn follow(
     ));
     let _stop_reporter = StopOnDrop(reporter);
     let mut backoff = Duration::from_millis(50);
-    let ack_key = match Signer::generate() {
-        Ok(key) => key,
-        Err(error) => {
-            tracing::error!(%error, "the edge cannot make its signing key; it will not follow");
-            return;
-        }
+    let ack_key = match replica.config().ack_key.clone() {
+        Some(key) => key,
+        None => match Signer::generate() {
+            Ok(key) => Arc::new(key),
+            Err(error) => {
+                tracing::error!(%error, "the edge cannot make its signing key; it will not follow");
+                return;
+            }
+        },
     };
+    tracing::info!(edge = %replica.config().id, public_key = %ack_key.public().to_hex(), "acknowledgements are signed with this key");
     let follower = Follower {
         replica,
         bus,
@@ -161,7 +165,7 @@ struct Follower {
     bus: Arc<dyn Bus>,
     upstream: Arc<dyn Upstream>,
     trust: Trust,
-    ack_key: Signer,
+    ack_key: Arc<Signer>,
 }
 
 impl Follower {
@@ -223,7 +227,7 @@ impl Follower {
             Ok(()) => true,
             Err(error) => {
                 self.count_upstream_error();
-                tracing::warn!(%error, "registering with the manager failed; will retry");
+                tracing::warn!(%error, public_key = %registration.public_key, "registering with the manager failed; will retry");
                 false
             }
         }

@@ -7,9 +7,11 @@
 //!   in sequence order, repairing gaps from the manager's log, and reports progress back over the bus.
 //! * [`http`] serves the edge API: verify, forward-auth for proxies, health and metrics.
 //! * [`usage`] watches each key's traffic and reports anomalies to the manager.
+//! * [`key_file`] keeps the key the edge signs its acknowledgements with across restarts.
 
 pub mod follower;
 pub mod http;
+pub mod key_file;
 pub mod metrics;
 pub mod replica;
 pub mod usage;

@@ -33,6 +33,10 @@ pub struct EdgeConfig {
     pub region: String,
     pub max_staleness: Duration,
     pub stale_policy: StalePolicy,
+    /// The key this edge signs its acknowledgements with; the manager accepts one key per edge id, so
+    /// an edge that keeps its id keeps this (see [`crate::key_file`]). `None`: a new key for this run,
+    /// right only for an id that is never used again.
+    pub ack_key: Option<Arc<quench_core::sign::Signer>>,
 }
 
 impl Default for EdgeConfig {
@@ -42,6 +46,7 @@ impl Default for EdgeConfig {
             region: "local".into(),
             max_staleness: Duration::from_secs(10),
             stale_policy: StalePolicy::FailClosed,
+            ack_key: None,
         }
     }
 }

@@ -5,6 +5,12 @@
 //! confined to. A missing or invalid token is 401; a valid one without the scope, or touching another
 //! owner's keys, is 403.
 //!
+//! Confinement and the `edge` scope exclude each other. What an edge reads (the snapshot, the event
+//! log) is every owner's keys, and what it writes (its registration, usage alerts) speaks for the whole
+//! deployment, so a confined token is refused on every edge endpoint whatever its scopes say, and
+//! cannot be issued with `edge` at all. A confined `admin` token remains useful, and means every power
+//! over its own owner's keys and tokens: it is `admin` minus `edge` (see [`Principal::require`]).
+//!
 //! The bootstrap token is either given (`QUENCH_BOOTSTRAP_TOKEN`, held only as a hash in memory) or
 //! generated on first start as an ordinary `admin` token.
 
@@ -39,13 +45,28 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// Refuses a token without `scope`; for `edge`, also a token confined to an owner.
     pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
-        if self.scopes.allows(scope) {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(format!(
+        if !self.scopes.allows(scope) {
+            return Err(ApiError::forbidden(format!(
                 "this token lacks the {scope} scope"
-            )))
+            )));
+        }
+        match &self.owner {
+            Some(owner) if scope == Scope::Edge => Err(ApiError::forbidden(format!(
+                "edge endpoints serve every owner's keys; this token is confined to owner {owner}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses any token confined to an owner: for what concerns the whole deployment.
+    pub fn require_unconfined(&self, what: &str) -> Result<(), ApiError> {
+        match &self.owner {
+            Some(owner) => Err(ApiError::forbidden(format!(
+                "{what} is for unconfined tokens; this one is confined to owner {owner}"
+            ))),
+            None => Ok(()),
         }
     }
 

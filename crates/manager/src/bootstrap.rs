@@ -30,38 +30,19 @@ pub enum BootstrapError {
         path: String,
         source: std::io::Error,
     },
-    #[error("the signing key in {path} is not valid: {source}")]
-    SigningKey {
-        path: String,
-        source: quench_core::sign::SignError,
-    },
-    #[error(transparent)]
-    Random(#[from] quench_core::key::RandomError),
+    #[error("the signing key: {0}")]
+    SigningKey(#[from] quench_edge::key_file::KeyFileError),
 }
 
 /// The manager's event-signing key: read from `path`, or made and written there (mode 0600) the first
 /// time. Managers sharing a database must share this file (or `QUENCH_SIGNING_KEY`).
 pub fn signing_key(path: &Path) -> Result<quench_core::sign::Signer, BootstrapError> {
-    use quench_core::sign::Signer;
-    match std::fs::read_to_string(path) {
-        Ok(text) => Signer::from_seed_hex(&text).map_err(|source| BootstrapError::SigningKey {
-            path: path.display().to_string(),
-            source,
-        }),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            let signer = Signer::generate()?;
-            write_private(path, &signer.seed_hex()).map_err(|source| BootstrapError::File {
-                path: path.display().to_string(),
-                source,
-            })?;
-            tracing::info!(key = %signer.id(), path = %path.display(), "made a new event-signing key");
-            Ok(signer)
-        }
-        Err(source) => Err(BootstrapError::File {
-            path: path.display().to_string(),
-            source,
-        }),
+    use quench_edge::key_file::{Origin, load_or_create};
+    let (signer, origin) = load_or_create(path)?;
+    if origin == Origin::Created {
+        tracing::info!(key = %signer.id(), path = %path.display(), "made a new event-signing key");
     }
+    Ok(signer)
 }
 
 /// Checks a configured bootstrap token.

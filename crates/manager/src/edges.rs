@@ -1,9 +1,20 @@
-//! The keys edges sign their acknowledgements with.
+//! Who an edge is: the key it signs its acknowledgements with, and what an acknowledgement must be to
+//! be believed.
 //!
-//! An edge registers a fresh key each time it starts (`POST /v1/edges`, or directly for the embedded
-//! edge). Registrations are stored, so every manager sharing the database can check every edge's
-//! acknowledgements; each manager keeps them in memory and reloads from the store when an
-//! acknowledgement arrives signed by a key it does not know (at most once a second).
+//! An edge keeps one key for its id across restarts (it persists it; see `quench_edge::key_file`).
+//! Registering an id again with the same key is idempotent; with another key it is refused, because
+//! otherwise anyone holding an `edge` token could register a key of their own under a real edge's id,
+//! after which that edge's genuine acknowledgements would no longer count. Replacing a key (an edge lost
+//! its disk) is an operator's decision: [`EdgeKeys::rotate`], audited.
+//!
+//! Registrations are stored, so every manager sharing the database checks every edge's
+//! acknowledgements. Each manager caches them and reloads the whole set from the store when an
+//! acknowledgement arrives signed by a key it does not know, and at least every [`CACHE_TTL`], so a
+//! rotation made through one manager stops the old key on the others within that time. Reloads happen
+//! at most once a second.
+//!
+//! An acknowledgement is parsed here, at the boundary: its edge id and region become [`EdgeId`] and
+//! [`Region`], so nothing downstream (the propagation tracker, `/metrics` labels) sees raw text.
 
 use std::{
     collections::HashMap,
@@ -11,114 +22,219 @@ use std::{
     time::{Duration, Instant},
 };
 
-use quench_bus::{Ack, EdgeRegistration, SignedAck};
-use quench_core::{Label, Timestamp, sign::PublicKey};
-use quench_store::{EdgeRecord, Store, StoreError};
+use quench_bus::{EdgeRegistration, SignedAck};
+use quench_core::{EdgeId, Region, Seq, Timestamp, sign::PublicKey};
+use quench_store::{Actor, EdgeRecord, Store, StoreError};
 
 const RELOAD_AT_MOST_EVERY: Duration = Duration::from_secs(1);
+/// The longest a manager trusts its cached registrations without reading them again.
+pub const CACHE_TTL: Duration = Duration::from_secs(5);
 
-struct Known {
-    edge: String,
-    key: PublicKey,
+/// An acknowledgement signed by the key registered for the edge it names, with its names parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedAck {
+    pub edge: EdgeId,
+    pub region: Region,
+    pub applied: Seq,
+    /// When the edge says it sent it (its own clock).
+    pub at: Timestamp,
 }
 
-pub struct EdgeKeys {
-    store: Arc<dyn Store>,
-    known: Mutex<(HashMap<String, Known>, Option<Instant>)>,
+/// A registration as the API or an embedded edge presents it, parsed.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub id: EdgeId,
+    pub region: Region,
+    pub key: PublicKey,
+}
+
+impl Registration {
+    pub fn parse(registration: &EdgeRegistration) -> Result<Self, RegisterError> {
+        let invalid =
+            |what: &str, e: &dyn std::fmt::Display| RegisterError::Invalid(format!("{what}: {e}"));
+        Ok(Self {
+            id: EdgeId::parse(&registration.id).map_err(|e| invalid("id", &e))?,
+            region: Region::parse(&registration.region).map_err(|e| invalid("region", &e))?,
+            key: PublicKey::parse(&registration.public_key)
+                .map_err(|e| invalid("public_key", &e))?,
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegisterError {
     #[error("{0}")]
     Invalid(String),
+    #[error(
+        "edge {0} is registered with another key; if that edge lost its key, an unconfined admin \
+         replaces it with POST /v1/edges/{0}/rotate"
+    )]
+    Taken(EdgeId),
+    #[error("no edge {0} is registered")]
+    Unknown(EdgeId),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
+}
+
+/// Every registered key, by signer id. Two ids may share a key (one operator's key file on two
+/// edges); a key still speaks only for the ids registered with it.
+#[derive(Default)]
+struct Cache {
+    by_signer: HashMap<String, (PublicKey, Vec<EdgeId>)>,
+    loaded: Option<Instant>,
+    tried: Option<Instant>,
+}
+
+impl Cache {
+    fn add(&mut self, edge: EdgeId, key: PublicKey) {
+        let entry = self
+            .by_signer
+            .entry(key.id().to_string())
+            .or_insert_with(|| (key, Vec::new()));
+        if !entry.1.contains(&edge) {
+            entry.1.push(edge);
+        }
+    }
+
+    fn remove(&mut self, edge: &EdgeId, key: &PublicKey) {
+        if let Some(entry) = self.by_signer.get_mut(key.id().as_str()) {
+            entry.1.retain(|e| e != edge);
+            if entry.1.is_empty() {
+                self.by_signer.remove(key.id().as_str());
+            }
+        }
+    }
+
+    fn should_reload(&self, unknown_signer: bool) -> bool {
+        let expired = self.loaded.is_none_or(|at| at.elapsed() >= CACHE_TTL);
+        let may = self
+            .tried
+            .is_none_or(|at| at.elapsed() >= RELOAD_AT_MOST_EVERY);
+        may && (unknown_signer || expired)
+    }
+}
+
+pub struct EdgeKeys {
+    store: Arc<dyn Store>,
+    cache: Mutex<Cache>,
 }
 
 impl EdgeKeys {
     pub fn new(store: Arc<dyn Store>) -> Self {
         Self {
             store,
-            known: Mutex::new((HashMap::new(), None)),
+            cache: Mutex::new(Cache::default()),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (HashMap<String, Known>, Option<Instant>)> {
-        self.known.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub async fn register(&self, registration: &EdgeRegistration) -> Result<(), RegisterError> {
-        Label::parse(&registration.id).map_err(|e| RegisterError::Invalid(format!("id: {e}")))?;
-        Label::parse(&registration.region)
-            .map_err(|e| RegisterError::Invalid(format!("region: {e}")))?;
-        let key = PublicKey::parse(&registration.public_key)
-            .map_err(|e| RegisterError::Invalid(format!("public_key: {e}")))?;
-        self.store
-            .register_edge(&EdgeRecord {
-                id: registration.id.clone(),
-                region: registration.region.clone(),
-                public_key: key.to_hex(),
-                registered_at: Timestamp::now(),
-            })
-            .await?;
-        self.lock().0.insert(
-            key.id().to_string(),
-            Known {
-                edge: registration.id.clone(),
-                key,
-            },
-        );
+    /// Records an edge's key: new ids and the same key again are accepted, another key is
+    /// [`RegisterError::Taken`].
+    pub async fn register(&self, registration: &Registration) -> Result<(), RegisterError> {
+        let record = EdgeRecord {
+            id: registration.id.to_string(),
+            region: registration.region.to_string(),
+            public_key: registration.key.to_hex(),
+            registered_at: Timestamp::now(),
+        };
+        match self.store.register_edge(&record).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict(_)) => {
+                return Err(RegisterError::Taken(registration.id.clone()));
+            }
+            Err(e) => return Err(RegisterError::Store(e)),
+        }
+        self.lock()
+            .add(registration.id.clone(), registration.key.clone());
         Ok(())
     }
 
-    async fn reload(&self) {
+    /// Replaces a registered edge's key (audited); returns the key it replaced.
+    pub async fn rotate(
+        &self,
+        edge: &EdgeId,
+        key: &PublicKey,
+        actor: &Actor,
+    ) -> Result<EdgeRecord, RegisterError> {
+        let old = match self
+            .store
+            .rotate_edge(edge.as_str(), &key.to_hex(), actor)
+            .await
         {
-            let mut known = self.lock();
-            if known
-                .1
-                .is_some_and(|at| at.elapsed() < RELOAD_AT_MOST_EVERY)
-            {
+            Ok(old) => old,
+            Err(StoreError::NotFound) => return Err(RegisterError::Unknown(edge.clone())),
+            Err(e) => return Err(RegisterError::Store(e)),
+        };
+        let mut cache = self.lock();
+        if let Ok(old_key) = PublicKey::parse(&old.public_key) {
+            cache.remove(edge, &old_key);
+        }
+        cache.add(edge.clone(), key.clone());
+        Ok(old)
+    }
+
+    /// Reads every registration again, replacing the cache (so rotated-away keys leave it).
+    async fn reload(&self, unknown_signer: bool) {
+        {
+            let mut cache = self.lock();
+            if !cache.should_reload(unknown_signer) {
                 return;
             }
-            known.1 = Some(Instant::now());
+            cache.tried = Some(Instant::now());
         }
         match self.store.edges().await {
             Ok(records) => {
-                let mut known = self.lock();
+                let mut fresh = Cache::default();
                 for record in records {
-                    if let Ok(key) = PublicKey::parse(&record.public_key) {
-                        known.0.insert(
-                            key.id().to_string(),
-                            Known {
-                                edge: record.id,
-                                key,
-                            },
-                        );
+                    if let (Ok(key), Ok(edge)) = (
+                        PublicKey::parse(&record.public_key),
+                        EdgeId::parse(&record.id),
+                    ) {
+                        fresh.add(edge, key);
                     }
                 }
+                let mut cache = self.lock();
+                fresh.tried = cache.tried;
+                fresh.loaded = Some(Instant::now());
+                *cache = fresh;
             }
             Err(error) => tracing::warn!(%error, "reloading edge registrations failed"),
         }
     }
 
-    fn check(&self, sealed: &SignedAck) -> Option<Result<Ack, String>> {
-        let known = self.lock();
-        let entry = known.0.get(sealed.signature().signer().as_str())?;
-        Some(match sealed.open(&entry.key) {
-            Ok(ack) if ack.edge == entry.edge => Ok(ack),
-            Ok(ack) => Err(format!(
-                "signed by edge {}'s key but claims to be {}",
-                entry.edge, ack.edge
-            )),
-            Err(e) => Err(e.to_string()),
+    fn check(&self, sealed: &SignedAck) -> Option<Result<VerifiedAck, String>> {
+        let cache = self.lock();
+        let (key, edges) = cache.by_signer.get(sealed.signature().signer().as_str())?;
+        let ack = match sealed.open(key) {
+            Ok(ack) => ack,
+            Err(e) => return Some(Err(e.to_string())),
+        };
+        let Some(edge) = edges.iter().find(|e| e.as_str() == ack.edge) else {
+            return Some(Err(format!(
+                "signed with a key registered for {edges:?}, but claims to be {:?}",
+                ack.edge
+            )));
+        };
+        Some(match Region::parse(&ack.region) {
+            Ok(region) => Ok(VerifiedAck {
+                edge: edge.clone(),
+                region,
+                applied: ack.applied,
+                at: ack.at,
+            }),
+            Err(e) => Err(format!("edge {edge}: region: {e}")),
         })
     }
 
-    /// The acknowledgement, if a registered edge signed it for itself.
-    pub async fn open(&self, sealed: &SignedAck) -> Option<Ack> {
+    /// The acknowledgement, if a registered edge signed it for itself and it names a valid region.
+    pub async fn open(&self, sealed: &SignedAck) -> Option<VerifiedAck> {
+        self.reload(false).await;
         let mut checked = self.check(sealed);
         if checked.is_none() {
-            self.reload().await;
+            self.reload(true).await;
             checked = self.check(sealed);
         }
         match checked {
@@ -137,51 +253,70 @@ impl EdgeKeys {
 
 #[cfg(test)]
 mod tests {
-    use quench_core::{Seq, sign::Signer};
+    use quench_bus::Ack;
+    use quench_core::sign::Signer;
     use quench_store::sqlite::SqliteStore;
 
     use super::*;
 
-    fn ack(edge: &str) -> Ack {
+    fn ack(edge: &str, region: &str) -> Ack {
         Ack {
             edge: edge.into(),
-            region: "eu".into(),
+            region: region.into(),
             applied: Seq::new(4),
             at: Timestamp::now(),
         }
     }
 
-    #[tokio::test]
-    async fn only_acks_signed_by_the_registered_edge_for_itself_are_accepted() {
-        let dir = tempfile::tempdir().expect("dir");
-        let store: Arc<dyn Store> = Arc::new(
+    fn registration(id: &str, key: &Signer) -> Registration {
+        Registration::parse(&EdgeRegistration {
+            id: id.into(),
+            region: "eu".into(),
+            public_key: key.public().to_hex(),
+        })
+        .expect("valid")
+    }
+
+    async fn store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
+        Arc::new(
             SqliteStore::open(&dir.path().join("q.db"))
                 .await
                 .expect("store"),
-        );
+        )
+    }
+
+    #[tokio::test]
+    async fn only_acks_signed_by_the_registered_edge_for_itself_are_accepted() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = store(&dir).await;
         let keys = EdgeKeys::new(store.clone());
         let edge_key = Signer::generate().expect("random");
-        keys.register(&EdgeRegistration {
-            id: "e1".into(),
-            region: "eu".into(),
-            public_key: edge_key.public().to_hex(),
-        })
-        .await
-        .expect("register");
+        keys.register(&registration("e1", &edge_key))
+            .await
+            .expect("register");
 
-        let genuine = ack("e1");
+        let genuine = keys
+            .open(&SignedAck::seal_ack(&edge_key, &ack("e1", "eu")))
+            .await
+            .expect("accepted");
+        assert_eq!(genuine.edge.as_str(), "e1");
+        assert_eq!(genuine.region.as_str(), "eu");
         assert_eq!(
-            keys.open(&SignedAck::seal_ack(&edge_key, &genuine)).await,
-            Some(genuine)
-        );
-        assert_eq!(
-            keys.open(&SignedAck::seal_ack(&edge_key, &ack("e2"))).await,
+            keys.open(&SignedAck::seal_ack(&edge_key, &ack("e2", "eu")))
+                .await,
             None,
             "claims another edge"
         );
+        assert_eq!(
+            keys.open(&SignedAck::seal_ack(&edge_key, &ack("e1", "eu\"} 1\n")))
+                .await,
+            None,
+            "a region that is not a valid name"
+        );
         let stranger = Signer::generate().expect("random");
         assert_eq!(
-            keys.open(&SignedAck::seal_ack(&stranger, &ack("e1"))).await,
+            keys.open(&SignedAck::seal_ack(&stranger, &ack("e1", "eu")))
+                .await,
             None,
             "unregistered key"
         );
@@ -190,9 +325,62 @@ mod tests {
         let other = EdgeKeys::new(store);
         assert!(
             other
-                .open(&SignedAck::seal_ack(&edge_key, &ack("e1")))
+                .open(&SignedAck::seal_ack(&edge_key, &ack("e1", "eu")))
                 .await
                 .is_some()
         );
+    }
+
+    #[tokio::test]
+    async fn a_key_is_replaced_only_by_rotation_and_the_old_one_stops_counting() {
+        let dir = tempfile::tempdir().expect("dir");
+        let keys = EdgeKeys::new(store(&dir).await);
+        let first = Signer::generate().expect("random");
+        let second = Signer::generate().expect("random");
+        keys.register(&registration("e1", &first))
+            .await
+            .expect("register");
+        keys.register(&registration("e1", &first))
+            .await
+            .expect("the same key again");
+        assert!(matches!(
+            keys.register(&registration("e1", &second)).await,
+            Err(RegisterError::Taken(_))
+        ));
+        // Registering someone else's public key under a new id does not silence them.
+        keys.register(&registration("e9", &first))
+            .await
+            .expect("shared key");
+        assert!(
+            keys.open(&SignedAck::seal_ack(&first, &ack("e1", "eu")))
+                .await
+                .is_some()
+        );
+
+        let actor = Actor {
+            principal: "bootstrap".into(),
+            source: None,
+            at: Timestamp::now(),
+        };
+        let id = EdgeId::parse("e1").expect("id");
+        keys.rotate(&id, &second.public(), &actor)
+            .await
+            .expect("rotate");
+        assert!(
+            keys.open(&SignedAck::seal_ack(&first, &ack("e1", "eu")))
+                .await
+                .is_none(),
+            "the replaced key no longer speaks for e1"
+        );
+        assert!(
+            keys.open(&SignedAck::seal_ack(&second, &ack("e1", "eu")))
+                .await
+                .is_some()
+        );
+        let nobody = EdgeId::parse("nobody").expect("id");
+        assert!(matches!(
+            keys.rotate(&nobody, &second.public(), &actor).await,
+            Err(RegisterError::Unknown(_))
+        ));
     }
 }

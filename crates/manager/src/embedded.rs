@@ -36,9 +36,12 @@ impl Running {
 pub enum StartError {
     #[error(transparent)]
     Bus(#[from] quench_bus::BusError),
+    #[error("the embedded edge's {0}")]
+    Name(#[from] quench_core::NameError),
 }
 
-/// An edge to run in the manager's process.
+/// An edge to run in the manager's process. Give its config an `ack_key` kept across restarts (as
+/// `quench up` does, in the data directory): the manager accepts one key per edge id.
 pub struct EmbeddedEdge {
     pub config: EdgeConfig,
     pub listener: TcpListener,
@@ -52,6 +55,15 @@ pub async fn start(
     edge: Option<EmbeddedEdge>,
     cancel: CancellationToken,
 ) -> Result<Running, StartError> {
+    let expected = edge
+        .as_ref()
+        .map(|edge| {
+            Ok::<_, StartError>((
+                quench_core::EdgeId::parse(&edge.config.id)?,
+                quench_core::Region::parse(&edge.config.region)?,
+            ))
+        })
+        .transpose()?;
     let manager = Manager::new(store, bus.clone(), manager_config);
     manager.start(cancel.clone()).await?;
     let mut tasks = vec![tokio::spawn(serve(
@@ -61,10 +73,8 @@ pub async fn start(
         "manager",
     ))];
     let mut replica = None;
-    if let Some(edge) = edge {
-        manager
-            .propagation
-            .expect(&edge.config.id, &edge.config.region);
+    if let (Some(edge), Some((id, region))) = (edge, expected) {
+        manager.propagation.expect(&id, &region);
         let embedded = Replica::new(edge.config);
         tasks.push(tokio::spawn(follow(
             embedded.clone(),

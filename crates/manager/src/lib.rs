@@ -278,8 +278,13 @@ impl Manager {
                 tracing::warn!("the acknowledgement stream ended");
                 return;
             };
-            if let Some(ack) = self.edge_keys.open(&sealed).await {
-                self.propagation.record(&ack);
+            let Some(ack) = self.edge_keys.open(&sealed).await else {
+                metrics::ManagerMetrics::add(&self.metrics.acks_refused, 1);
+                continue;
+            };
+            if let Err(why) = self.propagation.record(&ack, Timestamp::now()) {
+                metrics::ManagerMetrics::add(&self.metrics.acks_refused, 1);
+                tracing::warn!(edge = %ack.edge, at = %ack.at, %why, "ignored an acknowledgement");
             }
         }
     }

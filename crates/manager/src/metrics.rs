@@ -16,6 +16,7 @@ pub struct ManagerMetrics {
     pub auth_failures: AtomicU64,
     pub waits_complete: AtomicU64,
     pub waits_timed_out: AtomicU64,
+    pub acks_refused: AtomicU64,
 }
 
 impl ManagerMetrics {
@@ -69,6 +70,11 @@ impl ManagerMetrics {
                 "quench_revocation_waits_timed_out_total",
                 "wait=all calls that timed out.",
                 &self.waits_timed_out,
+            ),
+            (
+                "quench_acks_refused_total",
+                "Edge acknowledgements not counted: unregistered or wrong key, invalid names, replayed, or stamped too far from this manager's clock.",
+                &self.acks_refused,
             ),
         ] {
             let _ = writeln!(

@@ -51,9 +51,11 @@ impl Upstream for ManagerUpstream {
     }
 
     async fn register(&self, edge: &EdgeRegistration) -> Result<(), UpstreamError> {
+        let registration =
+            crate::edges::Registration::parse(edge).map_err(|e| UpstreamError(e.to_string()))?;
         self.0
             .edge_keys
-            .register(edge)
+            .register(&registration)
             .await
             .map_err(|e| UpstreamError(e.to_string()))
     }

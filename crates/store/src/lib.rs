@@ -11,6 +11,7 @@
 //! [`Store`] is the seam for backends: SQLite (the embedded default) here, PostgreSQL beside it. One
 //! conformance suite (`tests/conformance`) runs against each.
 
+mod edges;
 mod migrate;
 mod model;
 pub mod notify;
@@ -156,8 +157,15 @@ pub trait Store: NotifyStore + Send + Sync + 'static {
     /// which is harmless: edges ignore what they already applied.
     async fn mark_published(&self, first: Seq, last: Seq) -> Result<()>;
 
-    /// Records an edge's acknowledgement key, replacing any earlier one for the same id.
+    /// Records an edge's acknowledgement key. Registering an id again with the same key only refreshes
+    /// its region and time; with another key it is `Conflict` and nothing changes: an edge's key is
+    /// replaced only by [`Store::rotate_edge`].
     async fn register_edge(&self, edge: &EdgeRecord) -> Result<()>;
+
+    /// Replaces a registered edge's key (hex) at `actor.at` (an operator's decision, audited as
+    /// `edge.rotate` in the same transaction) and returns the record as it was. `NotFound` for an id
+    /// never registered.
+    async fn rotate_edge(&self, id: &str, public_key: &str, actor: &Actor) -> Result<EdgeRecord>;
 
     async fn edges(&self) -> Result<Vec<EdgeRecord>>;
 

@@ -60,8 +60,8 @@ pub struct TokenRecord {
     pub created_by: String,
 }
 
-/// An edge and the key it signs its acknowledgements with. Re-registering an id replaces its key (an
-/// edge makes a new key each time it starts).
+/// An edge and the key it signs its acknowledgements with. An edge keeps its key across restarts;
+/// re-registering an id with another key is refused, and only an audited rotation replaces it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EdgeRecord {
     pub id: String,

@@ -22,7 +22,7 @@ use tokio::sync::Mutex;
 
 use crate::{
     Actor, AuditEntry, BulkRevoked, EdgeRecord, KeyFilter, Result, Revoked, Rotated, Selector,
-    Store, StoreError, TokenRecord, migrate, rows,
+    Store, StoreError, TokenRecord, edges, migrate, rows,
 };
 
 pub struct SqliteStore {
@@ -837,33 +837,46 @@ impl Store for SqliteStore {
     }
 
     async fn register_edge(&self, edge: &EdgeRecord) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO edges (id, region, public_key, registered_at) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (id) DO UPDATE SET region = excluded.region, public_key = excluded.public_key, \
-             registered_at = excluded.registered_at",
-        )
-        .bind(&edge.id)
-        .bind(&edge.region)
-        .bind(&edge.public_key)
-        .bind(edge.registered_at.as_millis())
-        .execute(&self.pool)
-        .await?;
+        let changed = sqlx::query(edges::REGISTER)
+            .bind(&edge.id)
+            .bind(&edge.region)
+            .bind(&edge.public_key)
+            .bind(edge.registered_at.as_millis())
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if changed == 0 {
+            return Err(edges::taken(&edge.id));
+        }
         Ok(())
     }
 
+    async fn rotate_edge(&self, id: &str, public_key: &str, actor: &Actor) -> Result<EdgeRecord> {
+        let (_guard, mut tx) = self.write().await?;
+        let old = sqlx::query(edges::ONE)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let old = edges::record(&old)?;
+        sqlx::query(edges::ROTATE)
+            .bind(id)
+            .bind(public_key)
+            .bind(actor.at.as_millis())
+            .execute(&mut *tx)
+            .await?;
+        let reason = edges::rotation_reason(&old, public_key);
+        audit(&mut tx, actor, edges::ROTATE_ACTION, None, Some(&reason)).await?;
+        tx.commit().await?;
+        Ok(old)
+    }
+
     async fn edges(&self) -> Result<Vec<EdgeRecord>> {
-        sqlx::query("SELECT id, region, public_key, registered_at FROM edges ORDER BY id")
+        sqlx::query(edges::ALL)
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(|row| {
-                Ok(EdgeRecord {
-                    id: row.try_get("id")?,
-                    region: row.try_get("region")?,
-                    public_key: row.try_get("public_key")?,
-                    registered_at: Timestamp::from_millis(row.try_get("registered_at")?),
-                })
-            })
+            .map(edges::record)
             .collect()
     }
 

@@ -358,6 +358,9 @@ pub fn edge_with(
     .iter()
     .map(|s| s.to_string())
     .collect();
+    // Edge keys live outside the source tree; an edge restarted under its id finds its key again.
+    let keys = Path::new(env!("CARGO_TARGET_TMPDIR")).join("edge-keys");
+    args.extend(["--data-dir".to_owned(), keys.display().to_string()]);
     args.extend(extra.iter().map(|s| s.to_string()));
     let proc = Proc::spawn(&args, &[("QUENCH_TOKEN".to_owned(), token.to_owned())]);
     let url = proc.url_after("listening on");

@@ -45,6 +45,7 @@ pub fn router(manager: Arc<Manager>) -> Router {
         .route("/v1/tokens/{id}/revoke", post(system::revoke_token))
         .route("/v1/events", get(system::events))
         .route("/v1/edges", get(system::edges).post(system::register_edge))
+        .route("/v1/edges/{id}/rotate", post(system::rotate_edge))
         .route("/v1/snapshot", get(system::snapshot))
         .route("/v1/signing-keys", get(system::signing_keys))
         .route("/v1/audit", get(system::audit))
@@ -66,7 +67,7 @@ pub fn router(manager: Arc<Manager>) -> Router {
         keys::create, keys::list, keys::show, keys::revoke, keys::rotate, keys::bulk_revoke, leaks::report, leaks::github,
         notify::list, notify::report, notify::usage_policy, notify::create_webhook, notify::list_webhooks,
         notify::delete_webhook, notify::deliveries,
-        system::create_token, system::revoke_token, system::events, system::snapshot, system::edges, system::register_edge,
+        system::create_token, system::revoke_token, system::events, system::snapshot, system::edges, system::register_edge, system::rotate_edge,
         system::signing_keys, system::audit, system::health,
         system::metrics, system::openapi,
     ),

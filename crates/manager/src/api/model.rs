@@ -446,6 +446,24 @@ pub struct EdgeRegistrationRequest {
     pub public_key: String,
 }
 
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeRotationRequest {
+    /// Hex Ed25519 public key the edge now signs with (it logs it at start and when its registration
+    /// is refused).
+    pub public_key: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EdgeRotation {
+    pub id: String,
+    pub region: String,
+    /// The id of the key now registered.
+    pub key_id: String,
+    /// The id of the key it replaced, whose acknowledgements no longer count.
+    pub replaced_key_id: String,
+}
+
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SigningKey {
     pub id: String,

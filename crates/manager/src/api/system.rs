@@ -19,14 +19,15 @@ use super::{
     ApiDoc,
     model::{
         self, AuditPage, AuditQuery, AuditRecord, CreateTokenRequest, CreatedToken, EdgeList,
-        EdgeRegistrationRequest, ErrorResponse, EventPage, EventsQuery, Health, SigningKey,
-        SigningKeys, SnapshotQuery,
+        EdgeRegistrationRequest, EdgeRotation, EdgeRotationRequest, ErrorResponse, EventPage,
+        EventsQuery, Health, SigningKey, SigningKeys, SnapshotQuery,
     },
     store_error,
 };
 use crate::{
     Manager,
     auth::{self, Principal},
+    edges::{RegisterError, Registration},
     metrics::ManagerMetrics,
 };
 
@@ -59,8 +60,17 @@ pub async fn create_token(
         .as_deref()
         .map(|o| Owner::parse(o).map_err(|e| ApiError::invalid(format!("owner: {e}"))))
         .transpose()?;
+    let asked_for_owner = owner.is_some();
     // A token confined to an owner can only hand out tokens confined the same way.
     let owner = principal.confine(owner)?;
+    if owner.is_some() && scopes.iter().any(|s| s == Scope::Edge) {
+        let why = "scopes: edge reads every owner's keys and cannot be given to a token confined to an owner";
+        return Err(if asked_for_owner {
+            ApiError::invalid(why)
+        } else {
+            ApiError::forbidden(why)
+        });
+    }
     let (token, record) = auth::issue_token(&*manager.store, scopes, owner, &principal.actor())
         .await
         .map_err(store_error)?;
@@ -209,8 +219,10 @@ pub async fn snapshot(
     post, path = "/v1/edges", tag = "admin",
     request_body = EdgeRegistrationRequest,
     responses(
-        (status = 204, description = "Registered: acknowledgements signed with this key are accepted"),
-        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse), (status = 422, body = ErrorResponse),
+        (status = 204, description = "Registered: acknowledgements signed with this key are accepted (scope edge, unconfined; the same key again is accepted)"),
+        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
+        (status = 409, description = "The id is registered with another key; only POST /v1/edges/{id}/rotate replaces it", body = ErrorResponse),
+        (status = 422, body = ErrorResponse),
     ),
     security(("bearer" = []))
 )]
@@ -220,19 +232,67 @@ pub async fn register_edge(
     JsonBody(request): JsonBody<EdgeRegistrationRequest>,
 ) -> Result<StatusCode, ApiError> {
     principal.require(Scope::Edge)?;
-    let registration = quench_bus::EdgeRegistration {
+    let registration = Registration::parse(&quench_bus::EdgeRegistration {
         id: request.id,
         region: request.region,
         public_key: request.public_key,
-    };
-    match manager.edge_keys.register(&registration).await {
-        Ok(()) => {
-            tracing::info!(edge = %registration.id, region = %registration.region, "edge registered");
-            Ok(StatusCode::NO_CONTENT)
-        }
-        Err(crate::edges::RegisterError::Invalid(why)) => Err(ApiError::invalid(why)),
-        Err(crate::edges::RegisterError::Store(e)) => Err(store_error(e)),
+    })
+    .map_err(register_error)?;
+    manager
+        .edge_keys
+        .register(&registration)
+        .await
+        .map_err(register_error)?;
+    tracing::info!(edge = %registration.id, region = %registration.region, key = %registration.key.id(), "edge registered");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn register_error(error: RegisterError) -> ApiError {
+    match error {
+        RegisterError::Invalid(why) => ApiError::invalid(why),
+        RegisterError::Taken(_) => ApiError::conflict(error.to_string()),
+        RegisterError::Unknown(_) => ApiError::not_found(error.to_string()),
+        RegisterError::Store(e) => store_error(e),
     }
+}
+
+#[utoipa::path(
+    post, path = "/v1/edges/{id}/rotate", tag = "admin",
+    params(("id" = String, Path, description = "Edge id")),
+    request_body = EdgeRotationRequest,
+    responses(
+        (status = 200, description = "The edge's acknowledgements now count only with this key (unconfined admin; audited as edge.rotate)", body = EdgeRotation),
+        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse), (status = 404, body = ErrorResponse), (status = 422, body = ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn rotate_edge(
+    State(manager): State<Arc<Manager>>,
+    principal: Principal,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    JsonBody(request): JsonBody<EdgeRotationRequest>,
+) -> Result<Json<EdgeRotation>, ApiError> {
+    principal.require(Scope::Admin)?;
+    principal.require_unconfined("replacing an edge's key")?;
+    let edge = quench_core::EdgeId::parse(&id)
+        .map_err(|_| ApiError::not_found(format!("no edge {id:?} is registered")))?;
+    let key = quench_core::sign::PublicKey::parse(&request.public_key)
+        .map_err(|e| ApiError::invalid(format!("public_key: {e}")))?;
+    let old = manager
+        .edge_keys
+        .rotate(&edge, &key, &principal.actor())
+        .await
+        .map_err(register_error)?;
+    let replaced = quench_core::sign::PublicKey::parse(&old.public_key)
+        .map(|k| k.id().to_string())
+        .unwrap_or_default();
+    tracing::info!(%edge, key = %key.id(), replaced, principal = %principal.id, "edge key rotated");
+    Ok(Json(EdgeRotation {
+        id: edge.to_string(),
+        region: old.region,
+        key_id: key.id().to_string(),
+        replaced_key_id: replaced,
+    }))
 }
 
 #[utoipa::path(

@@ -3,6 +3,7 @@
 mod admin;
 mod alerts;
 mod auth;
+mod confinement;
 mod helpers;
 mod input;
 mod keys;

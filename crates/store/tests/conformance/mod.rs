@@ -516,19 +516,65 @@ pub async fn audits_every_mutation(store: Arc<dyn Store>) {
     assert_eq!(store.audit_log(None, 1).await.expect("audit").len(), 1);
 }
 
-pub async fn registers_edges_and_replaces_their_keys(store: Arc<dyn Store>) {
+pub async fn registers_edges_and_replaces_keys_only_by_rotation(store: Arc<dyn Store>) {
     assert!(store.edges().await.expect("edges").is_empty());
+    let first_key = quench_core::sign::Signer::generate()
+        .expect("random")
+        .public();
+    let second_key = quench_core::sign::Signer::generate()
+        .expect("random")
+        .public();
     let mut edge = quench_store::EdgeRecord {
         id: "edge-eu-1".into(),
         region: "eu".into(),
-        public_key: "aa".repeat(32),
+        public_key: first_key.to_hex(),
         registered_at: actor().at,
     };
     store.register_edge(&edge).await.expect("register");
-    edge.public_key = "bb".repeat(32);
+    // The same key again (an edge restarting) refreshes the region.
     edge.region = "eu-west".into();
     store.register_edge(&edge).await.expect("re-register");
-    assert_eq!(store.edges().await.expect("edges"), vec![edge]);
+    assert_eq!(store.edges().await.expect("edges"), vec![edge.clone()]);
+
+    // Another key for the same id is refused and changes nothing.
+    let hijack = quench_store::EdgeRecord {
+        public_key: second_key.to_hex(),
+        region: "elsewhere".into(),
+        ..edge.clone()
+    };
+    assert!(matches!(
+        store.register_edge(&hijack).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.edges().await.expect("edges"), vec![edge.clone()]);
+
+    // An operator's rotation replaces it, audited, and returns what was there.
+    let rotated = quench_store::EdgeRecord {
+        public_key: second_key.to_hex(),
+        ..edge.clone()
+    };
+    let old = store
+        .rotate_edge(&edge.id, &rotated.public_key, &actor())
+        .await
+        .expect("rotate");
+    assert_eq!(old, edge);
+    assert_eq!(store.edges().await.expect("edges"), vec![rotated.clone()]);
+    let log = store.audit_log(None, 1).await.expect("audit");
+    assert_eq!(log[0].action, "edge.rotate");
+    let reason = log[0].reason.as_deref().expect("reason");
+    assert!(reason.contains(first_key.id().as_str()), "{reason}");
+    assert!(reason.contains(second_key.id().as_str()), "{reason}");
+    store
+        .register_edge(&rotated)
+        .await
+        .expect("the new key registers");
+
+    assert!(matches!(
+        store
+            .rotate_edge("edge-nowhere", &rotated.public_key, &actor())
+            .await,
+        Err(StoreError::NotFound)
+    ));
 }
 
 pub async fn the_outbox_mark_advances_only_contiguously(store: Arc<dyn Store>) {
@@ -967,7 +1013,7 @@ macro_rules! all_conformance_tests {
             snapshot_pages_stop_at_their_sequence,
             audits_every_mutation,
             concurrent_writers_keep_the_log_gap_free,
-            registers_edges_and_replaces_their_keys,
+            registers_edges_and_replaces_keys_only_by_rotation,
             the_outbox_mark_advances_only_contiguously,
             records_alerts_once_and_pages_them,
             webhooks_are_created_listed_and_deleted,

@@ -1,0 +1,62 @@
+//! Edge registrations: the SQL both backends share (both take `$n` placeholders and `ON CONFLICT`).
+//!
+//! Registration is one statement so that two managers registering the same edge at once cannot both
+//! win: an existing row is refreshed only when it already holds the presented key, and zero rows
+//! changed means the id belongs to another key. Rotation is the only way a key is replaced; it runs in
+//! a write transaction with its audit record.
+
+use quench_core::Timestamp;
+
+use crate::{EdgeRecord, StoreError};
+
+pub(crate) const REGISTER: &str = "INSERT INTO edges (id, region, public_key, registered_at) \
+     VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (id) DO UPDATE SET region = excluded.region, registered_at = excluded.registered_at \
+     WHERE edges.public_key = excluded.public_key";
+
+pub(crate) const ONE: &str =
+    "SELECT id, region, public_key, registered_at FROM edges WHERE id = $1";
+
+pub(crate) const ALL: &str = "SELECT id, region, public_key, registered_at FROM edges ORDER BY id";
+
+pub(crate) const ROTATE: &str =
+    "UPDATE edges SET public_key = $2, registered_at = $3 WHERE id = $1";
+
+pub(crate) const ROTATE_ACTION: &str = "edge.rotate";
+
+/// The answer to a registration that changed no row.
+pub(crate) fn taken(id: &str) -> StoreError {
+    StoreError::Conflict(format!("edge {id} is registered with another key"))
+}
+
+/// What the audit record of a rotation says: both keys by their short ids, never more.
+pub(crate) fn rotation_reason(old: &EdgeRecord, new_key: &str) -> String {
+    format!(
+        "edge {}: key {} replaced by {}",
+        old.id,
+        key_id(&old.public_key),
+        key_id(new_key)
+    )
+}
+
+fn key_id(hex: &str) -> String {
+    quench_core::sign::PublicKey::parse(hex)
+        .map(|k| k.id().to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// The row as a record; the columns are the same in both backends.
+pub(crate) fn record<R>(row: &R) -> crate::Result<EdgeRecord>
+where
+    R: sqlx::Row,
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(EdgeRecord {
+        id: row.try_get("id")?,
+        region: row.try_get("region")?,
+        public_key: row.try_get("public_key")?,
+        registered_at: Timestamp::from_millis(row.try_get("registered_at")?),
+    })
+}
