@@ -344,6 +344,14 @@ impl<'a> PresentedKey<'a> {
     pub fn secret(&self) -> &'a [u8] {
         self.secret
     }
+
+    /// Copies the secret into memory that is wiped on drop, for work that outlives the presented text
+    /// (a slow hash on another thread).
+    pub fn to_secret(&self) -> Secret {
+        let mut out = [0u8; SECRET_LEN];
+        out.copy_from_slice(self.secret);
+        Secret(out)
+    }
 }
 
 impl fmt::Debug for PresentedKey<'_> {
