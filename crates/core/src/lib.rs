@@ -17,7 +17,7 @@ pub mod usage;
 
 pub use event::{Change, Event, Seq};
 pub use hash::{HashAlg, Verifier};
-pub use key::{ApiKey, KeyError, KeyId, Prefix};
+pub use key::{ApiKey, GivenId, KeyError, KeyId, Prefix};
 pub use keyset::{Check, KeySet, Reason, SlowCheck, Verdict};
 pub use names::{KeyName, Label, NameError, Owner};
 pub use record::{EdgeKey, KeyRecord, KeyStatus, Revocation};

@@ -3,8 +3,10 @@
 mod admin;
 mod alerts;
 mod auth;
+mod bulk;
 mod helpers;
 mod input;
 mod keys;
 mod leaks;
+mod pasted_keys;
 mod webhooks;
