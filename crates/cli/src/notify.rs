@@ -68,11 +68,7 @@ pub struct WebhookIdArgs {
 pub async fn alerts(a: AlertsArgs) -> anyhow::Result<ExitCode> {
     let mut query = vec![format!("limit={}", a.limit)];
     let key = a.key.as_deref().map(|k| given_id(k, "key")).transpose()?;
-    for (name, value) in [
-        ("key_id", &key),
-        ("owner", &a.owner),
-        ("cursor", &a.cursor),
-    ] {
+    for (name, value) in [("key_id", &key), ("owner", &a.owner), ("cursor", &a.cursor)] {
         if let Some(value) = value {
             query.push(format!("{name}={}", urlencode(value)));
         }

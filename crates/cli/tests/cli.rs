@@ -592,10 +592,17 @@ fn a_whole_key_given_as_an_id_is_never_printed_or_logged() {
     // `keys show` and `keys revoke` act on the id of a pasted key, and say so without repeating it.
     let shown = quench(&node, &data, &["keys", "show", &key]);
     assert!(shown.status.success(), "{}", printed(&shown));
-    let revoked = quench(&node, &data, &["keys", "revoke", &key, "--reason", "pasted"]);
+    let revoked = quench(
+        &node,
+        &data,
+        &["keys", "revoke", &key, "--reason", "pasted"],
+    );
     assert!(revoked.status.success(), "{}", printed(&revoked));
     let stderr = String::from_utf8_lossy(&revoked.stderr);
-    assert!(stderr.contains(&id) && stderr.contains("leaked"), "{stderr}");
+    assert!(
+        stderr.contains(&id) && stderr.contains("leaked"),
+        "{stderr}"
+    );
     assert_eq!(verify(&node, &key).status.code(), Some(1), "revoked");
     let alerts = quench(&node, &data, &["alerts", "--key", &key]);
     assert!(alerts.status.success(), "{}", printed(&alerts));
@@ -619,14 +626,21 @@ fn a_whole_key_given_as_an_id_is_never_printed_or_logged() {
     ));
     let reader = reader["token"].as_str().expect("token").to_owned();
     let token_revoked = quench(&node, &data, &["tokens", "revoke", &reader]);
-    assert!(token_revoked.status.success(), "{}", printed(&token_revoked));
+    assert!(
+        token_revoked.status.success(),
+        "{}",
+        printed(&token_revoked)
+    );
     for out in [&shown, &revoked, &alerts, &token_revoked]
         .into_iter()
         .chain(&failures)
     {
         let all = printed(out);
         assert!(!all.contains(&secret), "printed a secret: {all}");
-        assert!(!all.contains(&reader[13..reader.len() - 6]), "printed a token: {all}");
+        assert!(
+            !all.contains(&reader[13..reader.len() - 6]),
+            "printed a token: {all}"
+        );
     }
 
     // The API itself, asked directly with a key in the path, refuses without echoing it.

@@ -90,13 +90,9 @@ async fn verify(
 ) -> Result<Json<VerifyResponse>, Response> {
     let client = match request.client_ip.as_deref() {
         None => None,
-        Some(text) => Some(
-            text.trim()
-                .parse::<IpAddr>()
-                .map_err(|_| {
-                    ApiError::invalid("client_ip must be an IPv4 or IPv6 address").into_response()
-                })?,
-        ),
+        Some(text) => Some(text.trim().parse::<IpAddr>().map_err(|_| {
+            ApiError::invalid("client_ip must be an IPv4 or IPv6 address").into_response()
+        })?),
     };
     let now = Timestamp::now();
     let verdict = replica

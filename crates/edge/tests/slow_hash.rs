@@ -149,8 +149,14 @@ async fn wrong_secret_floods_of_one_argon2id_key_are_throttled_and_other_keys_st
     let http = reqwest::Client::new();
     // The owner of `confirmed` used it once: this edge paid its slow hash and remembers the result.
     let (status, body) = verify(&http, &url, &confirmed.text).await;
-    assert_eq!((status, body["valid"].as_bool()), (StatusCode::OK, Some(true)));
-    assert_eq!(metric(&http, &url, "quench_edge_slow_hashes_total").await, 1);
+    assert_eq!(
+        (status, body["valid"].as_bool()),
+        (StatusCode::OK, Some(true))
+    );
+    assert_eq!(
+        metric(&http, &url, "quench_edge_slow_hashes_total").await,
+        1
+    );
 
     let attackers: Vec<_> = (0..ATTACKERS)
         .map(|_| {
@@ -194,11 +200,21 @@ async fn wrong_secret_floods_of_one_argon2id_key_are_throttled_and_other_keys_st
         1 + u64::from(FAILURES)
     );
     assert_eq!(
-        metric(&http, &url, "quench_edge_slow_checks_total{result=\"throttled\"}").await,
+        metric(
+            &http,
+            &url,
+            "quench_edge_slow_checks_total{result=\"throttled\"}"
+        )
+        .await,
         throttled
     );
     assert_eq!(
-        metric(&http, &url, "quench_edge_slow_checks_total{result=\"busy\"}").await,
+        metric(
+            &http,
+            &url,
+            "quench_edge_slow_checks_total{result=\"busy\"}"
+        )
+        .await,
         0
     );
 
@@ -282,18 +298,35 @@ async fn a_full_slow_hash_pool_answers_busy_at_once_and_fast_keys_still_answer()
         (StatusCode::SERVICE_UNAVAILABLE, "busy".to_owned())
     );
     let (status, body) = verify(&http, &url, &fast.text).await;
-    assert_eq!((status, body["valid"].as_bool()), (StatusCode::OK, Some(true)));
+    assert_eq!(
+        (status, body["valid"].as_bool()),
+        (StatusCode::OK, Some(true))
+    );
 
     let (status, body) = running.await.expect("first check");
-    assert_eq!((status, body["valid"].as_bool()), (StatusCode::OK, Some(true)));
     assert_eq!(
-        metric(&http, &url, "quench_edge_slow_checks_total{result=\"busy\"}").await,
+        (status, body["valid"].as_bool()),
+        (StatusCode::OK, Some(true))
+    );
+    assert_eq!(
+        metric(
+            &http,
+            &url,
+            "quench_edge_slow_checks_total{result=\"busy\"}"
+        )
+        .await,
         2
     );
     // Busy refusals hashed nothing and spent none of the key's failure budget.
-    assert_eq!(metric(&http, &url, "quench_edge_slow_hashes_total").await, 1);
+    assert_eq!(
+        metric(&http, &url, "quench_edge_slow_hashes_total").await,
+        1
+    );
     let (status, body) = verify(&http, &url, &second.text).await;
-    assert_eq!((status, body["valid"].as_bool()), (StatusCode::OK, Some(true)));
+    assert_eq!(
+        (status, body["valid"].as_bool()),
+        (StatusCode::OK, Some(true))
+    );
 }
 
 #[tokio::test]
@@ -304,7 +337,12 @@ async fn sha256_and_confirmed_keys_are_answered_without_awaiting() {
     let now = Timestamp::now();
     // Embedders' synchronous verify pays the slow hash once, on the calling thread.
     assert!(replica.verify(&slow.text, None, None, now).is_valid());
-    for key in [&fast.text, &slow.text, &wrong_secret(&slow), &wrong_secret(&fast)] {
+    for key in [
+        &fast.text,
+        &slow.text,
+        &wrong_secret(&slow),
+        &wrong_secret(&fast),
+    ] {
         let answer = replica
             .verify_pooled(key, None, None, now)
             .now_or_never()
@@ -324,9 +362,18 @@ async fn verify_and_forward_auth_trim_surrounding_whitespace_alike() {
     let url = serve(replica(SlowHashConfig::default(), &[&key])).await;
     let http = reqwest::Client::new();
     let k = &key.text;
-    for padded in [format!(" {k}"), format!("{k} "), format!("\t{k}  "), format!("  {k}\t")] {
+    for padded in [
+        format!(" {k}"),
+        format!("{k} "),
+        format!("\t{k}  "),
+        format!("  {k}\t"),
+    ] {
         let (status, body) = verify(&http, &url, &padded).await;
-        assert_eq!((status, body["valid"].as_bool()), (StatusCode::OK, Some(true)), "{padded:?}");
+        assert_eq!(
+            (status, body["valid"].as_bool()),
+            (StatusCode::OK, Some(true)),
+            "{padded:?}"
+        );
         assert_eq!(
             auth(&http, &url, ("x-api-key", &padded)).await.0,
             StatusCode::OK,

@@ -174,12 +174,17 @@ fn slow_hashes_are_paid_once_and_still_refuse_wrong_secrets() {
 
 /// A key text with `id` and another key's secret (a correct checksum, a wrong secret).
 fn with_wrong_secret(id: KeyId) -> ApiKey {
-    let other = ApiKey::generate(Prefix::default()).expect("random").expose();
+    let other = ApiKey::generate(Prefix::default())
+        .expect("random")
+        .expose();
     let body = format!("qk_{id}{}", &other[13..other.len() - 6]);
     let mut sum = [0u8; 6];
     crate::base62::encode_fixed(u64::from(crc32fast::hash(body.as_bytes())), &mut sum);
-    ApiKey::parse(&format!("{body}{}", std::str::from_utf8(&sum).expect("ascii")))
-        .expect("well-formed")
+    ApiKey::parse(&format!(
+        "{body}{}",
+        std::str::from_utf8(&sum).expect("ascii")
+    ))
+    .expect("well-formed")
 }
 
 #[test]

@@ -60,9 +60,7 @@ async fn only_the_bulk_route_takes_a_large_body() {
     let large = body(&random_ids(5_000));
     assert!(large.len() > 64 * 1024);
     for path in [format!("/v1/keys/{id}/revoke"), "/v1/keys".to_owned()] {
-        let reply = app
-            .post_raw(&path, "application/json", large.clone())
-            .await;
+        let reply = app.post_raw(&path, "application/json", large.clone()).await;
         assert_eq!(reply.code(), "payload_too_large", "{path}");
         reply.expect(413);
     }

@@ -24,15 +24,21 @@ async fn a_whole_key_in_a_key_path_is_refused_with_its_id_and_never_echoed() {
         app.get(&format!("/v1/keys/{key}")).await,
         app.post(&format!("/v1/keys/{key}/revoke"), json!({"reason": "leak"}))
             .await,
-        app.post(&format!("/v1/keys/{key}/rotate"), json!({"grace_seconds": 0}))
-            .await,
+        app.post(
+            &format!("/v1/keys/{key}/rotate"),
+            json!({"grace_seconds": 0}),
+        )
+        .await,
     ];
     for (reply, route) in cases.into_iter().zip(["show", "revoke", "rotate"]) {
         assert_not_echoed(&reply, &key, &id, route);
         reply.expect(404);
     }
     let reply = app
-        .post("/v1/revocations", json!({"ids": [id, key], "reason": "leak"}))
+        .post(
+            "/v1/revocations",
+            json!({"ids": [id, key], "reason": "leak"}),
+        )
         .await;
     assert_not_echoed(&reply, &key, &id, "bulk");
     assert!(reply.body.to_string().contains("ids[1]"));
