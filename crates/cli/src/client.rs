@@ -3,6 +3,7 @@
 use std::{io::Read, process::ExitCode};
 
 use anyhow::{Context, anyhow, bail};
+use quench_core::GivenId;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -50,6 +51,35 @@ pub(crate) async fn call(
     let message = body["error"]["message"].as_str().unwrap_or("no details");
     let code = body["error"]["code"].as_str().unwrap_or("error");
     bail!("{message} ({code}, HTTP {})", status.as_u16())
+}
+
+/// The id to send for a key or token given on the command line. A whole key (or token) pasted in its
+/// place is reduced to its id, which the format makes exact, with a note on stderr that never repeats
+/// it; anything else that is not an id is refused without repeating it either, since it may be a key
+/// with a typo. What is printed can end up in CI logs; the secret never does.
+pub(crate) fn given_id(text: &str, what: &str) -> anyhow::Result<String> {
+    match GivenId::parse(text.trim()) {
+        Ok(GivenId::Id(id)) => Ok(id.to_string()),
+        Ok(GivenId::WholeKey { id, .. }) => {
+            eprintln!(
+                "note: a whole {what} was given, not its id; using its id {id}. The {what} itself has \
+                 now been exposed (shell history, CI logs): treat it as leaked and revoke it."
+            );
+            Ok(id.to_string())
+        }
+        Err(_) => bail!("not a {what} id: a {what} id is the 10 characters after `<prefix>_`"),
+    }
+}
+
+/// Refuses a whole key given where another kind of id belongs, without repeating it.
+pub(crate) fn not_a_key(text: &str, what: &str) -> anyhow::Result<()> {
+    match GivenId::parse(text.trim()) {
+        Ok(GivenId::WholeKey { id, .. }) => bail!(
+            "that is a whole key (id {id}), not a {what} id. The key has now been exposed (shell \
+             history, CI logs): treat it as leaked and revoke it."
+        ),
+        _ => Ok(()),
+    }
 }
 
 pub(crate) fn text(value: &Value) -> String {
@@ -196,20 +226,15 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
             });
         }
         KeysCommand::Show(a) => {
-            let key = call(
-                &a.client,
-                Method::GET,
-                &format!("/v1/keys/{}", urlencode(&a.id)),
-                None,
-            )
-            .await?;
+            let id = given_id(&a.id, "key")?;
+            let key = call(&a.client, Method::GET, &format!("/v1/keys/{id}"), None).await?;
             emit(a.client.json, &key, print_key);
         }
         KeysCommand::Revoke(a) => {
             let query = wait_query(a.no_wait, a.timeout_ms);
             let body = match (&a.id, &a.owner, &a.api) {
                 (Some(id), _, _) => {
-                    let path = format!("/v1/keys/{}/revoke{query}", urlencode(id));
+                    let path = format!("/v1/keys/{}/revoke{query}", given_id(id, "key")?);
                     call(
                         &a.client,
                         Method::POST,
@@ -262,7 +287,7 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
             if let Some(secs) = a.expires_in {
                 body["expires_in"] = json!(secs);
             }
-            let path = format!("/v1/keys/{}/rotate", urlencode(&a.id));
+            let path = format!("/v1/keys/{}/rotate", given_id(&a.id, "key")?);
             let rotated = call(&a.client, Method::POST, &path, Some(body)).await?;
             emit(a.client.json, &rotated, |r| {
                 println!(
@@ -305,7 +330,7 @@ pub async fn create_token(args: TokenArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn revoke_token(args: RevokeTokenArgs) -> anyhow::Result<ExitCode> {
-    let path = format!("/v1/tokens/{}/revoke", urlencode(&args.id));
+    let path = format!("/v1/tokens/{}/revoke", given_id(&args.id, "token")?);
     let body = call(&args.client, Method::POST, &path, Some(json!({}))).await?;
     emit(args.client.json, &body, |b| {
         if b["already_revoked"].as_bool() == Some(true) {

@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use quench_bus::{Bus, NatsBus};
 use quench_core::usage::UsagePolicy;
-use quench_edge::{EdgeConfig, StalePolicy};
+use quench_edge::{EdgeConfig, SlowHashConfig, StalePolicy};
 use quench_manager::{Issuer, ManagerConfig, bootstrap, embedded, notify::WebhookSettings};
 use quench_store::{Store, sqlite::SqliteStore};
 use tokio_util::sync::CancellationToken;
@@ -61,6 +61,18 @@ pub struct EdgeArgs {
     pub stale_policy: StaleMode,
     #[arg(long, default_value = "local")]
     pub region: String,
+    /// argon2id/bcrypt checks run at once, off the async workers [default: half the cores, at least 1].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub slow_hash_workers: Option<u32>,
+    /// argon2id/bcrypt checks that may wait for a worker; more are answered 503 `busy`.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub slow_hash_queue: u32,
+    /// Failed argon2id/bcrypt checks of one key id per window before further ones are refused unhashed.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub slow_hash_failures: u32,
+    /// That window, in seconds.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub slow_hash_window: u64,
 }
 
 /// Where the bus is (in `up`, `manager` and `edge`).
@@ -235,6 +247,14 @@ pub fn edge_config(args: &EdgeArgs, id: String) -> anyhow::Result<EdgeConfig> {
             StaleMode::FailOpen => StalePolicy::FailOpen,
         },
         ack_key: None,
+        slow_hash: SlowHashConfig {
+            workers: args
+                .slow_hash_workers
+                .map_or_else(SlowHashConfig::default_workers, |n| n as usize),
+            queue: args.slow_hash_queue as usize,
+            failures: args.slow_hash_failures,
+            window: Duration::from_secs(args.slow_hash_window),
+        },
     })
 }
 

@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde_json::json;
 
 use crate::{
-    client::{call, emit, text, urlencode},
+    client::{call, emit, given_id, not_a_key, text, urlencode},
     commands::ClientArgs,
 };
 
@@ -67,11 +67,8 @@ pub struct WebhookIdArgs {
 
 pub async fn alerts(a: AlertsArgs) -> anyhow::Result<ExitCode> {
     let mut query = vec![format!("limit={}", a.limit)];
-    for (name, value) in [
-        ("key_id", &a.key),
-        ("owner", &a.owner),
-        ("cursor", &a.cursor),
-    ] {
+    let key = a.key.as_deref().map(|k| given_id(k, "key")).transpose()?;
+    for (name, value) in [("key_id", &key), ("owner", &a.owner), ("cursor", &a.cursor)] {
         if let Some(value) = value {
             query.push(format!("{name}={}", urlencode(value)));
         }
@@ -145,6 +142,7 @@ pub async fn webhooks(command: WebhooksCommand) -> anyhow::Result<ExitCode> {
             });
         }
         WebhooksCommand::Delete(a) => {
+            not_a_key(&a.id, "webhook")?;
             let path = format!("/v1/webhooks/{}", urlencode(&a.id));
             call(&a.client, Method::DELETE, &path, None).await?;
             if a.client.json {
@@ -154,6 +152,7 @@ pub async fn webhooks(command: WebhooksCommand) -> anyhow::Result<ExitCode> {
             }
         }
         WebhooksCommand::Deliveries(a) => {
+            not_a_key(&a.id, "webhook")?;
             let path = format!("/v1/webhooks/{}/deliveries", urlencode(&a.id));
             let list = call(&a.client, Method::GET, &path, None).await?;
             emit(a.client.json, &list, |l| {

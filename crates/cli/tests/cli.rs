@@ -619,3 +619,117 @@ fn an_edge_refuses_plain_http_to_another_host() {
         );
     }
 }
+
+/// A raw HTTP/1.1 request, so the test controls exactly what goes on the wire.
+fn raw_request(base: &str, request_line: &str, token: &str) -> String {
+    use std::io::{Read, Write};
+    let address = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let body = r#"{"reason":"pasted"}"#;
+    let request = format!(
+        "{request_line} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("write");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+#[test]
+fn a_whole_key_given_as_an_id_is_never_printed_or_logged() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let node = up(&data, &[]);
+    let token = node.token.clone().expect("bootstrap token");
+    let created = json(&quench(
+        &node,
+        &data,
+        &["keys", "create", "--owner", "team-a", "--json"],
+    ));
+    let key = created["key"].as_str().expect("key").to_owned();
+    let id = created["id"].as_str().expect("id").to_owned();
+    let secret = key[13..key.len() - 6].to_owned();
+    let mut typo = key.clone();
+    typo.pop();
+    typo.push(if key.ends_with('a') { 'b' } else { 'a' });
+    let printed = |out: &Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+
+    // `keys show` and `keys revoke` act on the id of a pasted key, and say so without repeating it.
+    let shown = quench(&node, &data, &["keys", "show", &key]);
+    assert!(shown.status.success(), "{}", printed(&shown));
+    let revoked = quench(
+        &node,
+        &data,
+        &["keys", "revoke", &key, "--reason", "pasted"],
+    );
+    assert!(revoked.status.success(), "{}", printed(&revoked));
+    let stderr = String::from_utf8_lossy(&revoked.stderr);
+    assert!(
+        stderr.contains(&id) && stderr.contains("leaked"),
+        "{stderr}"
+    );
+    assert_eq!(verify(&node, &key).status.code(), Some(1), "revoked");
+    let alerts = quench(&node, &data, &["alerts", "--key", &key]);
+    assert!(alerts.status.success(), "{}", printed(&alerts));
+    // Where a pasted key cannot be used, or does not parse, it is refused without being repeated.
+    let failures = [
+        quench(&node, &data, &["keys", "rotate", &key]),
+        quench(&node, &data, &["keys", "show", &typo]),
+        quench(&node, &data, &["keys", "revoke", &typo, "--reason", "x"]),
+        quench(&node, &data, &["tokens", "revoke", &typo]),
+        quench(&node, &data, &["webhooks", "delete", &key]),
+        quench(&node, &data, &["webhooks", "deliveries", &key]),
+    ];
+    for out in &failures {
+        assert_eq!(out.status.code(), Some(2), "{}", printed(out));
+    }
+    // `tokens revoke` with the whole token revokes it by id.
+    let reader = json(&quench(
+        &node,
+        &data,
+        &["tokens", "create", "--scope", "keys:read", "--json"],
+    ));
+    let reader = reader["token"].as_str().expect("token").to_owned();
+    let token_revoked = quench(&node, &data, &["tokens", "revoke", &reader]);
+    assert!(
+        token_revoked.status.success(),
+        "{}",
+        printed(&token_revoked)
+    );
+    for out in [&shown, &revoked, &alerts, &token_revoked]
+        .into_iter()
+        .chain(&failures)
+    {
+        let all = printed(out);
+        assert!(!all.contains(&secret), "printed a secret: {all}");
+        assert!(
+            !all.contains(&reader[13..reader.len() - 6]),
+            "printed a token: {all}"
+        );
+    }
+
+    // The API itself, asked directly with a key in the path, refuses without echoing it.
+    for line in [
+        format!("GET /v1/keys/{key}"),
+        format!("POST /v1/keys/{key}/revoke"),
+        format!("GET /v1/keys/{typo}"),
+    ] {
+        let answer = raw_request(&node.admin, &line, &token);
+        assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+        assert!(!answer.contains(&secret), "echoed: {answer}");
+    }
+    // And neither does the server's log, at debug level.
+    let logs = stop(node);
+    assert!(!logs.contains(&secret), "a pasted key reached the log");
+    assert!(!logs.contains(&reader[13..reader.len() - 6]));
+}

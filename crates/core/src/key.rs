@@ -344,11 +344,51 @@ impl<'a> PresentedKey<'a> {
     pub fn secret(&self) -> &'a [u8] {
         self.secret
     }
+
+    /// Copies the secret into memory that is wiped on drop, for work that outlives the presented text
+    /// (a slow hash on another thread).
+    pub fn to_secret(&self) -> Secret {
+        let mut out = [0u8; SECRET_LEN];
+        out.copy_from_slice(self.secret);
+        Secret(out)
+    }
 }
 
 impl fmt::Debug for PresentedKey<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "PresentedKey({}_{}<redacted>)", self.prefix, self.id)
+    }
+}
+
+/// A key id as a person or a script gave it: the id itself, or by mistake the whole key. The format
+/// makes a whole key's id exact (the checksum confirms the text is a key), so a caller can act on the
+/// id, or refuse while naming it, without ever repeating the secret. Either way, a whole key given
+/// where an id belongs has been exposed (shell history, CI logs, request logs) and should be treated
+/// as leaked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GivenId {
+    Id(KeyId),
+    WholeKey { prefix: Prefix, id: KeyId },
+}
+
+impl GivenId {
+    /// The error, like every [`KeyError`], never contains the text.
+    pub fn parse(text: &str) -> Result<Self, KeyError> {
+        match KeyId::parse(text) {
+            Ok(id) => Ok(Self::Id(id)),
+            Err(not_an_id) => PresentedKey::parse(text)
+                .map(|key| Self::WholeKey {
+                    prefix: key.prefix,
+                    id: key.id,
+                })
+                .map_err(|_| not_an_id),
+        }
+    }
+
+    pub fn id(self) -> KeyId {
+        match self {
+            Self::Id(id) | Self::WholeKey { id, .. } => id,
+        }
     }
 }
 
@@ -421,6 +461,27 @@ mod tests {
         base62::encode_fixed(u64::from(crc32fast::hash(text.as_bytes())), &mut sum);
         text.push_str(std::str::from_utf8(&sum).expect("ascii"));
         assert_eq!(ApiKey::parse(&text).err(), Some(KeyError::BadPrefix));
+    }
+
+    #[test]
+    fn a_whole_key_given_as_an_id_yields_its_id() {
+        let key = ApiKey::generate(Prefix::default()).expect("random");
+        let id = key.id();
+        assert_eq!(GivenId::parse(&id.to_string()), Ok(GivenId::Id(id)));
+        let given = GivenId::parse(&key.expose()).expect("a whole key");
+        assert_eq!(
+            given,
+            GivenId::WholeKey {
+                prefix: Prefix::default(),
+                id
+            }
+        );
+        assert_eq!(given.id(), id);
+        let mut typo = key.expose();
+        typo.pop();
+        typo.push('!');
+        assert_eq!(GivenId::parse(&typo), Err(KeyError::BadKeyId));
+        assert!(!KeyError::BadKeyId.to_string().contains(&typo));
     }
 
     #[test]

@@ -9,6 +9,13 @@
 //! gap is reported for the caller to repair. Revocation is sticky: a revoked key stays in the map as a
 //! tombstone, and no later event or snapshot for its id makes it valid again.
 //!
+//! Slow verifiers (argon2id, bcrypt) are not hashed here unless asked: [`KeySet::check`] answers every
+//! key it can answer at once (SHA-256 keys, slow keys whose secret this edge has already confirmed, unknown
+//! ids) and hands back a [`SlowCheck`] for the rest, so the caller decides where tens of milliseconds of
+//! hashing run (the edge's HTTP layer uses a bounded pool, throttled per key id). A confirmed slow secret is
+//! remembered as its SHA-256, so each key pays its slow hash once per edge. [`KeySet::verify`] is the
+//! all-in-one form that runs the slow hash on the calling thread.
+//!
 //! Memory: an entry holds the 32-byte hash state after the salt block and the 32-byte digest inline, the expiry, a flag and a pointer to a
 //! profile shared by every key with the same owner, APIs and scopes.
 
@@ -24,7 +31,7 @@ use std::{
 use crate::{
     event::{Change, Event, Seq},
     hash::{Verifier, digest_from_state, digests_equal, salt_state, sha256},
-    key::{KeyId, Prefix, PresentedKey},
+    key::{KeyId, Prefix, PresentedKey, Secret},
     names::{Label, Owner},
     record::EdgeKey,
     time::Timestamp,
@@ -147,23 +154,79 @@ impl EdgeVerifier {
         }
     }
 
-    fn matches(&self, secret: &[u8]) -> bool {
-        match self {
+    /// Matches `secret` as far as it can without a slow hash.
+    fn quick_match(&self, secret: &[u8]) -> QuickMatch<'_> {
+        let matched = match self {
             Self::Sha256 { state, digest } => {
                 digests_equal(&digest_from_state(state, secret), digest)
             }
-            Self::Slow(slow) => {
-                let fast = sha256(secret);
-                if let Some(known) = slow.verified.get() {
-                    return digests_equal(&fast, known);
-                }
-                let ok = slow.verifier.matches(secret);
-                if ok {
-                    let _ = slow.verified.set(fast);
-                }
-                ok
-            }
+            Self::Slow(slow) => match slow.verified.get() {
+                // Only one secret ever matches a verifier, so once it is known every other secret is
+                // refused without the slow hash.
+                Some(known) => digests_equal(&sha256(secret), known),
+                None => return QuickMatch::NeedsSlow(slow),
+            },
+        };
+        if matched {
+            QuickMatch::Yes
+        } else {
+            QuickMatch::No
         }
+    }
+
+    /// The same slow verifier as `other`, whose confirmed secret can then be kept.
+    fn same_slow<'a>(&self, other: &'a Self) -> Option<&'a Arc<SlowVerifier>> {
+        match (self, other) {
+            (Self::Slow(new), Self::Slow(old)) if new.verifier == old.verifier => Some(old),
+            _ => None,
+        }
+    }
+}
+
+enum QuickMatch<'a> {
+    Yes,
+    No,
+    NeedsSlow(&'a Arc<SlowVerifier>),
+}
+
+/// What [`KeySet::check`] found without paying for a slow hash.
+#[derive(Debug)]
+pub enum Check {
+    /// The answer.
+    Done(Verdict),
+    /// The key's verifier is argon2id or bcrypt and this secret has not been confirmed here yet: run the
+    /// check (tens of milliseconds of CPU), then ask again if it matched.
+    Slow(SlowCheck),
+}
+
+/// One slow hash of a presented secret against a key's verifier. It owns a copy of the secret (wiped on
+/// drop), so it can run on another thread. On a match the secret's SHA-256 is remembered in the key set,
+/// and the next [`KeySet::check`] of that key answers at once.
+pub struct SlowCheck {
+    key_id: KeyId,
+    verifier: Arc<SlowVerifier>,
+    secret: Secret,
+}
+
+impl SlowCheck {
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
+    }
+
+    /// Runs the slow hash. Returns whether the secret matched.
+    pub fn run(&self) -> bool {
+        let secret = self.secret.as_bytes();
+        let matched = self.verifier.verifier.matches(secret);
+        if matched {
+            let _ = self.verifier.verified.set(sha256(secret));
+        }
+        matched
+    }
+}
+
+impl std::fmt::Debug for SlowCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SlowCheck({})", self.key_id)
     }
 }
 
@@ -313,8 +376,12 @@ impl KeySet {
         let map = self.keys.pin();
         for key in keys {
             let (id, mut entry) = writer.entry(key);
-            if map.get(&id).is_some_and(|old| old.revoked) {
-                entry.revoked = true;
+            if let Some(old) = map.get(&id) {
+                entry.revoked |= old.revoked;
+                // A re-bootstrap keeps what slow hashes already confirmed.
+                if let Some(kept) = entry.verifier.same_slow(&old.verifier) {
+                    entry.verifier = EdgeVerifier::Slow(Arc::clone(kept));
+                }
             }
             map.insert(id, entry);
         }
@@ -371,8 +438,8 @@ impl KeySet {
         Ok(Applied::Changed)
     }
 
-    /// Is `key` valid for `api` and `scope` at `now`? The presented secret is checked before anything
-    /// about the key is revealed.
+    /// Is `key` valid for `api` and `scope` at `now`? Runs a slow hash on the calling thread when the
+    /// key needs one (see [`KeySet::check`] to run it elsewhere).
     pub fn verify(
         &self,
         key: &PresentedKey<'_>,
@@ -380,41 +447,74 @@ impl KeySet {
         scope: Option<&str>,
         now: Timestamp,
     ) -> Verdict {
+        match self.check(key, api, scope, now) {
+            Check::Done(verdict) => verdict,
+            Check::Slow(slow) if slow.run() => match self.check(key, api, scope, now) {
+                Check::Done(verdict) => verdict,
+                // The key's verifier was replaced while hashing: nothing to vouch for.
+                Check::Slow(_) => unknown(),
+            },
+            Check::Slow(_) => unknown(),
+        }
+    }
+
+    /// Like [`KeySet::verify`], but never runs a slow hash: a key that needs one comes back as
+    /// [`Check::Slow`]. Lock-free and allocation-free for every answer it gives. The presented secret is
+    /// checked before anything about the key is revealed.
+    pub fn check(
+        &self,
+        key: &PresentedKey<'_>,
+        api: Option<&str>,
+        scope: Option<&str>,
+        now: Timestamp,
+    ) -> Check {
         let map = self.keys.pin();
         let Some(entry) = map.get(&key.id().as_u64()) else {
-            return unknown();
+            return Check::Done(unknown());
         };
-        if entry.profile.prefix != key.prefix() || !entry.verifier.matches(key.secret()) {
-            return unknown();
+        if entry.profile.prefix != key.prefix() {
+            return Check::Done(unknown());
         }
-        let key_id = Some(key.id());
-        if entry.revoked {
-            return Verdict::Invalid {
-                reason: Reason::Revoked,
-                key_id,
-            };
-        }
-        if entry.expires_at <= now.as_millis() {
-            return Verdict::Invalid {
-                reason: Reason::Expired,
-                key_id,
-            };
-        }
-        if !entry.profile.allows(api, scope) {
-            return Verdict::Invalid {
-                reason: Reason::Forbidden,
-                key_id,
-            };
-        }
-        Verdict::Valid {
-            key_id: key.id(),
-            profile: entry.profile,
+        match entry.verifier.quick_match(key.secret()) {
+            QuickMatch::Yes => Check::Done(judge(entry, key.id(), api, scope, now)),
+            QuickMatch::No => Check::Done(unknown()),
+            QuickMatch::NeedsSlow(verifier) => Check::Slow(SlowCheck {
+                key_id: key.id(),
+                verifier: Arc::clone(verifier),
+                secret: key.to_secret(),
+            }),
         }
     }
 
     /// Whether the replica holds `id` as revoked (for tests and diagnostics).
     pub fn is_revoked(&self, id: KeyId) -> Option<bool> {
         self.keys.pin().get(&id.as_u64()).map(|e| e.revoked)
+    }
+}
+
+/// The verdict on a key whose secret matched.
+fn judge(
+    entry: &Entry,
+    key_id: KeyId,
+    api: Option<&str>,
+    scope: Option<&str>,
+    now: Timestamp,
+) -> Verdict {
+    let reason = if entry.revoked {
+        Reason::Revoked
+    } else if entry.expires_at <= now.as_millis() {
+        Reason::Expired
+    } else if !entry.profile.allows(api, scope) {
+        Reason::Forbidden
+    } else {
+        return Verdict::Valid {
+            key_id,
+            profile: entry.profile,
+        };
+    };
+    Verdict::Invalid {
+        reason,
+        key_id: Some(key_id),
     }
 }
 

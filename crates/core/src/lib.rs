@@ -17,8 +17,8 @@ pub mod usage;
 
 pub use event::{Change, Event, Seq};
 pub use hash::{HashAlg, Verifier};
-pub use key::{ApiKey, KeyError, KeyId, Prefix};
-pub use keyset::{KeySet, Reason, Verdict};
+pub use key::{ApiKey, GivenId, KeyError, KeyId, Prefix};
+pub use keyset::{Check, KeySet, Reason, SlowCheck, Verdict};
 pub use names::{EdgeId, KeyName, Label, NameError, Owner, Region};
 pub use record::{EdgeKey, KeyRecord, KeyStatus, Revocation};
 pub use time::Timestamp;

@@ -15,7 +15,7 @@ use quench_core::{KeyId, Reason, Timestamp, Verdict};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Replica,
+    Busy, Replica,
     web::{self, ApiError, JsonBody, QueryParams},
 };
 
@@ -82,26 +82,34 @@ impl From<&Verdict> for VerifyResponse {
     }
 }
 
-/// Every verdict is a 200: the question was answered. Only a malformed *request* is an error.
+/// Every verdict is a 200: the question was answered. Only a malformed *request* is an error, and a 503
+/// `busy` when the key needs a slow hash and the slow-hash pool is full (nothing was decided).
 async fn verify(
     State(replica): State<Arc<Replica>>,
     JsonBody(request): JsonBody<VerifyRequest>,
-) -> Result<Json<VerifyResponse>, ApiError> {
+) -> Result<Json<VerifyResponse>, Response> {
     let client = match request.client_ip.as_deref() {
         None => None,
-        Some(text) => Some(
-            text.trim()
-                .parse::<IpAddr>()
-                .map_err(|_| ApiError::invalid("client_ip must be an IPv4 or IPv6 address"))?,
-        ),
+        Some(text) => Some(text.trim().parse::<IpAddr>().map_err(|_| {
+            ApiError::invalid("client_ip must be an IPv4 or IPv6 address").into_response()
+        })?),
     };
     let now = Timestamp::now();
-    let verdict = replica.verify(
-        &request.key,
-        request.api.as_deref(),
-        request.scope.as_deref(),
-        now,
-    );
+    let verdict = replica
+        .verify_pooled(
+            &request.key,
+            request.api.as_deref(),
+            request.scope.as_deref(),
+            now,
+        )
+        .await
+        .map_err(|Busy| {
+            busy(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                Busy.to_string(),
+            ))
+        })?;
     if let Verdict::Valid { key_id, .. } = &verdict {
         replica.usage().record(*key_id, client, now);
     }
@@ -134,7 +142,8 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
 /// Forward-auth for nginx `auth_request`, Traefik ForwardAuth, Envoy ext_authz (HTTP) and Caddy
 /// `forward_auth`. The API and scope to check come from the `api`/`scope` query parameters or the
 /// `X-Quench-Api`/`X-Quench-Scope` headers. Answers 200 with the key's id and owner in headers, 401
-/// for an invalid key, 403 for one out of scope, 503 when the edge cannot vouch for anything.
+/// for an invalid key, 403 for one out of scope, 503 when the edge cannot vouch for anything (`stale`)
+/// or the key needs a slow hash and the slow-hash pool is full (`busy`, with `Retry-After`).
 async fn forward_auth(
     State(replica): State<Arc<Replica>>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
@@ -153,7 +162,10 @@ async fn forward_auth(
         return refusal(StatusCode::UNAUTHORIZED, "missing");
     };
     let now = Timestamp::now();
-    match replica.verify(key, api, scope, now) {
+    let Ok(verdict) = replica.verify_pooled(key, api, scope, now).await else {
+        return busy(refusal(StatusCode::SERVICE_UNAVAILABLE, "busy"));
+    };
+    match verdict {
         Verdict::Valid { key_id, profile } => {
             let client = crate::usage::client_address(&headers, peer.map(|p| p.0.0));
             replica.usage().record(key_id, client, now);
@@ -174,6 +186,15 @@ async fn forward_auth(
             refusal(status, reason.as_str())
         }
     }
+}
+
+/// A `busy` answer: the client may retry in a second.
+fn busy(response: impl IntoResponse) -> Response {
+    let mut response = response.into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
@@ -242,6 +263,7 @@ async fn metrics(State(replica): State<Arc<Replica>>) -> impl IntoResponse {
 pub fn render_metrics(replica: &Replica, out: &mut String) {
     use std::fmt::Write;
     replica.metrics().render(out);
+    replica.slow_hashes().render(out);
     replica.usage().render(out);
     let now = Timestamp::now();
     let _ = writeln!(

@@ -6,6 +6,7 @@
 //! * [`follow`] is the background task that bootstraps the replica from a snapshot and applies every event
 //!   in sequence order, repairing gaps from the manager's log, and reports progress back over the bus.
 //! * [`http`] serves the edge API: verify, forward-auth for proxies, health and metrics.
+//! * [`slow`] runs argon2id and bcrypt checks in a bounded pool, throttled per key id.
 //! * [`usage`] watches each key's traffic and reports anomalies to the manager.
 //! * [`key_file`] keeps the key the edge signs its acknowledgements with across restarts.
 
@@ -14,8 +15,10 @@ pub mod http;
 pub mod key_file;
 pub mod metrics;
 pub mod replica;
+pub mod slow;
 pub mod usage;
 pub mod web;
 
 pub use follower::{Upstream, UpstreamError, follow};
 pub use replica::{EdgeConfig, Replica, StalePolicy};
+pub use slow::{Busy, SlowHashConfig};

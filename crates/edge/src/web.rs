@@ -12,7 +12,8 @@ use axum::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 
-/// Largest request body accepted, in bytes. Larger bodies are answered with 413.
+/// Largest request body accepted, in bytes, unless a route says otherwise. Larger bodies are answered
+/// with 413.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
 /// An error as every Quench API returns it: `{"error": {"code", "message"}}`.
@@ -90,11 +91,15 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A JSON request body: size-limited, `application/json`, unknown fields refused by the target type.
+/// A JSON request body: at most `LIMIT` bytes, `application/json`, unknown fields refused by the target
+/// type. A route that takes a `LIMIT` above [`BODY_LIMIT`] also needs
+/// `.layer(axum::extract::DefaultBodyLimit::max(LIMIT))`, which lifts the router-wide limit for it alone.
 #[derive(Debug)]
-pub struct JsonBody<T>(pub T);
+pub struct JsonBody<T, const LIMIT: usize = BODY_LIMIT>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+impl<S: Send + Sync, T: DeserializeOwned, const LIMIT: usize> FromRequest<S>
+    for JsonBody<T, LIMIT>
+{
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
@@ -116,30 +121,30 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|len| len > BODY_LIMIT) {
-            return Err(too_large());
+        if declared.is_some_and(|len| len > LIMIT) {
+            return Err(too_large(LIMIT));
         }
         let bytes = Bytes::from_request(request, state)
             .await
             .map_err(|rejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    too_large()
+                    too_large(LIMIT)
                 } else {
                     ApiError::new(StatusCode::BAD_REQUEST, "bad_body", rejection.body_text())
                 }
             })?;
-        if bytes.len() > BODY_LIMIT {
-            return Err(too_large());
+        if bytes.len() > LIMIT {
+            return Err(too_large(LIMIT));
         }
         parse_json(&bytes).map(JsonBody)
     }
 }
 
-fn too_large() -> ApiError {
+fn too_large(limit: usize) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "payload_too_large",
-        format!("request bodies are limited to {BODY_LIMIT} bytes"),
+        format!("request bodies are limited to {limit} bytes"),
     )
 }
 

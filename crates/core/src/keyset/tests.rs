@@ -172,6 +172,66 @@ fn slow_hashes_are_paid_once_and_still_refuse_wrong_secrets() {
     );
 }
 
+/// A key text with `id` and another key's secret (a correct checksum, a wrong secret).
+fn with_wrong_secret(id: KeyId) -> ApiKey {
+    let other = ApiKey::generate(Prefix::default())
+        .expect("random")
+        .expose();
+    let body = format!("qk_{id}{}", &other[13..other.len() - 6]);
+    let mut sum = [0u8; 6];
+    crate::base62::encode_fixed(u64::from(crc32fast::hash(body.as_bytes())), &mut sum);
+    ApiKey::parse(&format!(
+        "{body}{}",
+        std::str::from_utf8(&sum).expect("ascii")
+    ))
+    .expect("well-formed")
+}
+
+#[test]
+fn check_hands_back_slow_hashes_instead_of_running_them() {
+    let set = KeySet::default();
+    let a = issue("team", &[], &[], HashAlg::Argon2id);
+    let fast = issue("team", &[], &[], HashAlg::Sha256);
+    set.apply(&created(1, &a)).expect("in order");
+    set.apply(&created(2, &fast)).expect("in order");
+    assert!(matches!(
+        set.check(&fast.key.presented(), None, None, NOW),
+        Check::Done(Verdict::Valid { .. })
+    ));
+    let wrong = with_wrong_secret(a.key.id());
+    let Check::Slow(slow) = set.check(&wrong.presented(), None, None, NOW) else {
+        panic!("an unconfirmed slow key needs a slow check");
+    };
+    assert_eq!(slow.key_id(), a.key.id());
+    assert!(!slow.run());
+    let Check::Slow(slow) = set.check(&a.key.presented(), None, None, NOW) else {
+        panic!("a failed check confirms nothing");
+    };
+    assert!(slow.run());
+    // Confirmed: the right secret and every wrong one are now answered without a slow hash.
+    assert!(matches!(
+        set.check(&a.key.presented(), None, None, NOW),
+        Check::Done(Verdict::Valid { .. })
+    ));
+    match set.check(&wrong.presented(), None, None, NOW) {
+        Check::Done(verdict) => assert_eq!(verdict.reason(), Some(Reason::Unknown)),
+        Check::Slow(_) => panic!("a confirmed key needs no slow hash"),
+    }
+}
+
+#[test]
+fn a_snapshot_keeps_confirmed_slow_secrets() {
+    let set = KeySet::default();
+    let a = issue("team", &[], &[], HashAlg::Bcrypt);
+    set.apply(&created(1, &a)).expect("in order");
+    assert!(set.verify(&a.key.presented(), None, None, NOW).is_valid());
+    assert!(set.install_snapshot(Seq::new(3), [a.edge.clone()]));
+    assert!(matches!(
+        set.check(&a.key.presented(), None, None, NOW),
+        Check::Done(Verdict::Valid { .. })
+    ));
+}
+
 #[test]
 fn snapshots_never_revive_a_revoked_key() {
     let set = KeySet::default();

@@ -391,7 +391,7 @@ pub async fn bulk_revoke(
     State(manager): State<Arc<Manager>>,
     principal: Principal,
     QueryParams(wait): QueryParams<WaitQuery>,
-    JsonBody(request): JsonBody<BulkRevokeRequest>,
+    JsonBody(request): JsonBody<BulkRevokeRequest, { model::BULK_BODY_LIMIT }>,
 ) -> Result<(ServerTiming, Json<BulkRevocation>), ApiError> {
     principal.require(Scope::KeysRevoke)?;
     let wait = Wait::parse(&wait, manager.config.default_wait_timeout)?;
@@ -415,9 +415,10 @@ pub async fn bulk_revoke(
             }
             let parsed = ids
                 .iter()
-                .map(|id| {
-                    quench_core::KeyId::parse(id)
-                        .map_err(|_| ApiError::invalid(format!("ids: {id:?} is not a key id")))
+                .enumerate()
+                .map(|(i, id)| {
+                    model::given_id(id, "key")
+                        .map_err(|message| ApiError::invalid(format!("ids[{i}]: {message}")))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             Selector::Ids(parsed)

@@ -11,6 +11,7 @@ use std::{sync::Arc, time::Duration};
 
 use axum::{
     Router,
+    extract::DefaultBodyLimit,
     routing::{delete, get, post},
 };
 use quench_core::Seq;
@@ -27,7 +28,10 @@ pub fn router(manager: Arc<Manager>) -> Router {
         .route("/v1/keys/{id}", get(keys::show))
         .route("/v1/keys/{id}/revoke", post(keys::revoke))
         .route("/v1/keys/{id}/rotate", post(keys::rotate))
-        .route("/v1/revocations", post(keys::bulk_revoke))
+        .route(
+            "/v1/revocations",
+            post(keys::bulk_revoke).layer(DefaultBodyLimit::max(model::BULK_BODY_LIMIT)),
+        )
         .route("/v1/leaks", post(leaks::report))
         .route(
             "/v1/integrations/github/secret-scanning",

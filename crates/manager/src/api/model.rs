@@ -2,7 +2,7 @@
 //! (`into_*`), so handlers only see valid values and every refusal names the field at fault.
 
 use quench_core::{
-    KeyId, KeyName, KeyRecord, Label, Owner, Timestamp,
+    GivenId, KeyId, KeyName, KeyRecord, Label, Owner, Timestamp,
     record::{KeyStatus, REASON_MAX},
 };
 use serde::{Deserialize, Serialize};
@@ -20,6 +20,10 @@ pub const MAX_PAGE: u32 = 1000;
 pub const DEFAULT_PAGE: u32 = 100;
 pub const MAX_WAIT_MS: u64 = 60_000;
 pub const MAX_BULK_IDS: usize = 10_000;
+/// The body limit of `POST /v1/revocations`: room for [`MAX_BULK_IDS`] ids even pretty-printed (an id
+/// takes 13 bytes as `"0123456789",` and up to 26 with indentation and a line break). Every other route
+/// keeps the small default.
+pub const BULK_BODY_LIMIT: usize = 256 * 1024;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorResponse {
@@ -413,8 +417,29 @@ pub struct Health {
     pub live_edges: usize,
 }
 
+/// A key id from a request path: 404 for anything else, and the answer never repeats the text, which
+/// may be a whole key pasted where its id belongs.
 pub fn key_id(text: &str) -> Result<KeyId, ApiError> {
-    KeyId::parse(text).map_err(|_| ApiError::not_found(format!("no key {text:?}")))
+    given_id(text, "key").map_err(ApiError::not_found)
+}
+
+/// Parses an id given for a key (or a token, which has the key format). On failure, the message to
+/// answer with: it names the id of a whole key given by mistake, and never repeats the text.
+pub fn given_id(text: &str, what: &str) -> Result<KeyId, String> {
+    match GivenId::parse(text) {
+        Ok(GivenId::Id(id)) => Ok(id),
+        Ok(GivenId::WholeKey { id, .. }) => Err(whole_key_given(what, id)),
+        Err(_) => Err(format!(
+            "no {what} with that id: a {what} id is 10 base62 characters"
+        )),
+    }
+}
+
+fn whole_key_given(what: &str, id: KeyId) -> String {
+    format!(
+        "that is a whole {what}, secret included, not a {what} id: its id is {id}. \
+         The {what} has been exposed (request logs, shell history): treat it as leaked"
+    )
 }
 
 /// A `cursor` parameter: the `next_cursor` of an earlier page.

@@ -139,8 +139,7 @@ pub async fn revoke_token(
             "revoking tokens is for unconfined admin tokens",
         ));
     }
-    let token_id = quench_core::KeyId::parse(&id)
-        .map_err(|_| ApiError::not_found(format!("no token {id:?}")))?;
+    let token_id = model::given_id(&id, "token").map_err(ApiError::not_found)?;
     let revoked = match manager
         .store
         .revoke_token(token_id, &principal.actor())

@@ -3,9 +3,11 @@
 mod admin;
 mod alerts;
 mod auth;
+mod bulk;
 mod confinement;
 mod helpers;
 mod input;
 mod keys;
 mod leaks;
+mod pasted_keys;
 mod webhooks;
