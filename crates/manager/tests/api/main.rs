@@ -7,4 +7,5 @@ mod helpers;
 mod input;
 mod keys;
 mod leaks;
+mod webhook_guard;
 mod webhooks;
