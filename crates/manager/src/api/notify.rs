@@ -407,12 +407,10 @@ impl DeliveryView {
             next_attempt_at: (status == "pending").then(|| d.next_attempt_at.to_string()),
             delivered_at: d.delivered_at.map(|t| t.to_string()),
             failed_at: d.failed_at.map(|t| t.to_string()),
-            last_error: d
-                .last_error
-                .map(|e| match confined {
-                    true => confined_error(&e).to_owned(),
-                    false => e,
-                }),
+            last_error: d.last_error.map(|e| match confined {
+                true => confined_error(&e).to_owned(),
+                false => e,
+            }),
         }
     }
 }

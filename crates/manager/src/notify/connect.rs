@@ -149,7 +149,10 @@ mod tests {
         let guard = AddressGuard::new(vec![Cidr::parse("::1").expect("cidr")]);
         let (allowed, refused) = screen(&guard, vec![addr("127.0.0.1:80"), addr("[::1]:80")]);
         assert_eq!(allowed, [addr("[::1]:80")]);
-        assert_eq!(refused.map(|r| r.address.to_string()), Some("127.0.0.1".into()));
+        assert_eq!(
+            refused.map(|r| r.address.to_string()),
+            Some("127.0.0.1".into())
+        );
         assert_eq!(screen(&guard, Vec::new()), (Vec::new(), None));
     }
 }

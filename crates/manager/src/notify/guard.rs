@@ -291,7 +291,11 @@ impl AddressGuard {
     /// IPv4 range allows it too; NAT64 and 6to4 addresses reach another host and need their own range.
     pub fn check(&self, ip: IpAddr) -> Result<(), Refused> {
         let host = ip.to_canonical();
-        if self.allow.iter().any(|c| c.contains(ip) || c.contains(host)) {
+        if self
+            .allow
+            .iter()
+            .any(|c| c.contains(ip) || c.contains(host))
+        {
             return Ok(());
         }
         match special_use(ip) {
@@ -398,10 +402,22 @@ mod tests {
             Cidr::parse("fd00::/8").expect("cidr"),
             Cidr::parse("10.1.2.3").expect("cidr"),
         ]);
-        for allowed in ["127.0.0.1", "127.9.9.9", "::ffff:127.0.0.1", "fd00::1", "10.1.2.3"] {
+        for allowed in [
+            "127.0.0.1",
+            "127.9.9.9",
+            "::ffff:127.0.0.1",
+            "fd00::1",
+            "10.1.2.3",
+        ] {
             assert_eq!(guard.check(ip(allowed)), Ok(()), "{allowed}");
         }
-        for refused in ["::1", "10.1.2.4", "fc00::1", "169.254.169.254", "64:ff9b::7f00:1"] {
+        for refused in [
+            "::1",
+            "10.1.2.4",
+            "fc00::1",
+            "169.254.169.254",
+            "64:ff9b::7f00:1",
+        ] {
             assert!(guard.check(ip(refused)).is_err(), "{refused}");
         }
     }
@@ -412,10 +428,7 @@ mod tests {
             Cidr::parse("10.0.0.0/8").expect("cidr").to_string(),
             "10.0.0.0/8"
         );
-        assert_eq!(
-            Cidr::parse(" ::1 ").expect("cidr").to_string(),
-            "::1/128"
-        );
+        assert_eq!(Cidr::parse(" ::1 ").expect("cidr").to_string(), "::1/128");
         assert_eq!(
             Cidr::parse("0.0.0.0/0").expect("cidr").to_string(),
             "0.0.0.0/0"

@@ -135,7 +135,10 @@ mod tests {
             Err(TargetError::Unparsable(_))
         ));
         assert_eq!(
-            WebhookUrl::parse(&format!("https://x.example/{}", "a".repeat(MAX_URL)), &guard),
+            WebhookUrl::parse(
+                &format!("https://x.example/{}", "a".repeat(MAX_URL)),
+                &guard
+            ),
             Err(TargetError::TooLong)
         );
         for (literal, why) in [
@@ -144,7 +147,10 @@ mod tests {
             ("http://0x7f.1/", SpecialUse::Loopback),
             ("http://[::1]/", SpecialUse::Loopback),
             ("http://[::ffff:7f00:1]/", SpecialUse::Loopback),
-            ("http://169.254.169.254/latest/meta-data/", SpecialUse::LinkLocal),
+            (
+                "http://169.254.169.254/latest/meta-data/",
+                SpecialUse::LinkLocal,
+            ),
             ("http://10.0.0.1/", SpecialUse::Private),
             ("http://0.0.0.0:7600/", SpecialUse::Unspecified),
             ("http://[fd00::1]/", SpecialUse::UniqueLocal),
@@ -173,15 +179,15 @@ mod tests {
                 "https://hooks.example.com/q?token=s3cret&channel=ops",
                 "https://hooks.example.com/q?token=***&channel=***",
             ),
-            ("https://hooks.example.com/q?s3cret", "https://hooks.example.com/q?***"),
+            (
+                "https://hooks.example.com/q?s3cret",
+                "https://hooks.example.com/q?***",
+            ),
             (
                 "https://hooks.example.com/q#frag",
                 "https://hooks.example.com/q",
             ),
-            (
-                "https://hooks.example.com/q",
-                "https://hooks.example.com/q",
-            ),
+            ("https://hooks.example.com/q", "https://hooks.example.com/q"),
             ("not a url with s3cret", "***"),
         ] {
             assert_eq!(redacted(url), shown, "{url}");

@@ -284,7 +284,10 @@ async fn non_loopback_targets_are_refused_before_any_socket() {
         ("nat64.example.com", "64:ff9b::a9fe:a9fe"),
     ];
     let stored = [
-        ("wh_stored_metadata", "http://169.254.169.254/latest/meta-data/"),
+        (
+            "wh_stored_metadata",
+            "http://169.254.169.254/latest/meta-data/",
+        ),
         ("wh_stored_private", "http://10.0.0.1:8080/"),
     ];
     let app = spawn_seeded(
@@ -387,8 +390,7 @@ async fn credentials_in_webhook_urls_are_masked_in_every_listing() {
     let got = receiver.wait_for(1).await;
     // The real URL is what is called: the receiver gets its credential.
     assert_eq!(
-        got[0].0["authorization"],
-        "Basic aG9va3VzZXI6cGE1NXdvcmQ=",
+        got[0].0["authorization"], "Basic aG9va3VzZXI6cGE1NXdvcmQ=",
         "hookuser:pa55word"
     );
     for token in [&confined, &app.token] {
@@ -406,7 +408,11 @@ async fn credentials_in_webhook_urls_are_masked_in_every_listing() {
             )
             .await
             .expect(200);
-        for shown in [created.to_string(), listed.to_string(), deliveries.to_string()] {
+        for shown in [
+            created.to_string(),
+            listed.to_string(),
+            deliveries.to_string(),
+        ] {
             for secret in ["hookuser", "pa55word", "s3cr3t-t0ken", "frag"] {
                 assert!(!shown.contains(secret), "{secret} shown in {shown}");
             }
