@@ -8,7 +8,13 @@ use clap::{Args, ValueEnum};
 use quench_bus::{Bus, NatsBus};
 use quench_core::usage::UsagePolicy;
 use quench_edge::{EdgeConfig, SlowHashConfig, StalePolicy};
-use quench_manager::{Issuer, ManagerConfig, bootstrap, embedded, notify::WebhookSettings};
+use quench_manager::{
+    Issuer, ManagerConfig, bootstrap, embedded,
+    notify::{
+        WebhookSettings,
+        guard::{AddressGuard, Cidr},
+    },
+};
 use quench_store::{Store, sqlite::SqliteStore};
 use tokio_util::sync::CancellationToken;
 
@@ -49,6 +55,10 @@ pub struct ManagerArgs {
     /// Seconds before the first retry of a failed webhook delivery (doubling up to an hour).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub webhook_first_retry: u64,
+    /// An address range (CIDR, e.g. 10.20.0.0/16 or fd00::/8) webhooks may reach although it is not
+    /// public; repeat for several. By default deliveries go to public addresses only.
+    #[arg(long = "webhook-allow", value_name = "CIDR")]
+    pub webhook_allow: Vec<String>,
 }
 
 /// Options of an edge (in `up` and `edge`).
@@ -167,6 +177,7 @@ pub async fn manager_config(
         .map(|k| quench_core::sign::PublicKey::parse(k))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| anyhow::anyhow!("--also-trust: {e}"))?;
+    let guard = webhook_guard(&args.webhook_allow)?;
     let bootstrap_token = std::env::var("QUENCH_BOOTSTRAP_TOKEN")
         .ok()
         .filter(|v| !v.is_empty())
@@ -215,6 +226,7 @@ pub async fn manager_config(
         None => UsagePolicy::default(),
     };
     let webhooks = WebhookSettings {
+        guard,
         give_up_after: Duration::from_secs(args.webhook_give_up),
         first_retry: Duration::from_secs(args.webhook_first_retry),
         ..WebhookSettings::default()
@@ -230,6 +242,24 @@ pub async fn manager_config(
         also_trusted,
         ..ManagerConfig::default()
     })
+}
+
+/// The address guard from `--webhook-allow`, every bad range reported at once.
+fn webhook_guard(ranges: &[String]) -> anyhow::Result<AddressGuard> {
+    let (good, bad): (Vec<_>, Vec<_>) = ranges
+        .iter()
+        .map(|r| Cidr::parse(r).map_err(|e| format!("{r:?}: {e}")))
+        .partition(Result::is_ok);
+    if !bad.is_empty() {
+        let bad: Vec<String> = bad.into_iter().filter_map(Result::err).collect();
+        bail!("--webhook-allow: {}", bad.join("; "));
+    }
+    let allow: Vec<Cidr> = good.into_iter().filter_map(Result::ok).collect();
+    if !allow.is_empty() {
+        let shown: Vec<String> = allow.iter().map(Cidr::to_string).collect();
+        tracing::info!(ranges = %shown.join(","), "webhooks may reach these non-public ranges");
+    }
+    Ok(AddressGuard::new(allow))
 }
 
 pub fn edge_config(args: &EdgeArgs, id: String) -> anyhow::Result<EdgeConfig> {

@@ -157,7 +157,7 @@ fn json(output: &Output) -> serde_json::Value {
 fn walk_through_survives_restart_and_keeps_secrets_out_of_logs() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
-    let node = up(&data, &[]);
+    let node = up(&data, &["--webhook-allow", "127.0.0.1/32"]);
     let token = node
         .token
         .clone()
@@ -296,7 +296,7 @@ fn walk_through_survives_restart_and_keeps_secrets_out_of_logs() {
             "webhooks",
             "create",
             "--url",
-            "http://127.0.0.1:9/hook",
+            "http://hookuser:pa55word@127.0.0.1:9/hook?token=s3cr3t-t0ken",
             "--event",
             "key.revoked",
             "--json",
@@ -307,10 +307,27 @@ fn walk_through_survives_restart_and_keeps_secrets_out_of_logs() {
     let hook_id = hook["id"].as_str().expect("id").to_owned();
     let hook_secret = hook["secret"].as_str().expect("secret").to_owned();
     assert!(hook_secret.starts_with("whsec_"));
+    assert_eq!(hook["url"], "http://***@127.0.0.1:9/hook?token=***");
     let listed = text(&quench(&node, &data, &["webhooks", "list"]));
     assert!(
         listed.contains(&hook_id) && !listed.contains(&hook_secret),
         "{listed}"
+    );
+    assert!(
+        listed.contains("http://***@127.0.0.1:9/hook?token=***"),
+        "{listed}"
+    );
+    // Outside the allowed range, loopback stays refused.
+    let guarded = quench(
+        &node,
+        &data,
+        &["webhooks", "create", "--url", "http://127.0.0.2:9/hook"],
+    );
+    assert_eq!(guarded.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&guarded.stderr).contains("refused by the address guard"),
+        "{}",
+        text(&guarded)
     );
     let deliveries = quench(&node, &data, &["webhooks", "deliveries", &hook_id]);
     assert!(deliveries.status.success(), "{}", text(&deliveries));
@@ -330,6 +347,12 @@ fn walk_through_survives_restart_and_keeps_secrets_out_of_logs() {
         !logs.contains(&hook_secret),
         "a webhook secret reached the log"
     );
+    for credential in ["pa55word", "s3cr3t-t0ken"] {
+        assert!(
+            !logs.contains(credential),
+            "a webhook URL's credential reached the log"
+        );
+    }
     assert!(
         logs.contains("stopped"),
         "graceful shutdown is logged:\n{logs}"
@@ -400,6 +423,33 @@ fn bad_flags_and_unreachable_servers_fail_clearly() {
         .expect("run");
     assert_eq!(bad_issuer.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad_issuer.stderr).contains("--issuer"));
+
+    let bad_ranges = Command::new(QUENCH)
+        .args([
+            "up",
+            "--webhook-allow",
+            "10.1.2.3/8",
+            "--webhook-allow",
+            "fd00::/129",
+            "--webhook-allow",
+            "10.0.0.0/8",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    assert_eq!(bad_ranges.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&bad_ranges.stderr);
+    assert!(
+        stderr.contains("--webhook-allow")
+            && stderr.contains("did you mean 10.0.0.0/8")
+            && stderr.contains("fd00::/129"),
+        "every bad range is named: {stderr}"
+    );
+    assert!(
+        !dir.path().join("admin.token").exists(),
+        "refused before anything was written"
+    );
 
     let unsupported = Command::new(QUENCH)
         .args([

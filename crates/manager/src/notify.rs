@@ -12,6 +12,13 @@
 //! `"<t>.<body>"` with the webhook's secret. A failed attempt (no 2xx within the timeout) is retried after
 //! `first_retry`, doubling up to `max_retry`, with 10 % jitter; a delivery still failing `give_up_after`
 //! after it was created is marked failed. Defaults: 5 s, 1 h, 24 h.
+//!
+//! Deliveries reach only public addresses unless the operator allows more ([`guard`], checked on the
+//! address actually connected to: [`connect`]); URLs are shown masked ([`target`]).
+
+pub mod connect;
+pub mod guard;
+pub mod target;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -48,6 +55,10 @@ pub struct WebhookSettings {
     pub timeout: Duration,
     /// How often the queue is looked at when nothing wakes it.
     pub poll: Duration,
+    /// Which addresses deliveries may reach: public ones, and the operator's allowed ranges.
+    pub guard: guard::AddressGuard,
+    /// Resolves webhook host names (the system's resolver unless a test injects one).
+    pub resolver: connect::WebhookResolver,
 }
 
 impl Default for WebhookSettings {
@@ -58,6 +69,8 @@ impl Default for WebhookSettings {
             give_up_after: Duration::from_secs(24 * 3600),
             timeout: Duration::from_secs(10),
             poll: Duration::from_secs(1),
+            guard: guard::AddressGuard::default(),
+            resolver: connect::WebhookResolver::default(),
         }
     }
 }
@@ -74,16 +87,7 @@ pub struct Notifications {
 
 impl Notifications {
     pub fn new(settings: &WebhookSettings) -> Self {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("quench-webhooks/", env!("CARGO_PKG_VERSION")))
-            .timeout(settings.timeout)
-            .connect_timeout(settings.timeout)
-            // A redirect would send the signed body somewhere the operator did not configure.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            // A default client would follow redirects and never time out; refuse to run with one.
-            .expect("the webhook HTTP client builds (rustls with ring)");
+        let http = connect::client(&settings.guard, &settings.resolver, settings.timeout);
         Self {
             wake: tokio::sync::Notify::new(),
             http,
@@ -330,32 +334,15 @@ impl Manager {
 
     async fn attempt(&self, hook: &WebhookRecord, delivery: &DeliveryRecord) -> Attempt {
         let settings = &self.config.webhooks;
-        let body = body(delivery);
-        let now = Timestamp::now();
-        let signature = signature(&hook.secret, now.as_millis().div_euclid(1000), &body);
-        let sent = self
-            .notifications
-            .http
-            .post(&hook.url)
-            .header("content-type", "application/json")
-            .header(SIGNATURE_HEADER, signature)
-            .header(DELIVERY_HEADER, delivery.id.to_string())
-            .header(WEBHOOK_HEADER, &hook.id)
-            .header(EVENT_HEADER, &delivery.delivery.event_type)
-            .body(body)
-            .send()
-            .await;
-        let error = match sent {
-            Ok(response) if response.status().is_success() => {
+        let error = match self.send(hook, delivery).await {
+            Ok(()) => {
                 ManagerMetrics::add(&self.notifications.delivered, 1);
                 tracing::info!(webhook = %hook.id, delivery = delivery.id, "webhook delivered");
                 return Attempt::Delivered {
                     at: Timestamp::now(),
                 };
             }
-            Ok(response) => format!("HTTP {}", response.status().as_u16()),
-            // Without the URL: a webhook URL can carry a credential of the receiver's.
-            Err(error) => error.without_url().to_string(),
+            Err(failure) => failure.to_string(),
         };
         let at = Timestamp::now();
         let age = Duration::from_millis(
@@ -375,6 +362,95 @@ impl Manager {
             next: Timestamp::from_millis(at.as_millis() + wait.as_millis() as i64),
             error,
         }
+    }
+
+    /// One signed POST, unless the address guard refuses its target first.
+    async fn send(&self, hook: &WebhookRecord, delivery: &DeliveryRecord) -> Result<(), Failure> {
+        let url = reqwest::Url::parse(&hook.url).map_err(|_| Failure::Unsendable)?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(Failure::Unsendable);
+        }
+        // A literal is not resolved, so the resolver's guard never sees it: judge it here, before any
+        // connection (the allowlist may have shrunk since the webhook was created).
+        if let Some(ip) = target::ip_literal(&url) {
+            self.config
+                .webhooks
+                .guard
+                .check(ip)
+                .map_err(Failure::Refused)?;
+        }
+        let body = body(delivery);
+        let signature = signature(
+            &hook.secret,
+            Timestamp::now().as_millis().div_euclid(1000),
+            &body,
+        );
+        let sent = self
+            .notifications
+            .http
+            .post(url)
+            .header("content-type", "application/json")
+            .header(SIGNATURE_HEADER, signature)
+            .header(DELIVERY_HEADER, delivery.id.to_string())
+            .header(WEBHOOK_HEADER, &hook.id)
+            .header(EVENT_HEADER, &delivery.delivery.event_type)
+            .body(body)
+            .send()
+            .await;
+        match sent {
+            Ok(response) if response.status().is_success() => Ok(()),
+            Ok(response) => Err(Failure::Status(response.status().as_u16())),
+            Err(error) => Err(match connect::refusal(&error) {
+                Some(refused) => Failure::Refused(refused),
+                // Without the URL: a webhook URL can carry a credential of the receiver's.
+                None => Failure::Transport(causes(&error.without_url())),
+            }),
+        }
+    }
+}
+
+/// Why an attempt did not deliver; its text is what the deliveries listing shows an unconfined admin.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error("{0}")]
+    Refused(guard::Refused),
+    #[error("HTTP {0}")]
+    Status(u16),
+    #[error("{0}")]
+    Transport(String),
+    #[error("the stored URL is not an http(s) URL")]
+    Unsendable,
+}
+
+/// Longest transport error recorded.
+const MAX_ERROR: usize = 300;
+
+/// An error and its causes, `outer: inner: ...`, cut to [`MAX_ERROR`] characters.
+fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let more = inner.to_string();
+        if !text.ends_with(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = inner.source();
+    }
+    match text.char_indices().nth(MAX_ERROR) {
+        Some((cut, _)) => text[..cut].to_owned(),
+        None => text,
+    }
+}
+
+/// What a token confined to an owner is told about a failed attempt: whether the address guard refused
+/// it, and nothing else. A receiver's status code or a transport error would tell it what listens on
+/// the manager's network, the port scan webhooks must not become.
+pub fn confined_error(recorded: &str) -> &'static str {
+    if recorded.starts_with(guard::REFUSED) {
+        guard::REFUSED
+    } else {
+        "failed"
     }
 }
 

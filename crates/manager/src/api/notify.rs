@@ -24,7 +24,10 @@ use crate::{
     Manager,
     alerts::{AlertError, AlertOutcome},
     auth::Principal,
-    notify::EVENT_TYPES,
+    notify::{
+        EVENT_TYPES, confined_error,
+        target::{self, TargetError, WebhookUrl},
+    },
 };
 
 #[utoipa::path(
@@ -184,7 +187,8 @@ pub async fn list(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhookRequest {
-    /// `https://` (or `http://`) URL that receives POSTs.
+    /// `https://` (or `http://`) URL that receives POSTs. An IP literal must be a public address or in a
+    /// range the operator allowed (`--webhook-allow`); names are checked when they resolve.
     pub url: String,
     /// `key.revoked`, `alert.raised`; default both.
     #[serde(default)]
@@ -197,6 +201,7 @@ pub struct CreateWebhookRequest {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct WebhookView {
     pub id: String,
+    /// The URL with user information and query values masked (`***`).
     pub url: String,
     pub events: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -208,7 +213,7 @@ impl From<&WebhookRecord> for WebhookView {
     fn from(hook: &WebhookRecord) -> Self {
         Self {
             id: hook.id.clone(),
-            url: hook.url.clone(),
+            url: target::redacted(&hook.url),
             events: hook.events.clone(),
             owner: hook.owner.as_ref().map(|o| o.to_string()),
             created_at: hook.created_at.to_string(),
@@ -229,23 +234,14 @@ pub struct WebhookList {
     pub webhooks: Vec<WebhookView>,
 }
 
-/// Longest webhook URL accepted.
-pub const MAX_URL: usize = 2048;
-
-fn webhook_url(text: &str) -> Result<String, ApiError> {
-    let url =
-        reqwest::Url::parse(text.trim()).map_err(|e| ApiError::invalid(format!("url: {e}")))?;
-    if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
-        return Err(ApiError::invalid(
-            "url: an http:// or https:// URL with a host",
-        ));
-    }
-    if text.len() > MAX_URL {
-        return Err(ApiError::invalid(format!(
-            "url: at most {MAX_URL} characters"
-        )));
-    }
-    Ok(url.to_string())
+fn webhook_url(manager: &Manager, text: &str) -> Result<WebhookUrl, ApiError> {
+    WebhookUrl::parse(text, &manager.config.webhooks.guard).map_err(|e| match e {
+        TargetError::Refused(refused) => {
+            tracing::info!(address = %refused.address, "webhook target refused by the address guard");
+            ApiError::invalid(TargetError::Refused(refused).to_string())
+        }
+        other => ApiError::invalid(other.to_string()),
+    })
 }
 
 fn random_hex(bytes: usize) -> Result<String, ApiError> {
@@ -269,7 +265,7 @@ pub async fn create_webhook(
     JsonBody(request): JsonBody<CreateWebhookRequest>,
 ) -> Result<(StatusCode, Json<CreatedWebhook>), ApiError> {
     principal.require(Scope::KeysWrite)?;
-    let url = webhook_url(&request.url)?;
+    let url = webhook_url(&manager, &request.url)?;
     let mut events = match request.events {
         None => EVENT_TYPES.iter().map(|e| (*e).to_owned()).collect(),
         Some(events) => events,
@@ -289,7 +285,7 @@ pub async fn create_webhook(
     let store = &manager.store;
     let hook = WebhookRecord {
         id: format!("wh_{}", random_hex(8)?),
-        url,
+        url: url.as_str().to_owned(),
         secret: format!("whsec_{}", random_hex(32)?),
         events,
         owner,
@@ -387,12 +383,14 @@ pub struct DeliveryView {
     pub delivered_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failed_at: Option<String>,
+    /// Why the last attempt failed. A token confined to an owner sees only `failed` or `refused by the
+    /// address guard`, never a receiver's status or a transport error.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
 }
 
-impl From<DeliveryRecord> for DeliveryView {
-    fn from(d: DeliveryRecord) -> Self {
+impl DeliveryView {
+    fn new(d: DeliveryRecord, confined: bool) -> Self {
         let status = if d.delivered_at.is_some() {
             "delivered"
         } else if d.failed_at.is_some() {
@@ -409,7 +407,10 @@ impl From<DeliveryRecord> for DeliveryView {
             next_attempt_at: (status == "pending").then(|| d.next_attempt_at.to_string()),
             delivered_at: d.delivered_at.map(|t| t.to_string()),
             failed_at: d.failed_at.map(|t| t.to_string()),
-            last_error: d.last_error,
+            last_error: d.last_error.map(|e| match confined {
+                true => confined_error(&e).to_owned(),
+                false => e,
+            }),
         }
     }
 }
@@ -456,6 +457,9 @@ pub async fn deliveries(
         .await
         .map_err(store_error)?;
     Ok(Json(DeliveryList {
-        deliveries: deliveries.into_iter().map(DeliveryView::from).collect(),
+        deliveries: deliveries
+            .into_iter()
+            .map(|d| DeliveryView::new(d, principal.owner.is_some()))
+            .collect(),
     }))
 }

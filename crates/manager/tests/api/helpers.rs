@@ -32,6 +32,11 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_with(config: ManagerConfig) -> TestApp {
+    spawn_seeded(config, async |_: &dyn Store| {}).await
+}
+
+/// [`spawn_with`], with `seed` writing to the fresh store before the manager starts.
+pub async fn spawn_seeded(config: ManagerConfig, seed: impl AsyncFnOnce(&dyn Store)) -> TestApp {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().expect("temp dir");
     let store = SqliteStore::open(&dir.path().join("quench.db"))
@@ -42,6 +47,7 @@ pub async fn spawn_with(config: ManagerConfig) -> TestApp {
         .await
         .expect("bootstrap")
         .expect("first start issues a token");
+    seed(&*store).await;
     let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let edge = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let admin_url = format!("http://{}", admin.local_addr().expect("addr"));

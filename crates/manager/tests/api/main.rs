@@ -10,4 +10,5 @@ mod input;
 mod keys;
 mod leaks;
 mod pasted_keys;
+mod webhook_guard;
 mod webhooks;

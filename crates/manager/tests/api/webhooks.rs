@@ -13,7 +13,13 @@ use axum::{
     routing::post,
 };
 use hmac::{Hmac, Mac};
-use quench_manager::{ManagerConfig, bootstrap, embedded, notify::WebhookSettings};
+use quench_manager::{
+    ManagerConfig, bootstrap, embedded,
+    notify::{
+        WebhookSettings,
+        guard::{AddressGuard, Cidr},
+    },
+};
 use quench_store::{Store, sqlite::SqliteStore};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -23,13 +29,13 @@ use crate::helpers::{TestApp, spawn_with};
 
 /// A webhook receiver: records what it gets, answers 500 to the first `fail` requests.
 #[derive(Clone, Default)]
-struct Receiver {
-    got: Arc<Mutex<Vec<(HeaderMap, Bytes)>>>,
-    fail: Arc<AtomicUsize>,
+pub(crate) struct Receiver {
+    pub(crate) got: Arc<Mutex<Vec<(HeaderMap, Bytes)>>>,
+    pub(crate) fail: Arc<AtomicUsize>,
 }
 
 impl Receiver {
-    async fn start(&self) -> String {
+    pub(crate) async fn start(&self) -> String {
         async fn take(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
             let failing = r
                 .fail
@@ -57,7 +63,7 @@ impl Receiver {
     }
 
     /// Waits for `n` requests and returns them all.
-    async fn wait_for(&self, n: usize) -> Vec<(HeaderMap, Value)> {
+    pub(crate) async fn wait_for(&self, n: usize) -> Vec<(HeaderMap, Value)> {
         for _ in 0..500 {
             let got = self.got.lock().expect("lock").clone();
             if got.len() >= n {
@@ -90,18 +96,21 @@ fn check_signature(secret: &str, headers: &HeaderMap, body: &[u8]) {
     assert_eq!(v1, quench_core::hash::hex(&mac.finalize().into_bytes()));
 }
 
-fn quick() -> ManagerConfig {
+/// Fast retries, and no address guard for loopback: these tests' receivers listen on 127.0.0.1, as
+/// `--webhook-allow 127.0.0.0/8` would allow.
+pub(crate) fn quick() -> ManagerConfig {
     ManagerConfig {
         webhooks: WebhookSettings {
             first_retry: Duration::from_millis(50),
             poll: Duration::from_millis(50),
+            guard: AddressGuard::new(vec![Cidr::parse("127.0.0.0/8").expect("cidr")]),
             ..WebhookSettings::default()
         },
         ..ManagerConfig::default()
     }
 }
 
-async fn subscribe(app: &TestApp, url: &str, events: Option<Value>) -> (String, String) {
+pub(crate) async fn subscribe(app: &TestApp, url: &str, events: Option<Value>) -> (String, String) {
     let mut body = json!({"url": url});
     if let Some(events) = events {
         body["events"] = events;
@@ -113,7 +122,7 @@ async fn subscribe(app: &TestApp, url: &str, events: Option<Value>) -> (String, 
     )
 }
 
-async fn revoke(app: &TestApp, id: &str) {
+pub(crate) async fn revoke(app: &TestApp, id: &str) {
     app.post(
         &format!("/v1/keys/{id}/revoke"),
         json!({"reason": "rotated out"}),
