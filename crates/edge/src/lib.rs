@@ -6,10 +6,13 @@
 //! * [`follow`] is the background task that bootstraps the replica from a snapshot and applies every event
 //!   in sequence order, repairing gaps from the manager's log, and reports progress back over the bus.
 //! * [`http`] serves the edge API: verify, forward-auth for proxies, health and metrics.
+//! * [`listener`] serves an API on a TCP listener (the edge's and the manager's): connection cap,
+//!   header, idle and body timeouts, TLS with certificate reload, an optional operations listener.
 //! * [`usage`] watches each key's traffic and reports anomalies to the manager.
 
 pub mod follower;
 pub mod http;
+pub mod listener;
 pub mod metrics;
 pub mod replica;
 pub mod usage;
