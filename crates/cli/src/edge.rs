@@ -79,7 +79,7 @@ pub async fn run(args: EdgeCommand) -> anyhow::Result<ExitCode> {
     };
     let bus = node::connect_bus(&args.bus, &format!("quench-{}", config.id)).await?;
     let cancel = CancellationToken::new();
-    node::watch_certificate(&certificate, &cancel)?;
+    node::watch_certificate(&args.serving, &certificate, &cancel)?;
     node::announce(
         &format!("edge {} ({})", config.id, config.region),
         &listeners,

@@ -46,7 +46,7 @@ pub async fn run(args: ManagerCommand) -> anyhow::Result<ExitCode> {
     let config = node::manager_config(&args.manager, &*store, id).await?;
     let bus = node::connect_bus(&args.bus, "quench-manager").await?;
     let cancel = CancellationToken::new();
-    node::watch_certificate(&certificate, &cancel)?;
+    node::watch_certificate(&args.listen, &certificate, &cancel)?;
     node::announce("manager", &admin)?;
     let running =
         embedded::start_on(store.clone(), bus, config, admin, None, cancel.clone()).await?;

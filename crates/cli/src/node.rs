@@ -79,6 +79,9 @@ pub struct ListenArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, env = "QUENCH_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Seconds between checks of the TLS files for a change (0: reload on SIGHUP only).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub tls_reload_interval: u64,
     /// Seconds a client has to send a request's headers (and to finish the TLS handshake).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub header_timeout: u64,
@@ -119,9 +122,6 @@ impl ListenArgs {
     }
 }
 
-/// How often the TLS files are checked for a change.
-const TLS_POLL: Duration = Duration::from_secs(2);
-
 /// Binds an API listener and, with `ops`, its operations listener, both served as `args` say.
 pub async fn listeners(
     api: &str,
@@ -155,12 +155,15 @@ pub fn announce(what: &str, listeners: &Listeners) -> anyhow::Result<()> {
 /// Reloads the certificate on SIGHUP and on file change until `cancel` fires. Listens for SIGHUP from
 /// the moment it returns.
 pub fn watch_certificate(
+    args: &ListenArgs,
     certificate: &Option<Arc<ServerCertificate>>,
     cancel: &CancellationToken,
 ) -> anyhow::Result<()> {
     if let Some(certificate) = certificate {
+        let poll =
+            (args.tls_reload_interval > 0).then(|| Duration::from_secs(args.tls_reload_interval));
         let watcher = certificate
-            .watcher(TLS_POLL, cancel.clone())
+            .watcher(poll, cancel.clone())
             .context("listening for SIGHUP")?;
         tokio::spawn(watcher);
     }

@@ -56,7 +56,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let config = node::manager_config(&args.manager, &*store, "manager-embedded".into()).await?;
     let bus = node::connect_bus(&args.bus, "quench-up").await?;
     let cancel = CancellationToken::new();
-    node::watch_certificate(&certificate, &cancel)?;
+    node::watch_certificate(&args.listen, &certificate, &cancel)?;
     node::announce("manager", &admin)?;
     node::announce("edge", &edge)?;
     let running = embedded::start_on(

@@ -49,15 +49,13 @@ fn limits(header: u64, idle: u64, body: u64, cap: usize) -> Limits {
 /// A small API: `/ok` answers at once, `/slow` after a second; the edge API under `/v1/verify`.
 fn router() -> Router {
     let edge = quench_edge::http::router(Replica::new(EdgeConfig::default()));
-    let own = Router::new()
-        .route("/ok", get(|| async { "ok" }))
-        .route(
-            "/slow",
-            get(|| async {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                "done"
-            }),
-        );
+    let own = Router::new().route("/ok", get(|| async { "ok" })).route(
+        "/slow",
+        get(|| async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            "done"
+        }),
+    );
     own.merge(edge)
 }
 
@@ -203,7 +201,10 @@ async fn half_sent_headers_are_cut_and_the_connection_cap_holds() {
     assert_eq!(response.text().await.expect("body"), "ok");
 
     for attacker in attackers {
-        attacker.await.expect("attacker task").expect("closed by the server");
+        attacker
+            .await
+            .expect("attacker task")
+            .expect("closed by the server");
     }
     sampling.store(false, Ordering::Relaxed);
     sampler.await.expect("sampler");
@@ -242,10 +243,7 @@ async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout_not_the_h
     let mut stream = TcpStream::connect(server.addr).await.expect("connect");
     let request = b"GET /ok HTTP/1.1\r\nHost: quench\r\n\r\n";
     stream.write_all(request).await.expect("send");
-    assert_eq!(
-        read_response(&mut stream).await,
-        Some((200, "ok".into()))
-    );
+    assert_eq!(read_response(&mut stream).await, Some((200, "ok".into())));
     // Waiting longer than the header timeout between requests is fine: that is the idle timeout's job.
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     stream.write_all(request).await.expect("send again");
@@ -301,7 +299,10 @@ async fn a_trickled_body_is_cut_at_the_body_timeout_with_408() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("\"body_timeout\""), "{answer}");
-    assert!(answer.to_lowercase().contains("connection: close"), "{answer}");
+    assert!(
+        answer.to_lowercase().contains("connection: close"),
+        "{answer}"
+    );
     assert!(start.elapsed() >= Duration::from_millis(900));
 
     // A body sent at once is not affected.
@@ -332,10 +333,15 @@ async fn shutdown_finishes_requests_in_flight_and_closes_idle_connections() {
     server.cancel.cancel();
 
     assert_eq!(
-        slow.await.expect("task").expect("the request in flight finished"),
+        slow.await
+            .expect("task")
+            .expect("the request in flight finished"),
         "done"
     );
-    assert!(closed(&mut idle).await.is_some(), "the idle connection was closed");
+    assert!(
+        closed(&mut idle).await.is_some(),
+        "the idle connection was closed"
+    );
     tokio::time::timeout(LIVENESS, server.task)
         .await
         .expect("serve returned")
@@ -408,7 +414,11 @@ async fn tls_serves_https_reloads_in_place_and_refuses_plain_http_clearly() {
         certificate_.reload(),
         Err(TlsError::BadKey { .. })
     ));
-    let response = trusting(&second).get(&url).send().await.expect("still served");
+    let response = trusting(&second)
+        .get(&url)
+        .send()
+        .await
+        .expect("still served");
     assert_eq!(response.status(), 200);
 }
 

@@ -151,27 +151,36 @@ impl ServerCertificate {
     }
 
     /// Starts listening for SIGHUP now (so a signal sent once the process says it listens is not lost),
-    /// and returns the task that reloads on SIGHUP and whenever the files change (checked every `poll`),
-    /// until `cancel` fires.
+    /// and returns the task that reloads on SIGHUP and, with `poll`, whenever the files change (checked
+    /// that often), until `cancel` fires.
     pub fn watcher(
         self: &Arc<Self>,
-        poll: Duration,
+        poll: Option<Duration>,
         cancel: CancellationToken,
     ) -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
         #[cfg(unix)]
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let certificate = self.clone();
         Ok(async move {
-            let mut ticker = tokio::time::interval(poll);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut ticker = poll.map(|poll| {
+                let mut ticker = tokio::time::interval(poll);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                ticker
+            });
             loop {
                 #[cfg(unix)]
                 let signalled = hangup.recv();
                 #[cfg(not(unix))]
                 let signalled = std::future::pending::<Option<()>>();
+                let tick = async {
+                    match &mut ticker {
+                        Some(ticker) => ticker.tick().await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     () = cancel.cancelled() => return,
-                    _ = ticker.tick() => {
+                    _ = tick => {
                         if let Some(outcome) = certificate.reload_if_changed() {
                             certificate.report(outcome, "the files changed");
                         }
