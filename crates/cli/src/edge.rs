@@ -9,7 +9,7 @@ use quench_edge::{Replica, follow};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    node::{self, BusArgs, EdgeArgs},
+    node::{self, BusArgs, EdgeArgs, ListenArgs},
     remote::HttpUpstream,
 };
 
@@ -19,12 +19,18 @@ pub struct EdgeCommand {
     pub edge: EdgeArgs,
     #[command(flatten)]
     pub bus: BusArgs,
+    #[command(flatten)]
+    pub serving: ListenArgs,
     /// The manager's URL (any manager of the deployment, or a load balancer in front of them).
     #[arg(long, env = "QUENCH_MANAGER")]
     pub manager: String,
     /// Edge API address.
     #[arg(long, default_value = "127.0.0.1:7601")]
     pub listen: String,
+    /// Serve /metrics and the detailed /healthz on this separate address (the edge API then answers
+    /// /metrics with 404 and /healthz with its status only).
+    #[arg(long)]
+    pub ops_listen: Option<String>,
     /// This edge's name; default `edge-<pid>` (then a new edge, with a new key, at every start).
     #[arg(long)]
     pub id: Option<String>,
@@ -66,7 +72,6 @@ pub async fn run(args: EdgeCommand) -> anyhow::Result<ExitCode> {
     if let Some(path) = key_file {
         config.ack_key = Some(node::edge_key(&path)?);
     }
-    let listener = node::bind(&args.listen, "edge API").await?;
     let manager = crate::remote::manager_url(&args.manager, args.insecure_http)?;
     if manager.plain_remote() {
         if args.trust_keys.is_empty() {
@@ -81,6 +86,16 @@ pub async fn run(args: EdgeCommand) -> anyhow::Result<ExitCode> {
              verifiers cross the network in the clear"
         );
     }
+    let certificate = args.serving.certificate()?;
+    let listeners = node::listeners(
+        &args.listen,
+        args.ops_listen.as_deref(),
+        "edge API",
+        &args.serving,
+        &certificate,
+    )
+    .await?;
+    node::raise_open_file_limit(args.serving.max_connections * 2);
     let upstream = HttpUpstream::new(manager.as_str(), args.token.clone())?;
     let trust = if args.trust_keys.is_empty() {
         upstream
@@ -97,14 +112,13 @@ pub async fn run(args: EdgeCommand) -> anyhow::Result<ExitCode> {
         Trust::new(keys)
     };
     let bus = node::connect_bus(&args.bus, &format!("quench-{}", config.id)).await?;
-    println!(
-        "edge {} ({}) listening on http://{}",
-        config.id,
-        config.region,
-        listener.local_addr()?
-    );
-    let replica = Replica::new(config);
     let cancel = CancellationToken::new();
+    node::watch_certificate(&args.serving, &certificate, &cancel)?;
+    node::announce(
+        &format!("edge {} ({})", config.id, config.region),
+        &listeners,
+    )?;
+    let replica = Replica::new(config);
     let follower = tokio::spawn(follow(
         replica.clone(),
         bus,
@@ -114,10 +128,10 @@ pub async fn run(args: EdgeCommand) -> anyhow::Result<ExitCode> {
     ));
     let server = {
         let cancel = cancel.clone();
-        tokio::spawn(quench_edge::web::serve(
-            listener,
+        tokio::spawn(quench_edge::listener::serve_listeners(
+            listeners,
             quench_edge::http::router(replica),
-            async move { cancel.cancelled().await },
+            cancel,
         ))
     };
     node::shutdown_signal(cancel).await;

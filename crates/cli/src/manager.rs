@@ -7,7 +7,7 @@ use clap::Args;
 use quench_manager::embedded;
 use tokio_util::sync::CancellationToken;
 
-use crate::node::{self, BusArgs, ManagerArgs};
+use crate::node::{self, BusArgs, ListenArgs, ManagerArgs};
 
 #[derive(Debug, Args)]
 pub struct ManagerCommand {
@@ -15,6 +15,8 @@ pub struct ManagerCommand {
     pub manager: ManagerArgs,
     #[command(flatten)]
     pub bus: BusArgs,
+    #[command(flatten)]
+    pub listen: ListenArgs,
     /// This manager's name in heartbeats and logs; default `manager-<pid>`.
     #[arg(long)]
     pub id: Option<String>,
@@ -27,16 +29,27 @@ pub async fn run(args: ManagerCommand) -> anyhow::Result<ExitCode> {
     }
     node::create_data_dir(&args.manager.data_dir)?;
     let store = node::open_store(&args.manager).await?;
-    let admin = node::bind(&args.manager.admin_listen, "manager API").await?;
+    let certificate = args.listen.certificate()?;
+    let admin = node::listeners(
+        &args.manager.admin_listen,
+        args.manager.admin_ops_listen.as_deref(),
+        "manager API",
+        &args.listen,
+        &certificate,
+    )
+    .await?;
+    node::raise_open_file_limit(args.listen.max_connections * 2);
     let id = args
         .id
         .clone()
         .unwrap_or_else(|| format!("manager-{}", std::process::id()));
     let config = node::manager_config(&args.manager, &*store, id).await?;
     let bus = node::connect_bus(&args.bus, "quench-manager").await?;
-    println!("manager listening on http://{}", admin.local_addr()?);
     let cancel = CancellationToken::new();
-    let running = embedded::start(store.clone(), bus, config, admin, None, cancel.clone()).await?;
+    node::watch_certificate(&args.listen, &certificate, &cancel)?;
+    node::announce("manager", &admin)?;
+    let running =
+        embedded::start_on(store.clone(), bus, config, admin, None, cancel.clone()).await?;
     node::shutdown_signal(cancel).await;
     running.finished().await;
     store.close().await;

@@ -7,7 +7,10 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use quench_bus::{Bus, NatsBus};
 use quench_core::usage::UsagePolicy;
-use quench_edge::{EdgeConfig, SlowHashConfig, StalePolicy};
+use quench_edge::{
+    EdgeConfig, SlowHashConfig, StalePolicy,
+    listener::{Endpoint, Limits, Listeners, ServerCertificate, TlsFiles},
+};
 use quench_manager::{
     Issuer, ManagerConfig, bootstrap, embedded,
     notify::{
@@ -27,6 +30,9 @@ pub struct ManagerArgs {
     /// Manager API address.
     #[arg(long, default_value = "127.0.0.1:7600")]
     pub admin_listen: String,
+    /// Serve the manager's /metrics on this separate address (the API then answers /metrics with 404).
+    #[arg(long)]
+    pub admin_ops_listen: Option<String>,
     /// The store: a `postgres://` or `sqlite:` URL; default `<data-dir>/quench.db`.
     #[arg(long, env = "QUENCH_DATABASE")]
     pub database: Option<String>,
@@ -83,6 +89,144 @@ pub struct EdgeArgs {
     /// That window, in seconds.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub slow_hash_window: u64,
+}
+
+/// How every HTTP listener of the process serves (in `up`, `manager` and `edge`).
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key); reloaded on SIGHUP and when the
+    /// files change.
+    #[arg(long, env = "QUENCH_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "QUENCH_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Seconds between checks of the TLS files for a change (0: reload on SIGHUP only).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub tls_reload_interval: u64,
+    /// Seconds a client has to send a request's headers (and to finish the TLS handshake).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout: u64,
+    /// Seconds an idle keep-alive connection stays open.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub idle_timeout: u64,
+    /// Seconds a client has to send a request's body.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub body_timeout: u64,
+    /// Connections open at once on each listener; further ones wait in the kernel's accept queue.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+}
+
+impl ListenArgs {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            header_timeout: Duration::from_secs(self.header_timeout),
+            idle_timeout: Duration::from_secs(self.idle_timeout),
+            body_timeout: Duration::from_secs(self.body_timeout),
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            ..Limits::default()
+        }
+    }
+
+    /// The TLS certificate, loaded (and checked) now, or `None` for plain HTTP.
+    pub fn certificate(&self) -> anyhow::Result<Option<Arc<ServerCertificate>>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let files = TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        };
+        ServerCertificate::load(files)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("--tls-cert/--tls-key: {e}"))
+    }
+}
+
+/// Binds an API listener and, with `ops`, its operations listener, both served as `args` say.
+pub async fn listeners(
+    api: &str,
+    ops: Option<&str>,
+    name: &'static str,
+    args: &ListenArgs,
+    certificate: &Option<Arc<ServerCertificate>>,
+) -> anyhow::Result<Listeners> {
+    let endpoint = |listener, name| Endpoint {
+        limits: args.limits(),
+        tls: certificate.clone(),
+        ..Endpoint::new(listener, name)
+    };
+    let api = endpoint(bind(api, name).await?, name);
+    let ops = match ops {
+        Some(address) => Some(endpoint(bind(address, "operations listener").await?, "ops")),
+        None => None,
+    };
+    Ok(Listeners { api, ops })
+}
+
+/// Prints where `listeners` serve: `<what> listening on <url>`, then the operations listener's line.
+pub fn announce(what: &str, listeners: &Listeners) -> anyhow::Result<()> {
+    println!("{what} listening on {}", listeners.api.url()?);
+    if let Some(ops) = &listeners.ops {
+        println!("{what} metrics and health on {}", ops.url()?);
+    }
+    Ok(())
+}
+
+/// Reloads the certificate on SIGHUP and on file change until `cancel` fires. Listens for SIGHUP from
+/// the moment it returns.
+pub fn watch_certificate(
+    args: &ListenArgs,
+    certificate: &Option<Arc<ServerCertificate>>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    if let Some(certificate) = certificate {
+        let poll =
+            (args.tls_reload_interval > 0).then(|| Duration::from_secs(args.tls_reload_interval));
+        let watcher = certificate
+            .watcher(poll, cancel.clone())
+            .context("listening for SIGHUP")?;
+        tokio::spawn(watcher);
+    }
+    Ok(())
+}
+
+/// Raises the soft open-file limit to the hard one (cheap, and what a server holding many connections
+/// needs), and warns when even that is too low for the connection caps.
+pub fn raise_open_file_limit(connections: u64) {
+    #[cfg(unix)]
+    {
+        use rustix::process::{Resource, getrlimit, setrlimit};
+        let limit = getrlimit(Resource::Nofile);
+        let mut soft = limit.current;
+        if let (Some(current), Some(maximum)) = (limit.current, limit.maximum)
+            && current < maximum
+        {
+            let raised = rustix::process::Rlimit {
+                current: Some(maximum),
+                maximum: Some(maximum),
+            };
+            match setrlimit(Resource::Nofile, raised) {
+                Ok(()) => soft = Some(maximum),
+                Err(error) => tracing::debug!(%error, "cannot raise the open-file limit"),
+            }
+        }
+        // Besides connections: the store, NATS, log and data files, the runtime.
+        let needed = connections.saturating_add(128);
+        if let Some(soft) = soft
+            && soft < needed
+        {
+            tracing::warn!(
+                limit = soft,
+                needed,
+                "the open-file limit is below what the connection caps need; raise it (ulimit -n) \
+                 or lower --max-connections"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = connections;
 }
 
 /// Where the bus is (in `up`, `manager` and `edge`).

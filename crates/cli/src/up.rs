@@ -3,10 +3,10 @@
 use std::process::ExitCode;
 
 use clap::Args;
-use quench_manager::embedded::{self, EmbeddedEdge};
+use quench_manager::embedded;
 use tokio_util::sync::CancellationToken;
 
-use crate::node::{self, BusArgs, EdgeArgs, ManagerArgs};
+use crate::node::{self, BusArgs, EdgeArgs, ListenArgs, ManagerArgs};
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
@@ -16,9 +16,15 @@ pub struct UpArgs {
     pub edge: EdgeArgs,
     #[command(flatten)]
     pub bus: BusArgs,
+    #[command(flatten)]
+    pub listen: ListenArgs,
     /// Edge API address.
     #[arg(long, default_value = "127.0.0.1:7601")]
     pub edge_listen: String,
+    /// Serve the edge's /metrics and detailed /healthz on this separate address (the edge API then
+    /// answers /metrics with 404 and /healthz with its status only).
+    #[arg(long)]
+    pub edge_ops_listen: Option<String>,
     /// The embedded edge's id.
     #[arg(long, default_value = "embedded")]
     pub edge_id: String,
@@ -39,23 +45,36 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     });
     edge_config.ack_key = Some(node::edge_key(&key_file)?);
     let store = node::open_store(&args.manager).await?;
-    let admin = node::bind(&args.manager.admin_listen, "manager API").await?;
-    let edge = node::bind(&args.edge_listen, "edge API").await?;
+    let certificate = args.listen.certificate()?;
+    let admin = node::listeners(
+        &args.manager.admin_listen,
+        args.manager.admin_ops_listen.as_deref(),
+        "manager API",
+        &args.listen,
+        &certificate,
+    )
+    .await?;
+    let edge = node::listeners(
+        &args.edge_listen,
+        args.edge_ops_listen.as_deref(),
+        "edge API",
+        &args.listen,
+        &certificate,
+    )
+    .await?;
+    node::raise_open_file_limit(args.listen.max_connections * 4);
     let config = node::manager_config(&args.manager, &*store, "manager-embedded".into()).await?;
     let bus = node::connect_bus(&args.bus, "quench-up").await?;
-    println!("manager listening on http://{}", admin.local_addr()?);
-    println!("edge listening on http://{}", edge.local_addr()?);
     let cancel = CancellationToken::new();
-    let edge = EmbeddedEdge {
-        config: edge_config,
-        listener: edge,
-    };
-    let running = embedded::start(
+    node::watch_certificate(&args.listen, &certificate, &cancel)?;
+    node::announce("manager", &admin)?;
+    node::announce("edge", &edge)?;
+    let running = embedded::start_on(
         store.clone(),
         bus,
         config,
         admin,
-        Some(edge),
+        Some((edge_config, edge)),
         cancel.clone(),
     )
     .await?;

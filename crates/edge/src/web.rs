@@ -1,7 +1,7 @@
 //! What the edge and manager HTTP APIs share: the JSON error body, extractors that answer bad input with
-//! that body (never a panic or a bare-text 400), and serving with graceful shutdown.
+//! that body (never a panic or a bare-text 400), and serving with the default limits.
 
-use std::{future::Future, net::SocketAddr};
+use std::future::Future;
 
 use axum::{
     Json, Router,
@@ -206,16 +206,17 @@ pub fn finish(router: Router) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then finishes requests in flight.
+/// Serves `router` on `listener` with the default [`crate::listener::Limits`] until `shutdown` completes,
+/// then finishes requests in flight.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
+    crate::listener::serve(
+        crate::listener::Endpoint::new(listener, "api"),
+        router,
+        shutdown,
     )
-    .with_graceful_shutdown(shutdown)
     .await
 }

@@ -8,7 +8,10 @@
 use std::{path::Path, sync::Arc};
 
 use quench_bus::{Bus, InProcessBus};
-use quench_edge::{EdgeConfig, Replica, follow};
+use quench_edge::{
+    EdgeConfig, Replica, follow,
+    listener::{self, Listeners},
+};
 use quench_store::Store;
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -47,6 +50,7 @@ pub struct EmbeddedEdge {
     pub listener: TcpListener,
 }
 
+/// Starts the manager (and the embedded edge) on plain-HTTP listeners with the default limits.
 pub async fn start(
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
@@ -55,12 +59,34 @@ pub async fn start(
     edge: Option<EmbeddedEdge>,
     cancel: CancellationToken,
 ) -> Result<Running, StartError> {
+    let edge = edge.map(|edge| (edge.config, Listeners::plain(edge.listener, "edge")));
+    start_on(
+        store,
+        bus,
+        manager_config,
+        Listeners::plain(admin, "manager"),
+        edge,
+        cancel,
+    )
+    .await
+}
+
+/// Starts the manager on `admin` and, with `edge`, an edge on its listeners; each listener carries its
+/// own limits and TLS.
+pub async fn start_on(
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    manager_config: ManagerConfig,
+    admin: Listeners,
+    edge: Option<(EdgeConfig, Listeners)>,
+    cancel: CancellationToken,
+) -> Result<Running, StartError> {
     let expected = edge
         .as_ref()
-        .map(|edge| {
+        .map(|(config, _)| {
             Ok::<_, StartError>((
-                quench_core::EdgeId::parse(&edge.config.id)?,
-                quench_core::Region::parse(&edge.config.region)?,
+                quench_core::EdgeId::parse(&config.id)?,
+                quench_core::Region::parse(&config.region)?,
             ))
         })
         .transpose()?;
@@ -73,9 +99,9 @@ pub async fn start(
         "manager",
     ))];
     let mut replica = None;
-    if let (Some(edge), Some((id, region))) = (edge, expected) {
+    if let (Some((config, listeners)), Some((id, region))) = (edge, expected) {
         manager.propagation.expect(&id, &region);
-        let embedded = Replica::new(edge.config);
+        let embedded = Replica::new(config);
         tasks.push(tokio::spawn(follow(
             embedded.clone(),
             bus,
@@ -84,7 +110,7 @@ pub async fn start(
             cancel.clone(),
         )));
         tasks.push(tokio::spawn(serve(
-            edge.listener,
+            listeners,
             quench_edge::http::router(embedded.clone()),
             cancel,
             "edge",
@@ -104,13 +130,12 @@ pub fn in_process_bus() -> Arc<dyn Bus> {
 }
 
 async fn serve(
-    listener: TcpListener,
+    listeners: Listeners,
     router: axum::Router,
     cancel: CancellationToken,
     name: &'static str,
 ) {
-    let shutdown = async move { cancel.cancelled().await };
-    if let Err(error) = quench_edge::web::serve(listener, router, shutdown).await {
+    if let Err(error) = listener::serve_listeners(listeners, router, cancel).await {
         tracing::error!(%error, server = name, "server failed");
     }
 }

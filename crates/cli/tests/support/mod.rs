@@ -223,14 +223,17 @@ impl Proc {
         }
     }
 
-    /// Waits for a stdout line containing `marker` and returns what follows `http://` on it.
+    /// Waits for a stdout line containing `marker` and returns the `http://` or `https://` URL on it.
     pub fn url_after(&self, marker: &str) -> String {
         let end = Instant::now() + Duration::from_secs(30);
         while Instant::now() < end {
             if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200))
                 && line.contains(marker)
             {
-                let at = line.find("http://").expect("a URL on the line");
+                let at = line
+                    .find("https://")
+                    .or_else(|| line.find("http://"))
+                    .expect("a URL on the line");
                 return line[at..].trim().to_owned();
             }
         }
@@ -251,6 +254,10 @@ impl Proc {
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn exited(&mut self) -> bool {
@@ -386,6 +393,21 @@ impl Default for Client {
 }
 
 impl Client {
+    /// A client that trusts only the certificate (PEM) `root`, opening a new connection per request.
+    pub fn trusting(root: &str) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let root = reqwest::Certificate::from_pem(root.as_bytes()).expect("a PEM certificate");
+        Self {
+            http: reqwest::Client::builder()
+                .tls_certs_only([root])
+                .pool_max_idle_per_host(0)
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client"),
+            token: BOOTSTRAP.to_owned(),
+        }
+    }
+
     pub async fn post(&self, url: &str, body: Value) -> (u16, Value) {
         match self
             .http
