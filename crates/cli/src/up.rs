@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Args;
+use quench_bus::Role;
 use quench_manager::embedded::{self, EmbeddedEdge};
 use tokio_util::sync::CancellationToken;
 
@@ -32,7 +33,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let admin = node::bind(&args.manager.admin_listen, "manager API").await?;
     let edge = node::bind(&args.edge_listen, "edge API").await?;
     let config = node::manager_config(&args.manager, &*store, "manager-embedded".into()).await?;
-    let bus = node::connect_bus(&args.bus, "quench-up").await?;
+    let bus = node::connect_bus(&args.bus, Role::Manager("quench-up".into())).await?;
     println!("manager listening on http://{}", admin.local_addr()?);
     println!("edge listening on http://{}", edge.local_addr()?);
     let cancel = CancellationToken::new();
