@@ -325,7 +325,11 @@ pub async fn connect_client(
             .name(client_name)
             .connection_timeout(Duration::from_secs(5))
             .event_callback(|event| async move {
-                tracing::info!(%event, "nats");
+                // A server error is most often a permission this process lacks: worth an operator's eye.
+                match &event {
+                    async_nats::Event::ServerError(_) => tracing::warn!(%event, "nats"),
+                    _ => tracing::info!(%event, "nats"),
+                }
             });
         if let Some(prefix) = &inbox {
             options = options.custom_inbox_prefix(prefix);
