@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 
 pub use in_process::InProcessBus;
-pub use nats::NatsBus;
+pub use nats::{NatsAccess, NatsBus, Role};
 pub use snapshot::{SnapshotReader, SnapshotWriter};
 pub use wire::{
     Ack, EdgeRegistration, EventBatch, Freshness, Heartbeat, OpenError, Page, Sealed, SignedAck,
@@ -41,6 +41,14 @@ pub enum BusError {
     Closed,
     #[error("bus error: {0}")]
     Transport(String),
+    /// NATS turned the credentials away (none given, wrong ones, or an nkey it does not know).
+    #[error("NATS refused the credentials: {0}")]
+    Unauthorized(String),
+    /// The TLS handshake failed: an untrusted or mismatched certificate, or TLS on one side only.
+    #[error("NATS TLS failed: {0}")]
+    Tls(String),
+    #[error("NATS settings: {0}")]
+    Settings(#[from] nats::AccessError),
 }
 
 #[async_trait]

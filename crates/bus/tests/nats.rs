@@ -77,3 +77,49 @@ fn deployment_names_are_checked() {
         assert!(Names::for_deployment(bad).is_err(), "{bad:?}");
     }
 }
+
+/// An acknowledgement that claims to come from one edge but travels on another edge's subject (where NATS
+/// permissions would let the other edge publish) is dropped; the genuine one after it arrives.
+#[tokio::test]
+async fn an_ack_on_another_edges_subject_is_dropped() {
+    use futures::StreamExt;
+    use quench_bus::{Ack, SignedAck, nats::SIGNATURE_HEADER};
+    use quench_core::{Seq, Timestamp, sign::Signer};
+
+    let Some((bus, cleanup)) = fresh().await else {
+        return;
+    };
+    let names = cleanup.0.names().clone();
+    let mut acks = bus.acks().await.expect("acks");
+    let key = Signer::generate().expect("random");
+    let ack = |edge: &str| {
+        SignedAck::seal_ack(
+            &key,
+            &Ack {
+                edge: edge.into(),
+                region: "eu".into(),
+                applied: Seq::new(1),
+                at: Timestamp::from_millis(1),
+            },
+        )
+    };
+    let raw = async_nats::connect(nats_url()).await.expect("connect");
+    let publish = |subject: String, sealed: SignedAck| {
+        let raw = raw.clone();
+        async move {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(SIGNATURE_HEADER, sealed.signature().encode().as_str());
+            raw.publish_with_headers(subject, headers, sealed.body().to_vec().into())
+                .await
+                .expect("publish");
+            raw.flush().await.expect("flush");
+        }
+    };
+    publish(names.acks_of("edge-1"), ack("edge-2")).await;
+    publish(names.acks_of("edge-1"), ack("edge-1")).await;
+    let first = tokio::time::timeout(Duration::from_secs(10), acks.next())
+        .await
+        .expect("an ack arrives")
+        .expect("open stream");
+    assert_eq!(first.open(&key.public()).expect("signed").edge, "edge-1");
+}

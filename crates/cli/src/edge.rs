@@ -4,6 +4,7 @@ use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
 use anyhow::{Context, bail};
 use clap::Args;
+use quench_bus::Role;
 use quench_core::sign::{PublicKey, Trust};
 use quench_edge::{Replica, follow};
 use tokio_util::sync::CancellationToken;
@@ -111,7 +112,7 @@ pub async fn run(args: EdgeCommand) -> anyhow::Result<ExitCode> {
             .map_err(|e| anyhow::anyhow!("--trust-key: {e}"))?;
         Trust::new(keys)
     };
-    let bus = node::connect_bus(&args.bus, &format!("quench-{}", config.id)).await?;
+    let bus = node::connect_bus(&args.bus, Role::Edge(config.id.clone())).await?;
     let cancel = CancellationToken::new();
     node::watch_certificate(&args.serving, &certificate, &cancel)?;
     node::announce(

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use clap::Args;
+use quench_bus::Role;
 use quench_manager::embedded;
 use tokio_util::sync::CancellationToken;
 
@@ -44,7 +45,7 @@ pub async fn run(args: ManagerCommand) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| format!("manager-{}", std::process::id()));
     let config = node::manager_config(&args.manager, &*store, id).await?;
-    let bus = node::connect_bus(&args.bus, "quench-manager").await?;
+    let bus = node::connect_bus(&args.bus, Role::Manager("quench-manager".into())).await?;
     let cancel = CancellationToken::new();
     node::watch_certificate(&args.listen, &certificate, &cancel)?;
     node::announce("manager", &admin)?;

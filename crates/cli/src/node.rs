@@ -5,7 +5,10 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
-use quench_bus::{Bus, NatsBus};
+use quench_bus::{
+    Bus, BusError, NatsAccess, NatsBus, Role,
+    nats::{Credential, NatsAccessOptions, NatsAuth, NatsServers},
+};
 use quench_core::usage::UsagePolicy;
 use quench_edge::{
     EdgeConfig, SlowHashConfig, StalePolicy,
@@ -229,12 +232,13 @@ pub fn raise_open_file_limit(connections: u64) {
     let _ = connections;
 }
 
-/// Where the bus is (in `up`, `manager` and `edge`).
+/// Where the bus is (in `up`, `manager` and `edge`), and how to log in to it.
 #[derive(Debug, Args)]
 pub struct BusArgs {
-    /// NATS server URL(s), comma-separated; without it `up` uses an in-process bus.
-    #[arg(long, env = "QUENCH_NATS")]
-    pub nats: Option<String>,
+    /// NATS server URL(s), comma-separated: `nats://` or `tls://`, optionally `user:password@` (better: the
+    /// options below); without it `up` uses an in-process bus.
+    #[arg(long, env = "QUENCH_NATS", hide_env_values = true, value_parser = NatsServersParser)]
+    pub nats: Option<NatsServers>,
     /// Namespaces every NATS stream and subject, so several deployments share one NATS.
     #[arg(long, env = "QUENCH_DEPLOYMENT", default_value = "quench")]
     pub deployment: String,
@@ -242,6 +246,71 @@ pub struct BusArgs {
     /// of the hub that runs JetStream (the hub's `jetstream { domain: ... }`).
     #[arg(long, env = "QUENCH_JETSTREAM_DOMAIN")]
     pub jetstream_domain: Option<String>,
+    /// A NATS credentials file (user JWT and nkey seed), for servers in operator mode.
+    #[arg(long, env = "QUENCH_NATS_CREDS", value_name = "FILE")]
+    pub nats_creds: Option<PathBuf>,
+    /// A file holding a NATS nkey user seed (`SU...`).
+    #[arg(long, env = "QUENCH_NATS_NKEY", value_name = "FILE")]
+    pub nats_nkey: Option<PathBuf>,
+    /// NATS user name; its password from QUENCH_NATS_PASSWORD.
+    #[arg(long, env = "QUENCH_NATS_USER")]
+    pub nats_user: Option<String>,
+    /// NATS password: prefer the environment variable, as a command line is visible to other users.
+    #[arg(long, env = "QUENCH_NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<Credential>,
+    /// NATS token: prefer the environment variable, as a command line is visible to other users.
+    #[arg(long, env = "QUENCH_NATS_TOKEN", hide_env_values = true)]
+    pub nats_token: Option<Credential>,
+    /// CA certificate(s) (PEM) to trust for NATS instead of the system's; implies TLS.
+    #[arg(long, env = "QUENCH_NATS_CA", value_name = "FILE")]
+    pub nats_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for NATS servers that verify clients (mutual TLS); with --nats-key.
+    #[arg(long, env = "QUENCH_NATS_CERT", value_name = "FILE")]
+    pub nats_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "QUENCH_NATS_KEY", value_name = "FILE")]
+    pub nats_key: Option<PathBuf>,
+}
+
+impl BusArgs {
+    fn access(&self, servers: NatsServers) -> anyhow::Result<NatsAccess> {
+        let options = NatsAccessOptions {
+            credentials_file: self.nats_creds.clone(),
+            nkey_file: self.nats_nkey.clone(),
+            user: self.nats_user.clone(),
+            password: self.nats_password.clone(),
+            token: self.nats_token.clone(),
+            ca: self.nats_ca.clone(),
+            client_cert: self.nats_cert.clone(),
+            client_key: self.nats_key.clone(),
+        };
+        NatsAccess::new(servers, options).map_err(|e| anyhow::anyhow!("--nats: {e}"))
+    }
+}
+
+/// Parses `--nats` without ever repeating the text in an error: it may hold a password.
+#[derive(Debug, Clone, Copy)]
+struct NatsServersParser;
+
+impl clap::builder::TypedValueParser for NatsServersParser {
+    type Value = NatsServers;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<NatsServers, clap::Error> {
+        let invalid = |why: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid --nats: {why}\n"),
+            )
+            .with_cmd(cmd)
+        };
+        let text = value.to_str().ok_or_else(|| invalid("not UTF-8".into()))?;
+        NatsServers::parse(text).map_err(|e| invalid(e.to_string()))
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -284,22 +353,47 @@ pub async fn open_store(args: &ManagerArgs) -> anyhow::Result<Arc<dyn Store>> {
     }
 }
 
-pub async fn connect_bus(args: &BusArgs, client_name: &str) -> anyhow::Result<Arc<dyn Bus>> {
-    match &args.nats {
-        None => Ok(embedded::in_process_bus()),
-        Some(url) => {
-            let bus = NatsBus::connect_in(
-                url,
-                &args.deployment,
-                client_name,
-                args.jetstream_domain.as_deref(),
-            )
-            .await
-            .with_context(|| format!("--nats: connecting to {url}"))?;
-            tracing::info!(url, deployment = %args.deployment, "connected to NATS");
-            Ok(Arc::new(bus))
+/// The deployment's bus: NATS when `--nats` is given (as `role`), else in-process.
+pub async fn connect_bus(args: &BusArgs, role: Role) -> anyhow::Result<Arc<dyn Bus>> {
+    let Some(servers) = &args.nats else {
+        return Ok(embedded::in_process_bus());
+    };
+    let access = args.access(servers.clone())?;
+    let bus = NatsBus::connect_as(
+        &access,
+        &args.deployment,
+        role,
+        args.jetstream_domain.as_deref(),
+    )
+    .await
+    .map_err(|error| nats_failure(&error, &access))?;
+    tracing::info!(
+        servers = %access.servers(),
+        credentials = access.auth().kind(),
+        tls = access.tls().required,
+        deployment = %args.deployment,
+        "connected to NATS"
+    );
+    Ok(Arc::new(bus))
+}
+
+/// What went wrong connecting to NATS, with the options that fix it. Names the servers without credentials.
+fn nats_failure(error: &BusError, access: &NatsAccess) -> anyhow::Error {
+    let hint = match error {
+        BusError::Unauthorized(_) => match access.auth() {
+            NatsAuth::None => {
+                "; this server wants credentials: --nats-creds, --nats-nkey, --nats-user with \
+                 QUENCH_NATS_PASSWORD, or --nats-token"
+            }
+            _ => "; check the credentials given",
+        },
+        BusError::Tls(_) => {
+            "; check --nats-ca (the CA that signed the server's certificate, which must name the host \
+             in --nats) and, for a server that verifies clients, --nats-cert and --nats-key"
         }
-    }
+        _ => "",
+    };
+    anyhow::anyhow!("--nats: connecting to {}: {error}{hint}", access.servers())
 }
 
 /// Everything a manager needs from its options, the environment and its data directory. Prints the

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Args;
+use quench_bus::Role;
 use quench_manager::embedded;
 use tokio_util::sync::CancellationToken;
 
@@ -64,7 +65,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     .await?;
     node::raise_open_file_limit(args.listen.max_connections * 4);
     let config = node::manager_config(&args.manager, &*store, "manager-embedded".into()).await?;
-    let bus = node::connect_bus(&args.bus, "quench-up").await?;
+    let bus = node::connect_bus(&args.bus, Role::Manager("quench-up".into())).await?;
     let cancel = CancellationToken::new();
     node::watch_certificate(&args.listen, &certificate, &cancel)?;
     node::announce("manager", &admin)?;

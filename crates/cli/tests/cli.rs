@@ -91,19 +91,26 @@ fn up(data_dir: &Path, extra: &[&str]) -> Node {
     node
 }
 
+/// Waits until the edge has its first snapshot and answers `200` on `/healthz`.
 fn wait_ready(edge: &str) {
-    for _ in 0..200 {
-        let out = Command::new(QUENCH)
-            .args(["verify", "qk_probe", "--edge", edge])
-            .output()
-            .expect("probe");
-        // A malformed key gets an answer (exit 1) once the edge serves.
-        if out.status.code() == Some(1) {
-            return;
+    use std::io::Write;
+    let address = edge.trim_start_matches("http://").trim_end_matches('/');
+    for _ in 0..400 {
+        if let Ok(mut stream) = std::net::TcpStream::connect(address) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let request =
+                format!("GET /healthz HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+            let mut answer = String::new();
+            if stream.write_all(request.as_bytes()).is_ok()
+                && std::io::Read::read_to_string(&mut stream, &mut answer).is_ok()
+                && answer.starts_with("HTTP/1.1 200")
+            {
+                return;
+            }
         }
         std::thread::sleep(Duration::from_millis(25));
     }
-    panic!("edge never answered");
+    panic!("edge never became ready");
 }
 
 fn quench(node: &Node, data_dir: &Path, args: &[&str]) -> Output {

@@ -6,6 +6,10 @@
 //! crate documentation for why a database sequence would not do. Snapshots are read in one
 //! `REPEATABLE READ` transaction, so the keys and the head they report are from the same instant.
 //! Migrations run under a transaction-scoped advisory lock, so managers starting together do not race.
+//!
+//! TLS follows libpq's `sslmode` (and `sslrootcert`, `sslcert`, `sslkey`, or `PGSSLMODE` and friends):
+//! `verify-full` with the server's CA is what a database across a network wants; `require` encrypts but
+//! would accept any certificate, so the store warns about it, and about anything weaker off this host.
 
 use std::{str::FromStr, time::Duration};
 
@@ -16,7 +20,7 @@ use quench_core::{
 };
 use sqlx::{
     PgPool, Postgres, QueryBuilder, Row, Transaction,
-    postgres::{PgConnectOptions, PgPoolOptions, PgRow},
+    postgres::{PgConnectOptions, PgPoolOptions, PgRow, PgSslMode},
 };
 use tokio::sync::Mutex;
 
@@ -46,10 +50,47 @@ macro_rules! key_columns {
 }
 const KEY_COLUMNS: &str = key_columns!();
 
+/// What is weak about how these options reach the database, if anything: a connection whose server is
+/// not authenticated by its certificate, to a host other than this one.
+fn transport_warning(options: &PgConnectOptions) -> Option<&'static str> {
+    match options.get_ssl_mode() {
+        PgSslMode::VerifyFull => None,
+        PgSslMode::VerifyCa => Some(
+            "sslmode=verify-ca checks the server's certificate but not that it names the host: \
+             prefer sslmode=verify-full",
+        ),
+        PgSslMode::Require => Some(
+            "sslmode=require encrypts but accepts any server certificate (an impostor's too): \
+             use sslmode=verify-full with sslrootcert=<the server's CA file>",
+        ),
+        PgSslMode::Disable | PgSslMode::Allow | PgSslMode::Prefer if !on_this_host(options) => {
+            Some(
+                "the connection to PostgreSQL may be unencrypted and its server is not authenticated: \
+             use sslmode=verify-full with sslrootcert=<the server's CA file>",
+            )
+        }
+        PgSslMode::Disable | PgSslMode::Allow | PgSslMode::Prefer => None,
+    }
+}
+
+fn on_this_host(options: &PgConnectOptions) -> bool {
+    let host = options.get_host();
+    options.get_socket().is_some()
+        || host.starts_with('/')
+        || host == "localhost"
+        || host
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 impl PostgresStore {
     /// Connects to a `postgres://` URL and brings the schema up to date.
     pub async fn open(url: &str) -> Result<Self> {
         let options = PgConnectOptions::from_str(url)?;
+        if let Some(warning) = transport_warning(&options) {
+            tracing::warn!(host = options.get_host(), "{warning}");
+        }
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))
@@ -884,3 +925,29 @@ impl Store for PostgresStore {
 }
 
 crate::notify::notify_store!(PostgresStore, sqlx::postgres::PgRow);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn warning(url: &str) -> Option<&'static str> {
+        transport_warning(&PgConnectOptions::from_str(url).expect("url"))
+    }
+
+    #[test]
+    fn weak_transport_is_named() {
+        assert_eq!(
+            warning("postgres://db.internal/q?sslmode=verify-full"),
+            None
+        );
+        assert!(
+            warning("postgres://db.internal/q?sslmode=require")
+                .is_some_and(|w| w.contains("any server certificate"))
+        );
+        assert!(warning("postgres://db.internal/q?sslmode=verify-ca").is_some());
+        assert!(warning("postgres://db.internal/q?sslmode=disable").is_some());
+        assert_eq!(warning("postgres://127.0.0.1/q"), None);
+        assert_eq!(warning("postgres://localhost/q?sslmode=disable"), None);
+        assert_eq!(warning("postgres://[::1]:5432/q"), None);
+    }
+}

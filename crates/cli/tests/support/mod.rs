@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
+
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
@@ -40,20 +42,25 @@ fn wait_for_port(port: u16, timeout: Duration) -> bool {
     false
 }
 
+/// `QUENCH_TEST_NATS_SERVER` (scripts/test points it at a current NATS), else the installed one.
 pub fn nats_server_binary() -> Option<PathBuf> {
+    let chosen = std::env::var_os("QUENCH_TEST_NATS_SERVER").map(PathBuf::from);
     let candidates = [
         "nats-server",
         "/usr/sbin/nats-server",
         "/usr/bin/nats-server",
     ];
-    candidates.iter().map(PathBuf::from).find(|p| {
-        Command::new(p)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
+    chosen
+        .into_iter()
+        .chain(candidates.iter().map(PathBuf::from))
+        .find(|p| {
+            Command::new(p)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
 }
 
 /// A NATS server with JetStream, on a free port, with its own store directory; it can be killed and
