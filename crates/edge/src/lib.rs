@@ -8,6 +8,7 @@
 //! * [`http`] serves the edge API: verify, forward-auth for proxies, health and metrics.
 //! * [`usage`] watches each key's traffic and reports anomalies to the manager.
 
+pub mod contract;
 pub mod follower;
 pub mod http;
 pub mod metrics;

@@ -1,0 +1,83 @@
+//! The edge's OpenAPI document, served at `GET /openapi.json`, is the contract proxies and clients code
+//! against: this snapshot shows every change to it in review, and `scripts/contract` holds the running edge
+//! to it. Regenerate with `UPDATE_SNAPSHOTS=1 cargo test -p quench-edge --test openapi`.
+
+use quench_edge::{EdgeConfig, Replica, http, web};
+use serde_json::Value;
+
+/// Serves a fresh edge's API on a free loopback port; the server stops with the test's runtime.
+async fn spawn_edge() -> String {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let router = http::router(Replica::new(EdgeConfig::default()));
+    tokio::spawn(web::serve(listener, router, std::future::pending()));
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn openapi_document_matches_the_snapshot() {
+    let base = spawn_edge().await;
+    let response = reqwest::Client::new()
+        .get(format!("{base}/openapi.json"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    let served: Value = response.json().await.expect("json");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/openapi.json");
+    let rendered = serde_json::to_string_pretty(&served).expect("json") + "\n";
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");
+        std::fs::write(&path, &rendered).expect("write snapshot");
+    }
+    let stored =
+        std::fs::read_to_string(&path).expect("snapshot exists; run with UPDATE_SNAPSHOTS=1");
+    let stored: Value = serde_json::from_str(&stored).expect("snapshot is JSON");
+    assert_eq!(
+        served, stored,
+        "the edge API contract changed; review and regenerate the snapshot"
+    );
+    for (path, method) in [
+        ("/v1/verify", "post"),
+        ("/auth", "get"),
+        ("/auth", "post"),
+        ("/auth/{path}", "get"),
+        ("/healthz", "get"),
+        ("/metrics", "get"),
+        ("/openapi.json", "get"),
+    ] {
+        assert!(
+            served["paths"][path][method].is_object(),
+            "{method} {path} missing from the document"
+        );
+    }
+}
+
+/// What the document says `/auth` answers is what it answers: 401 with the reason and a challenge.
+#[tokio::test]
+async fn forward_auth_answers_as_documented() {
+    let base = spawn_edge().await;
+    let client = reqwest::Client::new();
+    let document: Value = client
+        .get(format!("{base}/openapi.json"))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    let refusal = &document["paths"]["/auth"]["get"]["responses"]["401"]["headers"];
+    assert!(refusal["WWW-Authenticate"].is_object());
+    let answer = client
+        .get(format!("{base}/auth"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(answer.status(), 401);
+    assert!(answer.headers().contains_key("www-authenticate"));
+    assert_eq!(answer.headers()["x-quench-reason"], "missing");
+}
