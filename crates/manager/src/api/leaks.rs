@@ -26,6 +26,8 @@ pub const MAX_LEAKS: usize = 1_000;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LeakReport {
+    /// 1 to 1000 keys.
+    #[schema(min_items = 1, max_items = 1000)]
     pub keys: Vec<LeakedKey>,
 }
 

@@ -14,7 +14,10 @@ use axum::{
     routing::{delete, get, post},
 };
 use quench_core::Seq;
-use quench_edge::web::{self, ApiError};
+use quench_edge::{
+    contract::StandardAnswers,
+    web::{self, ApiError},
+};
 use quench_store::StoreError;
 use utoipa::OpenApi;
 
@@ -70,7 +73,11 @@ pub fn router(manager: Arc<Manager>) -> Router {
         system::signing_keys, system::audit, system::health,
         system::metrics, system::openapi,
     ),
-    modifiers(&BearerAuth),
+    components(schemas(
+        quench_edge::contract::Name, quench_edge::contract::KeyIdText, quench_edge::contract::Cursor,
+        model::KeyStatusName, model::WaitMode,
+    )),
+    modifiers(&BearerAuth, &StandardAnswers),
     tags((name = "keys", description = "Key lifecycle"), (name = "admin", description = "Tokens, log, edges, audit, usage policy, webhooks"), (name = "system", description = "Health and metrics"))
 )]
 pub struct ApiDoc;
@@ -85,6 +92,27 @@ impl utoipa::Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// `issuer` in a create request takes only the prefixes this manager is configured with: the document
+/// a manager serves lists them, so it describes exactly what that manager accepts.
+pub fn name_issuers(
+    document: &mut utoipa::openapi::OpenApi,
+    prefixes: impl Iterator<Item = String>,
+) {
+    use utoipa::openapi::{RefOr, schema::Schema};
+    let Some(components) = document.components.as_mut() else {
+        return;
+    };
+    let Some(RefOr::T(Schema::Object(request))) = components.schemas.get_mut("CreateKeyRequest")
+    else {
+        return;
+    };
+    if let Some(RefOr::T(Schema::Object(issuer))) = request.properties.get_mut("issuer") {
+        let mut allowed: Vec<serde_json::Value> = prefixes.map(serde_json::Value::from).collect();
+        allowed.push(serde_json::Value::Null);
+        issuer.enum_values = Some(allowed);
     }
 }
 

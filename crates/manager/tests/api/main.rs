@@ -3,6 +3,7 @@
 mod admin;
 mod alerts;
 mod auth;
+mod contract;
 mod helpers;
 mod input;
 mod keys;
