@@ -3,10 +3,85 @@
 //! once wrong (query parameters documented as path parameters, `limit` maxima documented but never applied,
 //! trailing control characters in a reason, `5.0` refused where the schema says `integer`).
 
+use std::collections::BTreeSet;
+
 use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::helpers::spawn_app;
+
+/// The methods an OpenAPI path item can hold.
+const METHODS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
+
+/// `(path, method)` for every route `router()` in `source` declares: `.route("/p", get(a).post(b))`.
+/// Axum's `{*rest}` is written `{rest}` as in the document; `any(..)` stands for every method.
+fn declared_routes(source: &str) -> BTreeSet<(String, String)> {
+    let router = source.split("pub fn router(").nth(1).expect("router()");
+    let router = router.split("web::finish(").next().expect("its end");
+    let mut routes = BTreeSet::new();
+    for declaration in router.split(".route(").skip(1) {
+        let mut quoted = declaration.splitn(3, '"');
+        let path = quoted.nth(1).expect("a path literal").replace("{*", "{");
+        let handlers = quoted.next().unwrap_or("");
+        let called = |name: &str| {
+            handlers.match_indices(&format!("{name}(")).any(|(at, _)| {
+                let before = handlers[..at].chars().next_back();
+                !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':')
+            })
+        };
+        for method in METHODS {
+            if called(method) || called("any") {
+                routes.insert((path.clone(), method.to_owned()));
+            }
+        }
+    }
+    routes
+}
+
+fn documented_routes(document: &Value) -> BTreeSet<(String, String)> {
+    let mut routes = BTreeSet::new();
+    for (path, item) in document["paths"].as_object().expect("paths") {
+        for method in item.as_object().expect("item").keys() {
+            if METHODS.contains(&method.as_str()) {
+                routes.insert((path.clone(), method.clone()));
+            }
+        }
+    }
+    routes
+}
+
+#[tokio::test]
+async fn the_document_lists_exactly_the_routes_the_router_serves() {
+    let app = spawn_app().await;
+    let document = app
+        .send(Method::GET, "/openapi.json", None, None)
+        .await
+        .expect(200);
+    let documented = documented_routes(&document);
+    let declared = declared_routes(include_str!("../../src/api/mod.rs"));
+    assert!(declared.len() > 20, "found the routes: {declared:?}");
+    assert_eq!(documented, declared, "documented routes against router()");
+    // And the running router agrees: each documented method reaches a handler, any other is a 405.
+    let paths: BTreeSet<&String> = documented.iter().map(|(path, _)| path).collect();
+    for path in paths {
+        let concrete = path.replace("{id}", "0000000000");
+        for method in ["get", "post", "put", "delete", "patch"] {
+            let verb = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+            let reply = app.send(verb, &concrete, Some(&app.token), None).await;
+            if documented.contains(&(path.clone(), method.to_owned())) {
+                assert_ne!(reply.status, 405, "{method} {path}: {}", reply.body);
+                assert_ne!(
+                    reply.body["error"]["message"], "no such endpoint",
+                    "{method} {path}"
+                );
+            } else {
+                assert_eq!(reply.status, 405, "{method} {path}: {}", reply.body);
+            }
+        }
+    }
+}
 
 fn resolve<'a>(document: &'a Value, reference: &str) -> Option<&'a Value> {
     document.pointer(reference.strip_prefix('#')?)
@@ -44,6 +119,10 @@ async fn every_parameter_is_documented_where_the_server_reads_it() {
                     "query" => assert_eq!(
                         parameter["required"], false,
                         "{method} {path}: query parameter `{name}` is optional"
+                    ),
+                    "header" => assert!(
+                        name.starts_with("Github-Public-Key-"),
+                        "{method} {path}: header `{name}`: the API reads no other"
                     ),
                     other => panic!("{method} {path}: `{name}` in {other}"),
                 }
