@@ -133,7 +133,8 @@ fn error_answer(description: &str) -> RefOr<utoipa::openapi::Response> {
         .into()
 }
 
-fn add_answer(operation: &mut Operation, status: &str, description: &str) {
+/// Documents an error answer (`ErrorResponse`) for `status`, unless the operation already describes one.
+pub fn add_answer(operation: &mut Operation, status: &str, description: &str) {
     let responses = &mut operation.responses.responses;
     if !responses.contains_key(status) {
         responses.insert(status.to_owned(), error_answer(description));
