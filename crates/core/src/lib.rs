@@ -14,6 +14,7 @@ pub mod scope;
 pub mod sign;
 pub mod time;
 pub mod usage;
+pub mod whole;
 
 pub use event::{Change, Event, Seq};
 pub use hash::{HashAlg, Verifier};

@@ -388,6 +388,7 @@ pub struct Measures {
     /// The key's usual requests per window.
     pub usual: f64,
     /// Completed windows the key has been watched for.
+    #[serde(deserialize_with = "crate::whole::u32")]
     pub history_windows: u32,
 }
 

@@ -1,4 +1,4 @@
-//! The edge API: verify, forward-auth, health, metrics.
+//! The edge API: verify, forward-auth, health, metrics, and the OpenAPI document describing them.
 
 use std::sync::Arc;
 
@@ -13,9 +13,11 @@ use axum::{
 };
 use quench_core::{KeyId, Reason, Timestamp, Verdict};
 use serde::{Deserialize, Serialize};
+use utoipa::{OpenApi, ToSchema};
 
 use crate::{
     Busy, Replica,
+    contract::{ErrorResponse, KeyIdText, StandardAnswers},
     web::{self, ApiError, JsonBody, QueryParams},
 };
 
@@ -31,33 +33,122 @@ pub fn router(replica: Arc<Replica>) -> Router {
         .route("/auth/{*path}", any(forward_auth))
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
         .with_state(replica);
     web::finish(routes)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Quench edge API",
+        description = "Answers \"is this key valid?\" from an in-memory replica the manager keeps fresh.",
+        license(name = "Apache-2.0")
+    ),
+    paths(verify, forward_auth, forward_auth_below, health, metrics, openapi),
+    modifiers(&KeySchemes, &StandardAnswers),
+    tags((name = "verify", description = "Is this key valid?"), (name = "system", description = "Health, metrics and this document"))
+)]
+pub struct EdgeApiDoc;
+
+/// How `/auth` takes the key: `X-API-Key`, or `Authorization: Bearer`.
+struct KeySchemes;
+
+impl utoipa::Modify for KeySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// Why a key was refused.
+pub struct RefusalReason;
+
+impl utoipa::PartialSchema for RefusalReason {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let reasons = [
+            Reason::Malformed,
+            Reason::Unknown,
+            Reason::Revoked,
+            Reason::Expired,
+            Reason::Forbidden,
+            Reason::Stale,
+        ];
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(reasons.map(Reason::as_str)))
+            .into()
+    }
+}
+
+impl ToSchema for RefusalReason {}
+
+/// An IPv4 or IPv6 address.
+pub struct IpAddress;
+
+impl utoipa::PartialSchema for IpAddress {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{
+            AnyOfBuilder, KnownFormat, ObjectBuilder, SchemaFormat, Type,
+        };
+        let of = |format| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(format)))
+        };
+        AnyOfBuilder::new()
+            .item(of(KnownFormat::Ipv4))
+            .item(of(KnownFormat::Ipv6))
+            .description(Some("An IPv4 or IPv6 address"))
+            .into()
+    }
+}
+
+impl ToSchema for IpAddress {}
+
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyRequest {
+    /// The key as presented. Anything that is not a Quench key is answered `malformed`.
     pub key: String,
+    /// The API being called: a key limited to other APIs is answered `forbidden`.
     #[serde(default)]
     pub api: Option<String>,
+    /// A scope the call needs: a key without it is answered `forbidden`.
     #[serde(default)]
     pub scope: Option<String>,
     /// The address of the client that presented the key, for usage monitoring.
     #[serde(default)]
+    #[schema(value_type = Option<IpAddress>)]
     pub client_ip: Option<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct VerifyResponse {
     pub valid: bool,
+    /// Why the key is refused; only when `valid` is false.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = RefusalReason)]
     pub reason: Option<Reason>,
+    /// On a refusal, only when the presented secret matched.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = KeyIdText)]
     pub key_id: Option<KeyId>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
     pub owner: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Vec<String>)]
     pub scopes: Option<Vec<String>>,
 }
 
@@ -84,6 +175,15 @@ impl From<&Verdict> for VerifyResponse {
 
 /// Every verdict is a 200: the question was answered. Only a malformed *request* is an error, and a 503
 /// `busy` when the key needs a slow hash and the slow-hash pool is full (nothing was decided).
+#[utoipa::path(
+    post, path = "/v1/verify", tag = "verify",
+    request_body = VerifyRequest,
+    responses(
+        (status = 200, description = "The verdict: `valid`, or why not", body = VerifyResponse),
+        (status = 422, description = "A field is missing, unknown or of the wrong type, or `client_ip` is not an IP address", body = ErrorResponse),
+        (status = 503, description = "`busy`: the key needs a slow hash and the slow-hash pool is full; retry after `Retry-After` seconds", body = VerifyResponse),
+    )
+)]
 async fn verify(
     State(replica): State<Arc<Replica>>,
     JsonBody(request): JsonBody<VerifyRequest>,
@@ -116,9 +216,14 @@ async fn verify(
     Ok(Json(VerifyResponse::from(&verdict)))
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AuthQuery {
+    /// The API being called (else the `X-Quench-Api` header).
+    #[param(nullable = false)]
     api: Option<String>,
+    /// A scope the call needs (else the `X-Quench-Scope` header).
+    #[param(nullable = false)]
     scope: Option<String>,
 }
 
@@ -144,6 +249,23 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
 /// `X-Quench-Api`/`X-Quench-Scope` headers. Answers 200 with the key's id and owner in headers, 401
 /// for an invalid key, 403 for one out of scope, 503 when the edge cannot vouch for anything (`stale`)
 /// or the key needs a slow hash and the slow-hash pool is full (`busy`, with `Retry-After`).
+#[utoipa::path(
+    method(get, post, put, delete, patch, head, options, trace), path = "/auth", tag = "verify",
+    params(AuthQuery, AuthHeaders),
+    responses(
+        (status = 200, description = "The key is valid", headers(
+            ("X-Quench-Key-Id" = String, description = "The key's id"),
+            ("X-Quench-Owner" = String, description = "The key's owner"),
+            ("X-Quench-Scopes" = String, description = "The key's scopes, space-separated"),
+        )),
+        (status = 401, description = "No key, or not a valid one", headers(
+            ("WWW-Authenticate" = String), ("X-Quench-Reason" = String, description = "`missing`, `malformed`, `unknown`, `revoked` or `expired`"),
+        )),
+        (status = 403, description = "The key is valid but not for this API or scope", headers(("X-Quench-Reason" = String))),
+        (status = 503, description = "The edge is stale or starting (`stale`), or the slow-hash pool is full (`busy`, with `Retry-After`): nothing is vouched for", headers(("X-Quench-Reason" = String))),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 async fn forward_auth(
     State(replica): State<Arc<Replica>>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
@@ -197,6 +319,36 @@ fn busy(response: impl IntoResponse) -> Response {
     response
 }
 
+/// The headers `/auth` reads besides the key.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+struct AuthHeaders {
+    /// The API being called, when the `api` query parameter is absent.
+    #[param(rename = "X-Quench-Api", nullable = false)]
+    api: Option<String>,
+    /// A scope the call needs, when the `scope` query parameter is absent.
+    #[param(rename = "X-Quench-Scope", nullable = false)]
+    scope: Option<String>,
+}
+
+/// `/auth` under any path, for Envoy's ext_authz path prefix: the same as `/auth`.
+#[utoipa::path(
+    method(get, post, put, delete, patch, head, options, trace), path = "/auth/{path}", tag = "verify",
+    params(("path" = String, Path, description = "Any path; ignored"), AuthQuery, AuthHeaders),
+    responses(
+        (status = 200, description = "The key is valid", headers(
+            ("X-Quench-Key-Id" = String), ("X-Quench-Owner" = String), ("X-Quench-Scopes" = String),
+        )),
+        (status = 401, description = "No key, or not a valid one", headers(("WWW-Authenticate" = String), ("X-Quench-Reason" = String))),
+        (status = 403, description = "The key is valid but not for this API or scope", headers(("X-Quench-Reason" = String))),
+        (status = 503, description = "The edge is stale or starting: it vouches for nothing", headers(("X-Quench-Reason" = String))),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+#[allow(dead_code)]
+fn forward_auth_below() {}
+
 fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
     if let Ok(value) = HeaderValue::from_str(value) {
         headers.insert(HeaderName::from_static(name), value);
@@ -215,8 +367,10 @@ fn refusal(status: StatusCode, reason: &'static str) -> Response {
     response
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Health {
+    /// `ok`, `starting` or `stale`.
+    #[schema(pattern = "^(ok|starting|stale)$")]
     pub status: String,
     pub edge: String,
     pub region: String,
@@ -230,6 +384,13 @@ pub struct Health {
     pub keys: usize,
 }
 
+#[utoipa::path(
+    get, path = "/healthz", tag = "system",
+    responses(
+        (status = 200, description = "The edge is fresh and answering", body = Health),
+        (status = 503, description = "The edge is `starting` or `stale`: route around it", body = Health),
+    )
+)]
 async fn health(State(replica): State<Arc<Replica>>) -> (StatusCode, Json<Health>) {
     let now = Timestamp::now();
     let (status, code) = if !replica.is_ready() {
@@ -254,6 +415,10 @@ async fn health(State(replica): State<Arc<Replica>>) -> (StatusCode, Json<Health
     (code, Json(body))
 }
 
+#[utoipa::path(
+    get, path = "/metrics", tag = "system",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"))
+)]
 async fn metrics(State(replica): State<Arc<Replica>>) -> impl IntoResponse {
     let mut out = String::new();
     render_metrics(&replica, &mut out);
@@ -281,4 +446,12 @@ pub fn render_metrics(replica: &Replica, out: &mut String) {
         "# HELP quench_edge_staleness_seconds Time since the edge last knew it was current.\n# TYPE quench_edge_staleness_seconds gauge\nquench_edge_staleness_seconds {}",
         replica.staleness(now).map_or(-1.0, |d| d.as_secs_f64())
     );
+}
+
+#[utoipa::path(
+    get, path = "/openapi.json", tag = "system",
+    responses((status = 200, description = "This document", content_type = "application/json"))
+)]
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(EdgeApiDoc::openapi())
 }

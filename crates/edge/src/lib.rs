@@ -12,6 +12,7 @@
 //! * [`usage`] watches each key's traffic and reports anomalies to the manager.
 //! * [`key_file`] keeps the key the edge signs its acknowledgements with across restarts.
 
+pub mod contract;
 pub mod follower;
 pub mod http;
 pub mod key_file;

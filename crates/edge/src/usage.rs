@@ -41,23 +41,55 @@ const REPORT_BATCH: usize = 100;
 pub const POLICY_REFRESH: Duration = Duration::from_secs(30);
 
 /// An alert as an edge raises it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UsageAlert {
-    /// 32 hex digits, random: the same alert reported twice is recorded once.
+    /// 32 hex digits, random: the same alert reported twice is recorded once (16 to 64 accepted).
+    #[schema(pattern = "^[0-9A-Fa-f]+$", min_length = 16, max_length = 64)]
     pub id: String,
+    #[schema(value_type = crate::contract::KeyIdText)]
     pub key_id: KeyId,
+    /// The policy rule that fired.
+    #[schema(pattern = "^[A-Za-z0-9_.:@-]+$", min_length = 1, max_length = 64)]
     pub rule: String,
+    /// `distinct_addresses`, `requests` or `above_usual`.
+    #[schema(pattern = "^[A-Za-z0-9_.:@-]+$", min_length = 1, max_length = 32)]
     pub kind: String,
+    #[schema(value_type = crate::contract::Instant)]
     pub raised_at: Timestamp,
+    #[serde(deserialize_with = "quench_core::whole::u32")]
+    #[schema(value_type = u64, maximum = 4294967295_u64)]
     pub window_seconds: u32,
+    #[schema(value_type = AlertMeasures)]
     pub measures: Measures,
 }
 
+/// What the rule saw (`quench_core::usage::Measures`): estimates, finite and not negative.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct AlertMeasures {
+    /// Requests in the sliding window.
+    #[schema(minimum = 0)]
+    requests: f64,
+    /// Distinct client addresses in the sliding window.
+    #[schema(minimum = 0)]
+    distinct_addresses: f64,
+    /// The key's usual requests per window.
+    #[schema(minimum = 0)]
+    usual: f64,
+    /// Completed windows the key has been watched for.
+    #[schema(value_type = u64, maximum = 4294967295_u64)]
+    history_windows: u32,
+}
+
 /// What an edge sends the manager.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AlertReport {
+    #[schema(value_type = crate::contract::ShortName)]
     pub edge: String,
+    #[schema(value_type = crate::contract::ShortName)]
     pub region: String,
+    /// 1 to 1000 alerts.
+    #[schema(min_items = 1, max_items = 1000)]
     pub alerts: Vec<UsageAlert>,
 }
 

@@ -142,7 +142,7 @@ impl Authenticator {
             .store
             .token(token.id())
             .await
-            .map_err(ApiError::internal)?
+            .map_err(crate::api::store_error)?
             .ok_or_else(invalid)?;
         if !record.verifier.matches(token.secret().as_bytes()) {
             return Err(invalid());

@@ -44,6 +44,23 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
 }
 
+impl StoreError {
+    /// The database could not be reached, or gave no connection in time: the same request may succeed
+    /// later (the API answers 503), unlike a fault in what was asked or stored.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Self::Database(
+                sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
+            )
+        )
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// The outcome of a revocation: the key as it now stands and, when this call revoked it, its event.
@@ -187,5 +204,24 @@ pub async fn open_url(url: &str) -> Result<std::sync::Arc<dyn Store>> {
         Err(StoreError::Unsupported(
             url.split(':').next().unwrap_or("").to_owned(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreError;
+
+    #[test]
+    fn only_a_lost_database_is_unavailable() {
+        for lost in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            std::io::Error::other("connection refused").into(),
+        ] {
+            assert!(StoreError::Database(lost).is_unavailable());
+        }
+        assert!(!StoreError::Database(sqlx::Error::RowNotFound).is_unavailable());
+        assert!(!StoreError::Corrupt("x".into()).is_unavailable());
+        assert!(!StoreError::NotFound.is_unavailable());
     }
 }

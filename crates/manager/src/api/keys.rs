@@ -10,15 +10,18 @@ use axum::{
 use quench_core::{
     ApiKey, KeyRecord, Label, Owner, Timestamp, Verifier, record::KeyStatus, scope::Scope,
 };
-use quench_edge::web::{ApiError, JsonBody, QueryParams};
+use quench_edge::{
+    contract::KeyIdText,
+    web::{ApiError, JsonBody, QueryParams},
+};
 use quench_store::{KeyFilter, Selector, StoreError};
 
 use super::{
     Wait,
     model::{
-        self, BulkRevocation, BulkRevokeRequest, CreateKeyRequest, CreatedKey, ErrorResponse,
-        KeyList, KeyView, ListQuery, NewKey, Revocation, RevokeRequest, RotateRequest, Rotation,
-        WaitQuery,
+        self, BulkRevocation, BulkRevokeRequest, BulkRevokeShape, CreateKeyRequest, CreatedKey,
+        ErrorResponse, KeyList, KeyView, ListQuery, NewKey, Revocation, RevokeRequest,
+        RotateRequest, Rotation, WaitQuery,
     },
     store_error,
 };
@@ -244,7 +247,7 @@ async fn load(manager: &Manager, principal: &Principal, id: &str) -> Result<KeyR
 
 #[utoipa::path(
     get, path = "/v1/keys/{id}", tag = "keys",
-    params(("id" = String, Path, description = "Key id")),
+    params(("id" = KeyIdText, Path, description = "Key id")),
     responses(
         (status = 200, body = KeyView),
         (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse), (status = 404, body = ErrorResponse),
@@ -263,7 +266,7 @@ pub async fn show(
 
 #[utoipa::path(
     post, path = "/v1/keys/{id}/revoke", tag = "keys",
-    params(("id" = String, Path, description = "Key id"), WaitQuery),
+    params(("id" = KeyIdText, Path, description = "Key id"), WaitQuery),
     request_body = RevokeRequest,
     responses(
         (status = 200, description = "Revoked (or already was); with wait=all, each edge's confirmation", body = Revocation),
@@ -309,7 +312,7 @@ pub async fn revoke(
 
 #[utoipa::path(
     post, path = "/v1/keys/{id}/rotate", tag = "keys",
-    params(("id" = String, Path, description = "Key id"), WaitQuery),
+    params(("id" = KeyIdText, Path, description = "Key id"), WaitQuery),
     request_body = RotateRequest,
     responses(
         (status = 201, description = "The successor key; the old one expires after the grace period", body = Rotation),
@@ -380,7 +383,7 @@ pub async fn rotate(
 #[utoipa::path(
     post, path = "/v1/revocations", tag = "keys",
     params(WaitQuery),
-    request_body = BulkRevokeRequest,
+    request_body = BulkRevokeShape,
     responses(
         (status = 200, description = "Every matching key revoked in one transaction", body = BulkRevocation),
         (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse), (status = 422, body = ErrorResponse),

@@ -26,6 +26,8 @@ pub const MAX_LEAKS: usize = 1_000;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LeakReport {
+    /// 1 to 1000 keys.
+    #[schema(min_items = 1, max_items = 1000)]
     pub keys: Vec<LeakedKey>,
 }
 
@@ -231,6 +233,34 @@ pub struct GithubToken {
     pub source: Option<String>,
 }
 
+/// What GitHub sends: at most 1000 tokens (the document's request body; the handler reads
+/// `Vec<GithubToken>` once the signature checks out).
+pub struct GithubReport;
+
+impl utoipa::PartialSchema for GithubReport {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ArrayBuilder::new()
+            .items(utoipa::openapi::Ref::from_schema_name("GithubToken"))
+            .max_items(Some(MAX_LEAKS))
+            .description(Some("The tokens GitHub found, at most 1000"))
+            .into()
+    }
+}
+
+impl ToSchema for GithubReport {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        schemas.push((
+            GithubToken::name().into(),
+            <GithubToken as utoipa::PartialSchema>::schema(),
+        ));
+    }
+}
+
 /// GitHub's feedback format: one label per reported token, identified by its SHA-256.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct GithubFeedback {
@@ -242,7 +272,11 @@ pub struct GithubFeedback {
 
 #[utoipa::path(
     post, path = "/v1/integrations/github/secret-scanning", tag = "keys",
-    request_body = Vec<GithubToken>,
+    params(
+        ("Github-Public-Key-Identifier" = String, Header, description = "Which of GitHub's public keys signed the body"),
+        ("Github-Public-Key-Signature" = String, Header, description = "Base64 DER ECDSA P-256 (SHA-256) signature over the raw body"),
+    ),
+    request_body = GithubReport,
     responses(
         (status = 200, description = "GitHub's feedback format; every matching key is revoked", body = Vec<GithubFeedback>),
         (status = 401, description = "Missing or invalid GitHub signature: nothing is read or revoked", body = ErrorResponse),
@@ -267,22 +301,14 @@ pub async fn github(
         .map(|c| c.0);
     let body = axum::body::to_bytes(body, quench_edge::web::BODY_LIMIT)
         .await
-        .map_err(|_| {
-            ApiError::new(
-                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!(
-                    "request bodies are limited to {} bytes",
-                    quench_edge::web::BODY_LIMIT
-                ),
-            )
-        })?;
+        .map_err(|_| quench_edge::web::too_large(quench_edge::web::BODY_LIMIT))?;
     let headers = parts.headers;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if let Err(error) = keys.verify(header(KEY_ID_HEADER), header(SIGNATURE_HEADER), &body) {
         ManagerMetrics::add(&manager.metrics.auth_failures, 1);
         return Err(ApiError::unauthorized(error.to_string()));
     }
+    quench_edge::web::require_json(&headers)?;
     let tokens: Vec<GithubToken> = quench_edge::web::parse_json(&body)?;
     if tokens.len() > MAX_LEAKS {
         return Err(ApiError::invalid(format!("at most {MAX_LEAKS} tokens")));

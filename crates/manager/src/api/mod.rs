@@ -15,7 +15,10 @@ use axum::{
     routing::{delete, get, post},
 };
 use quench_core::Seq;
-use quench_edge::web::{self, ApiError};
+use quench_edge::{
+    contract::StandardAnswers,
+    web::{self, ApiError},
+};
 use quench_store::StoreError;
 use utoipa::OpenApi;
 
@@ -75,7 +78,11 @@ pub fn router(manager: Arc<Manager>) -> Router {
         system::signing_keys, system::audit, system::health,
         system::metrics, system::openapi,
     ),
-    modifiers(&BearerAuth),
+    components(schemas(
+        quench_edge::contract::Name, quench_edge::contract::KeyIdText, quench_edge::contract::Cursor,
+        model::KeyStatusName, model::WaitMode,
+    )),
+    modifiers(&BearerAuth, &StandardAnswers, &StoreAnswers),
     tags((name = "keys", description = "Key lifecycle"), (name = "admin", description = "Tokens, log, edges, audit, usage policy, webhooks"), (name = "system", description = "Health and metrics"))
 )]
 pub struct ApiDoc;
@@ -93,11 +100,67 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// `issuer` in a create request takes only the prefixes this manager is configured with: the document
+/// a manager serves lists them, so it describes exactly what that manager accepts.
+pub fn name_issuers(
+    document: &mut utoipa::openapi::OpenApi,
+    prefixes: impl Iterator<Item = String>,
+) {
+    use utoipa::openapi::{RefOr, schema::Schema};
+    let Some(components) = document.components.as_mut() else {
+        return;
+    };
+    let Some(RefOr::T(Schema::Object(request))) = components.schemas.get_mut("CreateKeyRequest")
+    else {
+        return;
+    };
+    if let Some(RefOr::T(Schema::Object(issuer))) = request.properties.get_mut("issuer") {
+        let mut allowed: Vec<serde_json::Value> = prefixes.map(serde_json::Value::from).collect();
+        allowed.push(serde_json::Value::Null);
+        issuer.enum_values = Some(allowed);
+    }
+}
+
 pub fn store_error(error: StoreError) -> ApiError {
     match error {
         StoreError::NotFound => ApiError::not_found("no such key"),
         StoreError::Conflict(what) => ApiError::conflict(what),
+        lost if lost.is_unavailable() => {
+            tracing::warn!(error = %lost, "the store cannot be reached");
+            ApiError::unavailable("the store cannot be reached; try again")
+        }
         other => ApiError::internal(other),
+    }
+}
+
+/// Every operation that reads or writes the store (all that take a token, which is looked up there, and
+/// GitHub's reports) answers 503 while the database cannot be reached.
+struct StoreAnswers;
+
+impl utoipa::Modify for StoreAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+                let github = operation.operation_id.as_deref() == Some("github");
+                if secured || github {
+                    quench_edge::contract::add_answer(
+                        operation,
+                        "503",
+                        "The store cannot be reached; try again",
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -148,5 +211,27 @@ impl Manager {
         };
         ManagerMetrics::add(counter, 1);
         Some(confirmation)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+
+    use super::*;
+
+    #[test]
+    fn an_unreachable_store_is_a_503_and_other_faults_a_500() {
+        let lost = StoreError::Database(std::io::Error::other("connection refused").into());
+        assert_eq!(store_error(lost).status, StatusCode::SERVICE_UNAVAILABLE);
+        let corrupt = StoreError::Corrupt("a verifier that does not parse".into());
+        assert_eq!(
+            store_error(corrupt).status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(
+            store_error(StoreError::Conflict("key k is revoked".into())).status,
+            StatusCode::CONFLICT
+        );
     }
 }

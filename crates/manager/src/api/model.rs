@@ -8,7 +8,11 @@ use quench_core::{
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use quench_edge::web::ApiError;
+pub use quench_edge::contract::{ErrorDetail, ErrorResponse};
+use quench_edge::{
+    contract::{Cursor, Instant, KeyIdText, Name, visible_text},
+    web::ApiError,
+};
 
 /// Most APIs or scopes one key may list.
 pub const MAX_LABELS: usize = 64;
@@ -25,37 +29,62 @@ pub const MAX_BULK_IDS: usize = 10_000;
 /// keeps the small default.
 pub const BULK_BODY_LIMIT: usize = 256 * 1024;
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorResponse {
-    pub error: ErrorDetail,
+/// A key's display name: 1 to 200 characters, no control characters, not blank.
+fn key_name_schema() -> utoipa::openapi::schema::Object {
+    nullable(visible_text(quench_core::names::KEY_NAME_MAX))
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorDetail {
-    /// Machine-readable: `invalid_json`, `invalid_request`, `unauthorized`, `forbidden`, `not_found`, ...
-    pub code: String,
-    pub message: String,
+/// A revocation reason: 1 to 500 characters, no control characters, not blank.
+fn reason_schema() -> utoipa::openapi::schema::Object {
+    visible_text(REASON_MAX).build()
+}
+
+fn nullable(builder: utoipa::openapi::schema::ObjectBuilder) -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{SchemaType, Type};
+    builder
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .build()
+}
+
+/// `null` where a request may say "absent": only for fields whose absence and `null` mean the same.
+/// The selector fields of a bulk revocation are "exactly one of", so there `null` is refused.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
-    /// Who the key belongs to. A token confined to an owner may leave it out.
+    /// Who the key belongs to. Required, except from a token confined to an owner, which may leave it
+    /// out to mean its own.
+    #[schema(value_type = Name, required = true)]
     pub owner: Option<String>,
+    #[schema(schema_with = key_name_schema)]
     pub name: Option<String>,
-    /// APIs the key may call; empty means any.
+    /// APIs the key may call; empty means any. Duplicates are merged.
     #[serde(default)]
+    #[schema(value_type = Vec<Name>, max_items = 64)]
     pub apis: Vec<String>,
+    /// Scopes the key carries. Duplicates are merged.
     #[serde(default)]
+    #[schema(value_type = Vec<Name>, max_items = 64)]
     pub scopes: Vec<String>,
-    /// RFC 3339. At most one of `expires_at` and `expires_in`.
+    /// When the key stops working; must be in the future. At most one of `expires_at` and `expires_in`.
+    #[schema(value_type = Option<Instant>)]
     pub expires_at: Option<String>,
-    /// Seconds from now.
+    /// Seconds from now, up to ten years. At most one of `expires_at` and `expires_in`.
+    #[serde(default, deserialize_with = "quench_core::whole::option_u64")]
+    #[schema(minimum = 1, maximum = 315360000)]
     pub expires_in: Option<u64>,
+    /// Free-form JSON object, at most 8 KiB serialised; shown with the key, never sent to edges.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
-    /// The issuer prefix, if the manager has several; default the first configured.
+    /// The issuer prefix, one of those the manager is configured with; default the first.
     pub issuer: Option<String>,
 }
 
@@ -217,15 +246,40 @@ pub struct CreatedKey {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only this owner's keys.
+    #[param(value_type = Name, required = false)]
     pub owner: Option<String>,
-    /// `active`, `revoked` or `expired`.
+    /// Only keys in this state.
+    #[param(value_type = KeyStatusName, required = false)]
     pub status: Option<String>,
+    /// Only keys that may call this API.
+    #[param(value_type = Name, required = false)]
     pub api: Option<String>,
-    /// 1 to 1000, default 100.
+    /// Page size, default 100.
+    #[param(nullable = false, minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// `next_cursor` from the previous page.
+    #[param(value_type = Cursor, required = false)]
     pub cursor: Option<String>,
+}
+
+/// A key's state.
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum KeyStatusName {
+    Active,
+    Revoked,
+    Expired,
+}
+
+/// How a change waits for the edges.
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum WaitMode {
+    All,
+    None,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -238,10 +292,13 @@ pub struct KeyList {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct WaitQuery {
     /// `all` (default): answer once every live edge has applied the change; `none`: answer at commit.
+    #[param(value_type = WaitMode, required = false)]
     pub wait: Option<String>,
-    /// How long `wait=all` may take, up to 60000; default 2000.
+    /// How long `wait=all` may take, in milliseconds; default 2000.
+    #[param(nullable = false, minimum = 0, maximum = 60000)]
     pub timeout_ms: Option<u64>,
 }
 
@@ -249,25 +306,27 @@ pub struct WaitQuery {
 #[serde(deny_unknown_fields)]
 pub struct RevokeRequest {
     /// Why: kept in the audit log and shown on the key.
+    #[schema(schema_with = reason_schema)]
     pub reason: String,
 }
 
+/// A revocation reason, checked exactly as the document's schema says (on the text as sent), then
+/// stored without surrounding white space.
 pub fn reason(text: &str) -> Result<String, ApiError> {
-    let trimmed = text.trim();
-    if trimmed.is_empty() {
-        return Err(ApiError::invalid("reason: must not be empty"));
-    }
-    if trimmed.chars().count() > REASON_MAX {
+    if text.chars().count() > REASON_MAX {
         return Err(ApiError::invalid(format!(
             "reason: at most {REASON_MAX} characters"
         )));
     }
-    if trimmed.chars().any(char::is_control) {
+    if text.chars().any(char::is_control) {
         return Err(ApiError::invalid(
             "reason: must not contain control characters",
         ));
     }
-    Ok(trimmed.to_owned())
+    if !quench_edge::contract::is_visible_text(text) {
+        return Err(ApiError::invalid("reason: must not be empty"));
+    }
+    Ok(text.trim().to_owned())
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -282,10 +341,17 @@ pub struct Revocation {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateRequest {
-    /// How long the old key keeps working, in seconds (0 = it stops now).
+    /// How long the old key keeps working, in seconds (0 = it stops now), up to ten years.
+    #[serde(deserialize_with = "quench_core::whole::u64")]
+    #[schema(minimum = 0, maximum = 315360000)]
     pub grace_seconds: u64,
-    /// The new key's expiry (RFC 3339); by default it does not expire.
+    /// The new key's expiry; must be in the future. By default it does not expire. At most one of
+    /// `expires_at` and `expires_in`.
+    #[schema(value_type = Option<Instant>)]
     pub expires_at: Option<String>,
+    /// The new key's lifetime in seconds, up to ten years.
+    #[serde(default, deserialize_with = "quench_core::whole::option_u64")]
+    #[schema(minimum = 1, maximum = 315360000)]
     pub expires_in: Option<u64>,
 }
 
@@ -297,14 +363,62 @@ pub struct Rotation {
     pub previous: KeyView,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+/// A bulk revocation as the server parses it; [`BulkRevokeShape`] is how the document shows it.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BulkRevokeRequest {
     /// Exactly one of `owner`, `api`, `ids`.
+    #[serde(default, deserialize_with = "present")]
     pub owner: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     pub api: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     pub ids: Option<Vec<String>>,
     pub reason: String,
+}
+
+/// Which keys a bulk revocation takes: exactly one of `owner`, `api` or `ids`, and a reason.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = BulkRevokeRequest)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum BulkRevokeShape {
+    /// Every key of one owner.
+    Owner(BulkByOwner),
+    /// Every key that may call one API.
+    Api(BulkByApi),
+    /// These keys (unknown ids are skipped).
+    Ids(BulkByIds),
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct BulkByOwner {
+    #[schema(value_type = Name)]
+    owner: String,
+    #[schema(schema_with = reason_schema)]
+    reason: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct BulkByApi {
+    #[schema(value_type = Name)]
+    api: String,
+    #[schema(schema_with = reason_schema)]
+    reason: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct BulkByIds {
+    #[schema(value_type = Vec<KeyIdText>, min_items = 1, max_items = 10000)]
+    ids: Vec<String>,
+    #[schema(schema_with = reason_schema)]
+    reason: String,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -318,10 +432,29 @@ pub struct BulkRevocation {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTokenRequest {
-    /// Any of `admin`, `keys:read`, `keys:write`, `keys:revoke`, `leaks:report`, `edge`.
+    /// At least one; duplicates are merged.
+    #[schema(value_type = Vec<ScopeName>, min_items = 1)]
     pub scopes: Vec<String>,
     /// Confine the token to one owner's keys.
+    #[schema(value_type = Option<Name>)]
     pub owner: Option<String>,
+}
+
+/// What a manager token may do.
+#[derive(Debug, Deserialize, ToSchema)]
+pub enum ScopeName {
+    #[serde(rename = "admin")]
+    Admin,
+    #[serde(rename = "keys:read")]
+    KeysRead,
+    #[serde(rename = "keys:write")]
+    KeysWrite,
+    #[serde(rename = "keys:revoke")]
+    KeysRevoke,
+    #[serde(rename = "leaks:report")]
+    LeaksReport,
+    #[serde(rename = "edge")]
+    Edge,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -336,15 +469,23 @@ pub struct CreatedToken {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Events with a sequence number above this; default 0.
+    #[param(nullable = false, minimum = 0, maximum = 9223372036854775807_i64)]
     pub after: Option<u64>,
-    /// 1 to 1000, default 100.
+    /// Page size, default 100.
+    #[param(nullable = false, minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// 32 lowercase hex characters chosen at random by the caller for this request; the signed page
     /// carries it back, which proves the page was made after the caller asked (edges require it).
+    #[param(
+        nullable = false,
+        pattern = "^[0-9a-f]{32}$",
+        min_length = 32,
+        max_length = 32
+    )]
     pub nonce: Option<String>,
 }
 
@@ -353,6 +494,12 @@ pub struct EventsQuery {
 #[serde(deny_unknown_fields)]
 pub struct SnapshotQuery {
     /// 32 lowercase hex characters chosen at random by the caller; the signed header carries it back.
+    #[param(
+        nullable = false,
+        pattern = "^[0-9a-f]{32}$",
+        min_length = 32,
+        max_length = 32
+    )]
     pub nonce: Option<String>,
 }
 
@@ -364,17 +511,22 @@ pub fn nonce(text: Option<&str>) -> Result<Option<quench_core::sign::Nonce>, Api
     .transpose()
 }
 
+/// Largest `after` accepted: sequence numbers are signed 64-bit in every store.
+pub const MAX_SEQ: u64 = i64::MAX as u64;
+
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct EventPage {
     /// In sequence order, without gaps.
     #[schema(value_type = Vec<Object>)]
     pub events: Vec<quench_core::Event>,
     /// The log's last sequence number when the page was read.
+    #[schema(minimum = 0)]
     pub head: u64,
     /// When the page was read (Unix milliseconds, the manager's clock); `head` was read after it.
     pub at: i64,
     /// The caller's nonce, when it gave one.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, pattern = "^[0-9a-f]{32}$")]
     pub nonce: Option<String>,
 }
 
@@ -386,9 +538,13 @@ pub struct EdgeList {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
+    /// Only records about this key.
+    #[param(value_type = KeyIdText, required = false)]
     pub key_id: Option<String>,
-    /// 1 to 1000, default 100.
+    /// Page size, default 100.
+    #[param(nullable = false, minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -442,12 +598,15 @@ fn whole_key_given(what: &str, id: KeyId) -> String {
     )
 }
 
-/// A `cursor` parameter: the `next_cursor` of an earlier page.
+/// A `cursor` parameter: the `next_cursor` of an earlier page (1 to 19 digits, as the document says).
 pub fn page_cursor(cursor: Option<&str>) -> Result<Option<u64>, ApiError> {
     cursor
         .map(|c| {
-            c.parse::<u64>()
-                .map_err(|_| ApiError::invalid("cursor: not one this API returned"))
+            let digits = (1..=19).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_digit());
+            digits
+                .then(|| c.parse::<u64>().ok())
+                .flatten()
+                .ok_or_else(|| ApiError::invalid("cursor: not one this API returned"))
         })
         .transpose()
 }
@@ -465,9 +624,13 @@ pub fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EdgeRegistrationRequest {
+    #[schema(value_type = Name)]
     pub id: String,
+    #[schema(value_type = Name)]
     pub region: String,
-    /// Hex Ed25519 public key the edge signs its acknowledgements with.
+    /// Hex Ed25519 public key the edge signs its acknowledgements with: 64 hex digits that encode a
+    /// point on the curve.
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     pub public_key: String,
 }
 

@@ -9,6 +9,7 @@ use axum::{
 };
 use quench_core::{KeyId, Owner, Timestamp, hash::hex, scope::Scope};
 use quench_edge::{
+    contract::{Cursor, KeyIdText, Name},
     usage::AlertReport,
     web::{ApiError, JsonBody, QueryParams},
 };
@@ -54,7 +55,7 @@ pub struct AlertOutcomes {
 
 #[utoipa::path(
     post, path = "/v1/alerts", tag = "admin",
-    request_body(content = Object, description = "An edge's report: `{edge, region, alerts: [{id, key_id, rule, kind, raised_at, window_seconds, measures: {requests, distinct_addresses, usual, history_windows}}]}`"),
+    request_body = AlertReport,
     responses(
         (status = 200, description = "Recorded (each alert id once); keys revoked where the rule says so", body = AlertOutcomes),
         (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse), (status = 422, body = ErrorResponse),
@@ -85,12 +86,19 @@ pub async fn report(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AlertQuery {
+    /// Only alerts about this key.
+    #[param(value_type = KeyIdText, required = false)]
     pub key_id: Option<String>,
+    /// Only alerts about this owner's keys.
+    #[param(value_type = Name, required = false)]
     pub owner: Option<String>,
-    /// 1 to 1000, default 100.
+    /// Page size, default 100.
+    #[param(nullable = false, minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// `next_cursor` from the previous page.
+    #[param(value_type = Cursor, required = false)]
     pub cursor: Option<String>,
 }
 
@@ -187,15 +195,29 @@ pub async fn list(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhookRequest {
-    /// `https://` (or `http://`) URL that receives POSTs. An IP literal must be a public address or in a
-    /// range the operator allowed (`--webhook-allow`); names are checked when they resolve.
+    /// `https://` (or `http://`) URL that receives POSTs, at most 2048 characters: a host name or IPv4
+    /// address, optionally credentials, a port, a path and a query; no fragment. An IP literal must be a
+    /// public address or in a range the operator allowed (`--webhook-allow`); names are checked when they
+    /// resolve.
+    #[schema(schema_with = webhook_url_schema)]
     pub url: String,
-    /// `key.revoked`, `alert.raised`; default both.
+    /// Default both. Duplicates are merged.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<WebhookEvent>>, min_items = 1)]
     pub events: Option<Vec<String>>,
     /// Only this owner's keys. A token confined to an owner always gets its own.
     #[serde(default)]
+    #[schema(value_type = Option<Name>)]
     pub owner: Option<String>,
+}
+
+/// What a webhook is told about.
+#[derive(Debug, ToSchema)]
+pub enum WebhookEvent {
+    #[schema(rename = "key.revoked")]
+    KeyRevoked,
+    #[schema(rename = "alert.raised")]
+    AlertRaised,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -234,14 +256,57 @@ pub struct WebhookList {
     pub webhooks: Vec<WebhookView>,
 }
 
+/// Longest webhook URL accepted.
+pub const MAX_URL: usize = 2048;
+
+/// The webhook URLs accepted, in the document and by the server alike. Narrower than what a URL parser
+/// takes (no IPv6 literals, no fragments, host names whose last label starts with a letter), so that
+/// every URL it matches parses, and the document can say exactly what is refused.
+pub const WEBHOOK_URL_PATTERN: &str = concat!(
+    r"^https?://",
+    r"([A-Za-z0-9._~!$&'()*+,;=%-]+(:[A-Za-z0-9._~!$&'()*+,;=%-]*)?@)?",
+    r"(([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]*[A-Za-z0-9])?",
+    r"|((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9]))",
+    r"(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}|0))?",
+    r"(/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?",
+    r"(\?[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*)?$",
+);
+
+fn webhook_url_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(WEBHOOK_URL_PATTERN))
+        .max_length(Some(MAX_URL))
+        .build()
+}
+
+fn webhook_url_shape() -> &'static regex::Regex {
+    static SHAPE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    SHAPE.get_or_init(|| regex::Regex::new(WEBHOOK_URL_PATTERN).expect("the pattern compiles"))
+}
+
+/// A webhook URL: within the documented length, past the address guard (first, so that a refused address
+/// is named as such whatever its spelling), then of the documented shape.
 fn webhook_url(manager: &Manager, text: &str) -> Result<WebhookUrl, ApiError> {
-    WebhookUrl::parse(text, &manager.config.webhooks.guard).map_err(|e| match e {
+    if text.chars().count() > MAX_URL {
+        return Err(ApiError::invalid(format!(
+            "url: at most {MAX_URL} characters"
+        )));
+    }
+    let url = WebhookUrl::parse(text, &manager.config.webhooks.guard).map_err(|e| match e {
         TargetError::Refused(refused) => {
             tracing::info!(address = %refused.address, "webhook target refused by the address guard");
             ApiError::invalid(TargetError::Refused(refused).to_string())
         }
         other => ApiError::invalid(other.to_string()),
-    })
+    })?;
+    if !webhook_url_shape().is_match(text) {
+        return Err(ApiError::invalid(
+            "url: an http:// or https:// URL with a host name or IPv4 address, without a fragment",
+        ));
+    }
+    Ok(url)
 }
 
 fn random_hex(bytes: usize) -> Result<String, ApiError> {
@@ -422,8 +487,10 @@ pub struct DeliveryList {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DeliveryQuery {
-    /// 1 to 1000, default 100.
+    /// Page size, default 100.
+    #[param(nullable = false, minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 

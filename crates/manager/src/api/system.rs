@@ -121,7 +121,7 @@ pub struct TokenRevocation {
 
 #[utoipa::path(
     post, path = "/v1/tokens/{id}/revoke", tag = "admin",
-    params(("id" = String, Path, description = "Token id")),
+    params(("id" = quench_edge::contract::KeyIdText, Path, description = "Token id")),
     responses(
         (status = 200, description = "The token no longer authenticates (idempotent)", body = TokenRevocation),
         (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse), (status = 404, body = ErrorResponse),
@@ -176,6 +176,12 @@ pub async fn events(
 ) -> Result<axum::response::Response, ApiError> {
     principal.require(Scope::Edge)?;
     let limit = model::page_limit(query.limit)?;
+    if query.after.is_some_and(|after| after > model::MAX_SEQ) {
+        return Err(ApiError::invalid(format!(
+            "after: at most {}",
+            model::MAX_SEQ
+        )));
+    }
     let nonce = model::nonce(query.nonce.as_deref())?;
     let page = manager
         .signed_page(Seq::new(query.after.unwrap_or(0)), limit, nonce.as_ref())
@@ -470,6 +476,9 @@ pub async fn metrics(State(manager): State<Arc<Manager>>) -> impl IntoResponse {
     get, path = "/openapi.json", tag = "system",
     responses((status = 200, description = "This document", content_type = "application/json"))
 )]
-pub async fn openapi() -> impl IntoResponse {
-    Json(ApiDoc::openapi())
+pub async fn openapi(State(manager): State<Arc<Manager>>) -> impl IntoResponse {
+    let mut document = ApiDoc::openapi();
+    let prefixes = manager.config.issuers.iter().map(|i| i.prefix.to_string());
+    super::name_issuers(&mut document, prefixes);
+    Json(document)
 }

@@ -256,6 +256,34 @@ mod github {
             .0,
             422
         );
+        let many =
+            serde_json::to_string(&vec![json!({"token": "x", "type": "t"}); 1001]).expect("json");
+        let reply = send(
+            &app,
+            many.as_bytes(),
+            Some("gh-key-1"),
+            Some(sign(&github, many.as_bytes())),
+        )
+        .await;
+        assert_eq!(reply.0, 422, "{}", reply.1);
+        // GitHub sends JSON as JSON: a signed report declared as something else is refused.
+        let response = app
+            .http
+            .post(format!(
+                "{}/v1/integrations/github/secret-scanning",
+                app.admin
+            ))
+            .header("content-type", "text/plain")
+            .header("Github-Public-Key-Identifier", "gh-key-1")
+            .header(
+                "Github-Public-Key-Signature",
+                sign(&github, body.as_bytes()),
+            )
+            .body(body.clone())
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), 415);
         let huge = vec![b' '; 100 * 1024];
         assert_eq!(
             send(&app, &huge, Some("gh-key-1"), Some(sign(&github, &huge)))

@@ -5,6 +5,7 @@ mod alerts;
 mod auth;
 mod bulk;
 mod confinement;
+mod contract;
 mod helpers;
 mod input;
 mod keys;
