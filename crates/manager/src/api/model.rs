@@ -522,8 +522,9 @@ pub struct EventPage {
     /// The log's last sequence number when the page was read.
     #[schema(minimum = 0)]
     pub head: u64,
-    /// When the page was read (Unix milliseconds, the manager's clock); `head` was read after it.
-    pub at: i64,
+    /// When the page was read (the manager's clock, RFC 3339); `head` was read after it.
+    #[schema(value_type = String, format = DateTime)]
+    pub at: quench_core::Timestamp,
     /// The caller's nonce, when it gave one.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false, pattern = "^[0-9a-f]{32}$")]
