@@ -603,22 +603,11 @@ async fn a_replayed_page_of_the_log_proves_nothing() {
     assert_eq!(h.reason(&key), Some(Reason::Revoked));
 }
 
-/// A snapshot recorded before a key was revoked, served to a starting edge, is refused: it answers
-/// another nonce. The edge vouches for nothing until it gets a snapshot of its own.
-#[tokio::test]
-async fn a_replayed_snapshot_is_refused() {
-    let manager = Arc::new(FakeManager::default());
-    let (key, key_edge) = new_key(&[]);
-    manager.append(Change::KeyCreated { key: key_edge });
-    let recorded = manager.snapshot_bytes(Some(Nonce::random().expect("random")));
-    manager.append(Change::KeyRevoked {
-        id: key.id(),
-        reason: "leaked".into(),
-    });
-    *manager.replayed_snapshot.lock().expect("lock") = Some(recorded);
+/// An edge following `manager` with a bus that carries nothing, until the guard drops.
+fn follow_quietly(manager: &Arc<FakeManager>) -> (Arc<Replica>, tokio_util::sync::DropGuard) {
     let replica = Replica::new(EdgeConfig::default());
     let cancel = CancellationToken::new();
-    let _stop = cancel.clone().drop_guard();
+    let stop = cancel.clone().drop_guard();
     tokio::spawn(follow(
         replica.clone(),
         Arc::new(InProcessBus::default()),
@@ -626,18 +615,11 @@ async fn a_replayed_snapshot_is_refused() {
         Trust::new(vec![manager.signer.public()]),
         cancel,
     ));
-    for _ in 0..40 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        assert!(!replica.is_ready());
-        assert_ne!(
-            replica
-                .verify(&key.expose(), None, None, Timestamp::now())
-                .reason(),
-            None
-        );
-    }
-    assert_eq!(replica.applied(), Seq::new(0));
-    *manager.replayed_snapshot.lock().expect("lock") = None;
+    (replica, stop)
+}
+
+/// Waits for the replica to start, then checks that it refuses `key` as revoked.
+async fn ready_with_revoked(replica: &Replica, key: &ApiKey) {
     for _ in 0..500 {
         if replica.is_ready() {
             break;
@@ -651,6 +633,35 @@ async fn a_replayed_snapshot_is_refused() {
             .reason(),
         Some(Reason::Revoked)
     );
+}
+
+/// A snapshot recorded before a key was revoked, served to a starting edge, is refused: it answers
+/// another nonce. The edge vouches for nothing until it gets a snapshot of its own.
+#[tokio::test]
+async fn a_replayed_snapshot_is_refused() {
+    let manager = Arc::new(FakeManager::default());
+    let (key, key_edge) = new_key(&[]);
+    manager.append(Change::KeyCreated { key: key_edge });
+    let recorded = manager.snapshot_bytes(Some(Nonce::random().expect("random")));
+    manager.append(Change::KeyRevoked {
+        id: key.id(),
+        reason: "leaked".into(),
+    });
+    *manager.replayed_snapshot.lock().expect("lock") = Some(recorded);
+    let (replica, _stop) = follow_quietly(&manager);
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(!replica.is_ready());
+        assert_ne!(
+            replica
+                .verify(&key.expose(), None, None, Timestamp::now())
+                .reason(),
+            None
+        );
+    }
+    assert_eq!(replica.applied(), Seq::new(0));
+    *manager.replayed_snapshot.lock().expect("lock") = None;
+    ready_with_revoked(&replica, &key).await;
 }
 
 /// A manager whose store went back in time (restored from an old backup) signs a snapshot from before
@@ -667,16 +678,7 @@ async fn a_snapshot_older_than_what_the_edge_holds_is_refused() {
     // The first read of the log after the snapshot fails, so the edge starts over from a snapshot;
     // by then the manager has been rolled back to before the revocation.
     manager.failing_pages.store(1, Ordering::Release);
-    let replica = Replica::new(EdgeConfig::default());
-    let cancel = CancellationToken::new();
-    let _stop = cancel.clone().drop_guard();
-    tokio::spawn(follow(
-        replica.clone(),
-        Arc::new(InProcessBus::default()),
-        manager.clone(),
-        Trust::new(vec![manager.signer.public()]),
-        cancel,
-    ));
+    let (replica, _stop) = follow_quietly(&manager);
     for _ in 0..500 {
         if replica.applied() == Seq::new(2) {
             break;
@@ -701,19 +703,7 @@ async fn a_snapshot_older_than_what_the_edge_holds_is_refused() {
         );
     }
     *manager.rolled_back_to.lock().expect("lock") = None;
-    for _ in 0..500 {
-        if replica.is_ready() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(replica.is_ready());
-    assert_eq!(
-        replica
-            .verify(&key.expose(), None, None, Timestamp::now())
-            .reason(),
-        Some(Reason::Revoked)
-    );
+    ready_with_revoked(&replica, &key).await;
 }
 
 mod http {
