@@ -191,8 +191,14 @@ impl Follower {
                     self.ack().await?;
                 }
                 _ = poll.tick() => {
-                    if self.needs_proof() {
-                        self.repair().await;
+                    // Bounded, so a manager that answers slowly (or a path that holds answers back)
+                    // cannot keep the follower from the bus for long; what was applied stays applied.
+                    let bound = self.replica.config().max_staleness * 2;
+                    if self.needs_proof()
+                        && tokio::time::timeout(bound, self.repair()).await.is_err()
+                    {
+                        self.count_upstream_error();
+                        tracing::warn!(?bound, "the manager's log did not answer in time; following the bus meanwhile");
                     }
                 }
                 delivery = deliveries.next() => {

@@ -37,6 +37,8 @@ struct FakeManager {
     offline: AtomicBool,
     /// Reads of the log fail this many more times.
     failing_pages: AtomicUsize,
+    /// Reads of the log never answer.
+    hanging: AtomicBool,
     /// Pages answered with these bytes, whatever was asked.
     replayed_page: Mutex<Option<SignedPage>>,
     /// Snapshots answered with these bytes, whatever was asked.
@@ -57,6 +59,7 @@ impl Default for FakeManager {
             reports: Mutex::default(),
             offline: AtomicBool::new(false),
             failing_pages: AtomicUsize::new(0),
+            hanging: AtomicBool::new(false),
             replayed_page: Mutex::default(),
             replayed_snapshot: Mutex::default(),
             rolled_back_to: Mutex::default(),
@@ -167,6 +170,9 @@ impl Upstream for FakeManager {
         nonce: &Nonce,
     ) -> Result<SignedPage, UpstreamError> {
         self.link()?;
+        if self.hanging.load(Ordering::Acquire) {
+            std::future::pending::<()>().await;
+        }
         if self
             .failing_pages
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
@@ -540,7 +546,32 @@ async fn a_reachable_manager_keeps_a_quiet_edge_fresh() {
     }
 }
 
-/// The attack of issue 8 in process: whoever sits on the edge's link to the manager records a signed
+/// A manager whose log never answers (or a path that holds every answer back) does not keep the edge
+/// from the bus for long: the edge asks, gives up after twice `max_staleness`, and applies what the bus
+/// carries meanwhile.
+#[tokio::test]
+async fn a_manager_that_never_answers_does_not_hold_the_bus_back() {
+    let config = EdgeConfig {
+        max_staleness: Duration::from_millis(200),
+        ..EdgeConfig::default()
+    };
+    let manager = Arc::new(FakeManager::default());
+    let (key, key_edge) = new_key(&[]);
+    manager.append(Change::KeyCreated { key: key_edge });
+    let h = start(manager, config).await;
+    h.manager.hanging.store(true, Ordering::Release);
+    // Quiet past half of max_staleness: the follower asks the log, which hangs.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let revoked = h.manager.append(Change::KeyRevoked {
+        id: key.id(),
+        reason: "leaked".into(),
+    });
+    h.publish(&revoked).await;
+    h.until(|r| r.applied() == Seq::new(2)).await;
+    assert_eq!(h.reason(&key), Some(Reason::Revoked));
+}
+
+/// The replay attack, in process: whoever sits on the edge's link to the manager records a signed
 /// page of the log while a key is live, drops the bus, and from then on answers every read of the log
 /// with the recording. The recording answers another nonce, so it proves nothing, and the edge stops
 /// vouching for keys once `max_staleness` has passed since its last real proof.
