@@ -2,15 +2,11 @@
 
 use std::sync::Arc;
 
-use axum::{
-    Json,
-    extract::{Path, State},
-    http::StatusCode,
-};
+use axum::{Json, extract::State, http::StatusCode};
 use quench_core::{
     ApiKey, KeyRecord, Label, Owner, Timestamp, Verifier, record::KeyStatus, scope::Scope,
 };
-use quench_edge::web::{ApiError, JsonBody, QueryParams};
+use quench_edge::web::{ApiError, JsonBody, PathParam, QueryParams};
 use quench_store::{KeyFilter, Selector, StoreError};
 
 use super::{
@@ -254,7 +250,7 @@ async fn load(manager: &Manager, principal: &Principal, id: &str) -> Result<KeyR
 pub async fn show(
     State(manager): State<Arc<Manager>>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> Result<Json<KeyView>, ApiError> {
     principal.require(Scope::KeysRead)?;
     let record = load(&manager, &principal, &id).await?;
@@ -275,7 +271,7 @@ pub async fn show(
 pub async fn revoke(
     State(manager): State<Arc<Manager>>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
     QueryParams(wait): QueryParams<WaitQuery>,
     JsonBody(request): JsonBody<RevokeRequest>,
 ) -> Result<(ServerTiming, Json<Revocation>), ApiError> {
@@ -321,7 +317,7 @@ pub async fn revoke(
 pub async fn rotate(
     State(manager): State<Arc<Manager>>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
     QueryParams(wait): QueryParams<WaitQuery>,
     JsonBody(request): JsonBody<RotateRequest>,
 ) -> Result<(StatusCode, Json<Rotation>), ApiError> {
