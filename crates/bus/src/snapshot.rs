@@ -122,6 +122,11 @@ impl SnapshotWriter {
     }
 }
 
+/// The longest line a reader accepts. A key's line is at most a few tens of kilobytes (64 APIs and 64
+/// scopes of 128 characters each, an owner, a verifier), so this bounds a hostile stream's cost without
+/// ever refusing a real snapshot.
+pub const MAX_LINE: usize = 1 << 20;
+
 /// Reads a snapshot from chunks as they arrive; yields it only once its signature verifies.
 #[derive(Default)]
 pub struct SnapshotReader {
@@ -141,16 +146,27 @@ impl SnapshotReader {
         Self::default()
     }
 
+    /// Takes the next chunk, however the stream was cut. Only the new bytes are searched for line ends,
+    /// so a line trickling in byte by byte costs linear time, and a line may not grow past
+    /// [`MAX_LINE`]: a peer that never sends a newline cannot make the reader buffer without bound.
     pub fn feed(&mut self, chunk: &[u8]) -> Result<(), OpenError> {
-        self.pending.extend_from_slice(chunk);
-        let mut start = 0;
-        while let Some(offset) = self.pending[start..].iter().position(|&b| b == b'\n') {
-            let end = start + offset;
-            let line = self.pending[start..end].to_vec();
+        let mut rest = chunk;
+        while let Some(at) = rest.iter().position(|&b| b == b'\n') {
+            self.buffer(&rest[..at])?;
+            let line = std::mem::take(&mut self.pending);
             self.line(&line)?;
-            start = end + 1;
+            self.pending = line;
+            self.pending.clear();
+            rest = &rest[at + 1..];
         }
-        self.pending.drain(..start);
+        self.buffer(rest)
+    }
+
+    fn buffer(&mut self, bytes: &[u8]) -> Result<(), OpenError> {
+        if self.pending.len() + bytes.len() > MAX_LINE {
+            return Err(unreadable(&format!("a line longer than {MAX_LINE} bytes")));
+        }
+        self.pending.extend_from_slice(bytes);
         Ok(())
     }
 

@@ -762,4 +762,31 @@ mod tests {
         let text = serde_json::to_string(&default).expect("serialises");
         assert_eq!(UsagePolicy::from_json(&text), Ok(default), "{text}");
     }
+
+    /// Found by the `usage_policy` fuzz target: a factor written with many digits
+    /// ("1.5000000090000000000000") was read one unit in the last place away from the nearest double,
+    /// while the text it re-serialised to was read exactly, so the policy a manager held and the one
+    /// its edges read from it differed. JSON numbers are now read correctly rounded (serde_json's
+    /// `float_roundtrip`).
+    #[test]
+    fn a_policy_survives_its_own_json_exactly() {
+        for factor in [
+            "1.5000000090000000000000",
+            "1.500000009",
+            "1.0000000000000002",
+            "7.999999999999999",
+            "1.2345678901234567",
+        ] {
+            let text = format!(
+                r#"{{"rules": [{{"name": "spike", "kind": "above_usual", "factor": {factor}, "min_requests": 2}}]}}"#
+            );
+            let policy = UsagePolicy::from_json(&text).expect("a valid policy");
+            let Condition::AboveUsual { factor: read, .. } = policy.rules[0].condition else {
+                panic!("an above_usual rule");
+            };
+            assert_eq!(read, factor.parse::<f64>().expect("a number"), "{factor}");
+            let again = serde_json::to_string(&policy).expect("serialises");
+            assert_eq!(UsagePolicy::from_json(&again), Ok(policy), "{again}");
+        }
+    }
 }

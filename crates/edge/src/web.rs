@@ -191,6 +191,26 @@ fn query_from_str<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
     .map_err(|e| ApiError::invalid(e.body_text()))
 }
 
+/// A path parameter, with a failure to read it (a percent-encoded segment that is not UTF-8) answered as
+/// the JSON 404 a malformed id gets, never axum's bare-text 400.
+#[derive(Debug)]
+pub struct PathParam<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathParam<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        use axum::extract::{Path, rejection::PathRejection};
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(Self(value)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => Err(ApiError::not_found(
+                format!("no such resource: {}", e.body_text()),
+            )),
+            Err(other) => Err(ApiError::internal(other.body_text())),
+        }
+    }
+}
+
 /// 404 for any route that does not exist.
 pub async fn no_route() -> ApiError {
     ApiError::not_found("no such endpoint")

@@ -2,17 +2,13 @@
 
 use std::sync::Arc;
 
-use axum::{
-    Json,
-    extract::{Path, State},
-    http::StatusCode,
-};
+use axum::{Json, extract::State, http::StatusCode};
 use quench_core::{
     ApiKey, KeyRecord, Label, Owner, Timestamp, Verifier, record::KeyStatus, scope::Scope,
 };
 use quench_edge::{
     contract::KeyIdText,
-    web::{ApiError, JsonBody, QueryParams},
+    web::{ApiError, JsonBody, PathParam, QueryParams},
 };
 use quench_store::{KeyFilter, Selector, StoreError};
 
@@ -257,7 +253,7 @@ async fn load(manager: &Manager, principal: &Principal, id: &str) -> Result<KeyR
 pub async fn show(
     State(manager): State<Arc<Manager>>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> Result<Json<KeyView>, ApiError> {
     principal.require(Scope::KeysRead)?;
     let record = load(&manager, &principal, &id).await?;
@@ -278,7 +274,7 @@ pub async fn show(
 pub async fn revoke(
     State(manager): State<Arc<Manager>>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
     QueryParams(wait): QueryParams<WaitQuery>,
     JsonBody(request): JsonBody<RevokeRequest>,
 ) -> Result<(ServerTiming, Json<Revocation>), ApiError> {
@@ -324,7 +320,7 @@ pub async fn revoke(
 pub async fn rotate(
     State(manager): State<Arc<Manager>>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
     QueryParams(wait): QueryParams<WaitQuery>,
     JsonBody(request): JsonBody<RotateRequest>,
 ) -> Result<(StatusCode, Json<Rotation>), ApiError> {

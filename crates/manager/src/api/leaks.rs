@@ -261,6 +261,18 @@ impl ToSchema for GithubReport {
     }
 }
 
+impl GithubToken {
+    /// Reads the body GitHub sends (once its signature has verified): a JSON array of at most
+    /// [`MAX_LEAKS`] tokens. Pure, so the fuzz target runs exactly what the endpoint runs.
+    pub fn parse_payload(body: &[u8]) -> Result<Vec<Self>, ApiError> {
+        let tokens: Vec<Self> = quench_edge::web::parse_json(body)?;
+        if tokens.len() > MAX_LEAKS {
+            return Err(ApiError::invalid(format!("at most {MAX_LEAKS} tokens")));
+        }
+        Ok(tokens)
+    }
+}
+
 /// GitHub's feedback format: one label per reported token, identified by its SHA-256.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct GithubFeedback {
@@ -309,10 +321,7 @@ pub async fn github(
         return Err(ApiError::unauthorized(error.to_string()));
     }
     quench_edge::web::require_json(&headers)?;
-    let tokens: Vec<GithubToken> = quench_edge::web::parse_json(&body)?;
-    if tokens.len() > MAX_LEAKS {
-        return Err(ApiError::invalid(format!("at most {MAX_LEAKS} tokens")));
-    }
+    let tokens = GithubToken::parse_payload(&body)?;
     let actor = quench_store::Actor {
         principal: "github-secret-scanning".into(),
         source: connect.map(|addr| addr.ip().to_string()),

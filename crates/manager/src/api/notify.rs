@@ -2,16 +2,12 @@
 
 use std::sync::Arc;
 
-use axum::{
-    Json,
-    extract::{Path, State},
-    http::StatusCode,
-};
+use axum::{Json, extract::State, http::StatusCode};
 use quench_core::{KeyId, Owner, Timestamp, hash::hex, scope::Scope};
 use quench_edge::{
     contract::{Cursor, KeyIdText, Name},
     usage::AlertReport,
-    web::{ApiError, JsonBody, QueryParams},
+    web::{ApiError, JsonBody, PathParam, QueryParams},
 };
 use quench_store::{AlertFilter, AlertRecord, DeliveryRecord, WebhookRecord};
 use serde::{Deserialize, Serialize};
@@ -412,7 +408,7 @@ pub async fn list_webhooks(
 pub async fn delete_webhook(
     State(manager): State<Arc<Manager>>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> Result<StatusCode, ApiError> {
     principal.require(Scope::KeysWrite)?;
     if principal.owner.is_some()
@@ -506,7 +502,7 @@ pub struct DeliveryQuery {
 pub async fn deliveries(
     State(manager): State<Arc<Manager>>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
     QueryParams(query): QueryParams<DeliveryQuery>,
 ) -> Result<Json<DeliveryList>, ApiError> {
     principal.require(Scope::KeysRead)?;

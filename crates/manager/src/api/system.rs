@@ -12,7 +12,7 @@ use quench_core::{
     Owner, Seq, Timestamp,
     scope::{Scope, Scopes},
 };
-use quench_edge::web::{ApiError, JsonBody, QueryParams};
+use quench_edge::web::{ApiError, JsonBody, PathParam, QueryParams};
 use utoipa::OpenApi;
 
 use super::{
@@ -131,7 +131,7 @@ pub struct TokenRevocation {
 pub async fn revoke_token(
     State(manager): State<Arc<Manager>>,
     principal: Principal,
-    axum::extract::Path(id): axum::extract::Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> Result<Json<TokenRevocation>, ApiError> {
     principal.require(Scope::Admin)?;
     if principal.owner.is_some() {

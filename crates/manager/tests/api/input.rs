@@ -122,3 +122,24 @@ async fn the_edge_answers_malformed_keys_without_error() {
         "forbidden"
     );
 }
+
+/// Found by the `api` fuzz target: a path parameter that percent-decodes to invalid UTF-8 was answered
+/// by the routing layer with a bare-text 400, not the JSON error every other refusal uses.
+#[tokio::test]
+async fn a_path_id_that_is_not_utf8_gets_the_json_404() {
+    use reqwest::Method;
+    let app = spawn_app().await;
+    for (method, path) in [
+        (Method::GET, "/v1/keys/%FF"),
+        (Method::POST, "/v1/keys/%C3%28/revoke?wait=none"),
+        (Method::POST, "/v1/keys/%80/rotate?wait=none"),
+        (Method::POST, "/v1/tokens/%FE/revoke"),
+        (Method::DELETE, "/v1/webhooks/%B1"),
+        (Method::GET, "/v1/webhooks/%B1/deliveries"),
+    ] {
+        let body = (method == Method::POST).then(|| json!({"reason": "x", "grace_seconds": 0}));
+        let reply = app.send(method.clone(), path, Some(&app.token), body).await;
+        assert_eq!(reply.code(), "not_found", "{method} {path}: {}", reply.body);
+        reply.expect(404);
+    }
+}
