@@ -78,10 +78,25 @@ fn clean(text: Option<&str>) -> String {
         .collect()
 }
 
-/// Does the reported secret match the stored key? Slow hashes run off the async workers.
+/// argon2id and bcrypt checks of leak reports running at once: half the cores, at least one, so reports
+/// of slow-hash keys (each check tens of milliseconds) cannot take every core from the manager's API.
+fn slow_checks() -> &'static tokio::sync::Semaphore {
+    static SLOW: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOW.get_or_init(|| {
+        let permits = std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1));
+        tokio::sync::Semaphore::new(permits)
+    })
+}
+
+/// Does the reported secret match the stored key? Slow hashes run off the async workers, a bounded
+/// number at once.
 async fn proves(record: &KeyRecord, text: &str) -> bool {
     let verifier = record.verifier.clone();
     let text = text.to_owned();
+    let _permit = match verifier.alg() {
+        quench_core::HashAlg::Sha256 => None,
+        _ => slow_checks().acquire().await.ok(),
+    };
     tokio::task::spawn_blocking(move || {
         PresentedKey::parse(&text).is_ok_and(|key| verifier.matches(key.secret()))
     })
