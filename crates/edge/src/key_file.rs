@@ -3,8 +3,9 @@
 //!
 //! An edge's key is its identity to the manager: a manager accepts exactly one key per edge id, so an
 //! edge must present the same key after a restart. The file holds the hex seed, is created with mode
-//! 0600 and without replacing an existing file (two processes starting at once end up with one key), and
-//! is never rewritten. Losing it means an operator rotates the edge's key on the manager.
+//! 0600, written whole before it appears under its name, and never replaces an existing file (two
+//! processes starting at once end up with one key, and neither reads a half-written one). It is never
+//! rewritten. Losing it means an operator rotates the edge's key on the manager.
 
 use std::{
     io::Write,
@@ -48,10 +49,16 @@ pub fn load_or_create(path: &Path) -> Result<(Signer, Origin), KeyFileError> {
         Err(other) => return Err(other),
     }
     let signer = Signer::generate()?;
-    match create_private(path) {
-        Ok(mut file) => {
-            writeln!(file, "{}", signer.seed_hex()).map_err(io)?;
-            file.sync_all().map_err(io)?;
+    // The key is written whole to a private file of its own, then linked under its name: a link never
+    // replaces an existing file, so two processes starting at once end up with one key, and a reader
+    // never sees a file that is created but not yet written.
+    let staging = staging_path(path);
+    let written = write_private(&staging, &signer.seed_hex());
+    let linked = written.and_then(|()| std::fs::hard_link(&staging, path));
+    let _ = std::fs::remove_file(&staging);
+    match linked {
+        Ok(()) => {
+            sync_dir(path);
             Ok((signer, Origin::Created))
         }
         // Another process made it first: use theirs.
@@ -59,6 +66,36 @@ pub fn load_or_create(path: &Path) -> Result<(Signer, Origin), KeyFileError> {
             read(path).map(|signer| (signer, Origin::Loaded))
         }
         Err(e) => Err(io(e)),
+    }
+}
+
+fn staging_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}.{:x}.tmp", std::process::id(), rand_suffix()));
+    path.with_file_name(name)
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::thread::current().id())
+}
+
+fn write_private(path: &Path, seed_hex: &str) -> std::io::Result<()> {
+    let mut file = create_private(path)?;
+    writeln!(file, "{seed_hex}")?;
+    file.sync_all()
+}
+
+/// Makes the new name durable: without it a crash right after creation could lose the link.
+fn sync_dir(path: &Path) {
+    if let Some(dir) = path.parent()
+        && let Ok(dir) = std::fs::File::open(if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        })
+    {
+        let _ = dir.sync_all();
     }
 }
 
@@ -126,5 +163,26 @@ mod tests {
             load_or_create(&dir.path().join("missing-dir").join("edge.key")),
             Err(KeyFileError::Io { .. })
         ));
+    }
+
+    #[test]
+    fn processes_starting_at_once_all_read_one_whole_key() {
+        // Many starters race on one path: each must get the same key, none a half-written file.
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().expect("dir");
+            let path = dir.path().join("edge.key");
+            let keys: Vec<_> = std::thread::scope(|scope| {
+                let starters: Vec<_> = (0..8)
+                    .map(|_| scope.spawn(|| load_or_create(&path).expect("key").0.public()))
+                    .collect();
+                starters
+                    .into_iter()
+                    .map(|s| s.join().expect("join"))
+                    .collect()
+            });
+            assert!(keys.windows(2).all(|w| w[0] == w[1]), "one key for all");
+            let left: Vec<_> = std::fs::read_dir(dir.path()).expect("list").collect();
+            assert_eq!(left.len(), 1, "no staging file is left behind");
+        }
     }
 }
