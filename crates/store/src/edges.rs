@@ -7,7 +7,7 @@
 
 use quench_core::Timestamp;
 
-use crate::{EdgeRecord, StoreError};
+use crate::EdgeRecord;
 
 pub(crate) const REGISTER: &str = "INSERT INTO edges (id, region, public_key, registered_at) \
      VALUES ($1, $2, $3, $4) \
@@ -23,11 +23,6 @@ pub(crate) const ROTATE: &str =
     "UPDATE edges SET public_key = $2, registered_at = $3 WHERE id = $1";
 
 pub(crate) const ROTATE_ACTION: &str = "edge.rotate";
-
-/// The answer to a registration that changed no row.
-pub(crate) fn taken(id: &str) -> StoreError {
-    StoreError::Conflict(format!("edge {id} is registered with another key"))
-}
 
 /// What the audit record of a rotation says: both keys by their short ids, never more.
 pub(crate) fn rotation_reason(old: &EdgeRecord, new_key: &str) -> String {

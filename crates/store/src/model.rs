@@ -1,5 +1,5 @@
 use quench_core::{
-    KeyId, Label, Owner, Seq, Timestamp, Verifier, record::KeyStatus, scope::Scopes,
+    KeyId, Label, Owner, Seq, Timestamp, Verifier, record::KeyStatus, scope::Scopes, usage::Action,
 };
 
 /// Who is making a change, from where, and when: recorded with every mutation.
@@ -79,10 +79,12 @@ pub struct NewAlert {
     pub key_id: KeyId,
     pub owner: Option<Owner>,
     pub rule: String,
-    /// The rule's condition (`distinct_addresses`, `requests`, `above_usual`).
+    /// The rule's condition (`distinct_addresses`, `requests`, `above_usual`): a name, not an enum,
+    /// because the manager records any short name an edge reports (an edge newer than the manager may
+    /// know conditions it does not).
     pub kind: String,
-    /// What the manager's policy said to do: `alert` or `revoke`.
-    pub action: String,
+    /// What the manager's policy said to do.
+    pub action: Action,
     pub edge: String,
     pub raised_at: Timestamp,
     pub received_at: Timestamp,

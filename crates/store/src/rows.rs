@@ -1,6 +1,8 @@
 //! Conversions between Quench's records and the plain columns every SQL backend stores.
 //!
-//! Backends differ in placeholders and types of connection, not in what a row holds, so both share this.
+//! Rows hold text and integers; records hold Quench's types. Each conversion from a row parses, so a
+//! stored value Quench would not have written is a [`StoreError::Corrupt`] naming the value, never a
+//! panic and never a record that breaks the types' promises.
 
 use quench_core::{
     Change, Event, KeyId, KeyName, KeyRecord, Label, Owner, Prefix, Revocation, Seq, Timestamp,
@@ -9,8 +11,11 @@ use quench_core::{
 
 use crate::{AuditEntry, Result, StoreError, TokenRecord};
 
-fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("{what}: {e}"))
+fn corrupt(
+    what: &'static str,
+    e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> StoreError {
+    StoreError::corrupt(what, e)
 }
 
 /// A counter or sequence number as the databases store it (they have no unsigned 64-bit type).
@@ -88,7 +93,7 @@ impl KeyColumns {
         Ok(KeyRecord {
             id: key_id(&self.id)?,
             prefix: Prefix::parse(&self.prefix).map_err(|e| corrupt("prefix", e))?,
-            owner: Owner::parse(&self.owner).map_err(|e| corrupt("owner", e))?,
+            owner: owner(&self.owner)?,
             name: self
                 .name
                 .map(|n| KeyName::parse(&n))
@@ -134,10 +139,12 @@ pub fn token(
     })
 }
 
+pub(crate) fn owner(text: &str) -> Result<Owner> {
+    Owner::parse(text).map_err(|e| corrupt("owner", e))
+}
+
 pub(crate) fn optional_owner(text: Option<String>) -> Result<Option<Owner>> {
-    text.map(|o| Owner::parse(&o))
-        .transpose()
-        .map_err(|e| corrupt("owner", e))
+    text.as_deref().map(owner).transpose()
 }
 
 pub fn audit(

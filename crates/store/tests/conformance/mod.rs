@@ -709,7 +709,7 @@ fn alert(id: &str, key: KeyId, owner: &str) -> NewAlert {
         owner: Some(Owner::parse(owner).expect("owner")),
         rule: "many-addresses".into(),
         kind: "distinct_addresses".into(),
-        action: "alert".into(),
+        action: quench_core::usage::Action::Alert,
         edge: "edge-1".into(),
         raised_at: Timestamp::from_millis(1_700_000_000_000),
         received_at: Timestamp::from_millis(1_700_000_000_100),
