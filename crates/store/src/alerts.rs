@@ -5,12 +5,9 @@
 //! lock, so the numbers follow commit order and serve as the webhook fan-out's cursor.
 
 use async_trait::async_trait;
-use quench_core::{Timestamp, usage::Action};
-use sqlx::{
-    ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, QueryBuilder, Row, Type,
-};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, QueryBuilder, Type};
 
-use crate::{AlertFilter, AlertRecord, Backend, NewAlert, Result, SqlStore, StoreError, rows};
+use crate::{AlertFilter, AlertRecord, Backend, NewAlert, Result, SqlStore, rows};
 
 #[async_trait]
 pub trait AlertStore: Send + Sync {
@@ -71,7 +68,7 @@ where
             .bind(&alert.id)
             .fetch_one(&mut *tx)
             .await?;
-        let record = alert_row(&row)?;
+        let record = rows::alert(&row)?;
         tx.commit().await?;
         Ok((record, inserted))
     }
@@ -103,7 +100,7 @@ where
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(alert_row)
+            .map(rows::alert)
             .collect()
     }
 
@@ -116,7 +113,7 @@ where
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(alert_row)
+            .map(rows::alert)
             .collect()
     }
 
@@ -125,62 +122,5 @@ where
             .fetch_one(&self.pool)
             .await?;
         rows::unsigned(seq.unwrap_or(0))
-    }
-}
-
-fn alert_row<R>(row: &R) -> Result<AlertRecord>
-where
-    R: Row,
-    for<'n> &'n str: ColumnIndex<R>,
-    i64: for<'r> Decode<'r, R::Database> + Type<R::Database>,
-    String: for<'r> Decode<'r, R::Database> + Type<R::Database>,
-{
-    Ok(AlertRecord {
-        seq: rows::unsigned(row.try_get("seq")?)?,
-        alert: NewAlert {
-            id: row.try_get("id")?,
-            key_id: rows::key_id(&row.try_get::<String, _>("key_id")?)?,
-            owner: rows::optional_owner(row.try_get("owner")?)?,
-            rule: row.try_get("rule")?,
-            kind: row.try_get("kind")?,
-            action: action(row.try_get("action")?)?,
-            edge: row.try_get("edge")?,
-            raised_at: Timestamp::from_millis(row.try_get("raised_at")?),
-            received_at: Timestamp::from_millis(row.try_get("received_at")?),
-            details: row.try_get("details")?,
-        },
-    })
-}
-
-/// A stored action, by the name the policy document uses for it.
-fn action(text: String) -> Result<Action> {
-    serde_json::from_value(serde_json::Value::String(text))
-        .map_err(|e| StoreError::corrupt("alert action", e))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn actions_read_back_as_stored() {
-        for stored in [Action::Alert, Action::Revoke] {
-            assert_eq!(action(stored.as_str().to_owned()).expect("known"), stored);
-        }
-    }
-
-    #[test]
-    fn an_unknown_action_is_corrupt_not_a_panic() {
-        let error = action("escalate".into()).expect_err("unknown");
-        assert!(
-            matches!(
-                error,
-                StoreError::Corrupt {
-                    what: "alert action",
-                    ..
-                }
-            ),
-            "{error}"
-        );
     }
 }

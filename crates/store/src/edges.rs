@@ -5,8 +5,6 @@
 //! changed means the id belongs to another key. Rotation is the only way a key is replaced; it runs in
 //! a write transaction with its audit record.
 
-use quench_core::Timestamp;
-
 use crate::EdgeRecord;
 
 pub(crate) const REGISTER: &str = "INSERT INTO edges (id, region, public_key, registered_at) \
@@ -38,20 +36,4 @@ fn key_id(hex: &str) -> String {
     quench_core::sign::PublicKey::parse(hex)
         .map(|k| k.id().to_string())
         .unwrap_or_else(|_| "?".into())
-}
-
-/// The row as a record; the columns are the same in both backends.
-pub(crate) fn record<R>(row: &R) -> crate::Result<EdgeRecord>
-where
-    R: sqlx::Row,
-    for<'r> &'r str: sqlx::ColumnIndex<R>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    Ok(EdgeRecord {
-        id: row.try_get("id")?,
-        region: row.try_get("region")?,
-        public_key: row.try_get("public_key")?,
-        registered_at: Timestamp::from_millis(row.try_get("registered_at")?),
-    })
 }

@@ -5,9 +5,7 @@
 //! write in multi-row statements of [`BULK_ROWS`] rows, instead of three statements per key.
 
 use quench_core::{Change, Event, KeyId, KeyRecord, Seq, Timestamp, record::KeyStatus};
-use sqlx::{
-    ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, QueryBuilder, Row, Type,
-};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, QueryBuilder, Type};
 
 use crate::{Actor, Backend, Conflict, Result, Revoked, SqlStore, StoreError, error::unique, rows};
 
@@ -191,7 +189,7 @@ where
             .bind(id.to_string())
             .fetch_optional(&mut *tx)
             .await?
-            .map(|row| Self::key_from_row(&row))
+            .map(|row| rows::key(&row))
             .transpose()
     }
 
@@ -263,26 +261,6 @@ where
         }
         Self::append_many(tx, &events, actor, "key.revoke", Some(reason)).await?;
         Ok(events)
-    }
-
-    pub(crate) fn key_from_row(row: &<B::Db as Database>::Row) -> Result<KeyRecord> {
-        rows::KeyColumns {
-            id: row.try_get("id")?,
-            prefix: row.try_get("prefix")?,
-            owner: row.try_get("owner")?,
-            name: row.try_get("name")?,
-            apis: row.try_get("apis")?,
-            scopes: row.try_get("scopes")?,
-            metadata: row.try_get("metadata")?,
-            verifier: row.try_get("verifier")?,
-            created_at: row.try_get("created_at")?,
-            expires_at: row.try_get("expires_at")?,
-            revoked_at: row.try_get("revoked_at")?,
-            revoked_reason: row.try_get("revoked_reason")?,
-            rotated_from: row.try_get("rotated_from")?,
-            replaced_by: row.try_get("replaced_by")?,
-        }
-        .into_record()
     }
 
     pub(crate) fn push_status(query: &mut QueryBuilder<B::Db>, status: KeyStatus, now: Timestamp) {

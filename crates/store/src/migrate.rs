@@ -162,4 +162,52 @@ mod tests {
             }
         }
     }
+
+    /// A database an earlier release left at version 3 is brought up to date on open, keeping what
+    /// it holds.
+    #[tokio::test]
+    async fn a_database_part_way_is_migrated_the_rest() {
+        use sqlx::{ConnectOptions, sqlite::SqliteConnectOptions};
+
+        use crate::{AlertStore, Store, sqlite::SqliteStore};
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("quench.db");
+        let mut old = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .connect()
+            .await
+            .expect("create");
+        sqlx::raw_sql("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            .execute(&mut old)
+            .await
+            .expect("versions");
+        for migration in &MIGRATIONS[..3] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(migration.sql::<Sqlite>().into_owned()))
+                .execute(&mut old)
+                .await
+                .expect("old migration");
+            sqlx::query("INSERT INTO schema_version (version) VALUES ($1)")
+                .bind(migration.version)
+                .execute(&mut old)
+                .await
+                .expect("version");
+        }
+        sqlx::raw_sql("UPDATE log_head SET seq = 41, published_seq = 41")
+            .execute(&mut old)
+            .await
+            .expect("history");
+        drop(old);
+
+        let store = SqliteStore::open(&path).await.expect("open");
+        assert_eq!(store.head().await.expect("head").get(), 41);
+        assert_eq!(store.last_alert_seq().await.expect("alerts table"), 0);
+        let versions: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM schema_version ORDER BY version")
+                .fetch_all(&store.pool)
+                .await
+                .expect("versions");
+        assert_eq!(versions, [1, 2, 3, 4, 5]);
+    }
 }

@@ -237,7 +237,7 @@ where
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await?
-            .map(|row| Self::key_from_row(&row))
+            .map(|row| rows::key(&row))
             .transpose()
     }
 
@@ -275,10 +275,7 @@ where
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(|row| {
-                let cursor: i64 = row.try_get("created_seq")?;
-                Ok((rows::unsigned(cursor)?, Self::key_from_row(row)?))
-            })
+            .map(|row| Ok((rows::created_seq(row)?, rows::key(row)?)))
             .collect()
     }
 
@@ -289,13 +286,7 @@ where
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(|row| {
-                rows::event(
-                    row.try_get("seq")?,
-                    row.try_get("at")?,
-                    row.try_get("body")?,
-                )
-            })
+            .map(rows::event)
             .collect()
     }
 
@@ -315,7 +306,7 @@ where
             .fetch_all(&mut *tx)
             .await?
             .iter()
-            .map(|row| Self::key_from_row(row).map(|k| k.edge_view()))
+            .map(|row| rows::key(row).map(|k| k.edge_view()))
             .collect::<Result<Vec<EdgeKey>>>()?;
         tx.commit().await?;
         Ok(Snapshot {
@@ -340,13 +331,7 @@ where
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(|row| {
-                let cursor: i64 = row.try_get("created_seq")?;
-                Ok((
-                    rows::unsigned(cursor)?,
-                    Self::key_from_row(row)?.edge_view(),
-                ))
-            })
+            .map(|row| Ok((rows::created_seq(row)?, rows::key(row)?.edge_view())))
             .collect()
     }
 
@@ -379,16 +364,7 @@ where
         .bind(id.to_string())
         .fetch_optional(&self.pool)
         .await?
-        .map(|row| {
-            rows::token(
-                row.try_get("id")?,
-                row.try_get("verifier")?,
-                row.try_get("scopes")?,
-                row.try_get("owner")?,
-                row.try_get("created_at")?,
-                row.try_get("created_by")?,
-            )
-        })
+        .map(|row| rows::token(&row))
         .transpose()
     }
 
@@ -438,16 +414,7 @@ where
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(|row| {
-                rows::audit(
-                    row.try_get("at")?,
-                    row.try_get("principal")?,
-                    row.try_get("action")?,
-                    row.try_get("key_id")?,
-                    row.try_get("reason")?,
-                    row.try_get("source")?,
-                )
-            })
+            .map(rows::audit)
             .collect()
     }
 
@@ -492,7 +459,7 @@ where
             .fetch_optional(&mut *tx)
             .await?
             .ok_or(StoreError::NotFound)?;
-        let old = edges::record(&old)?;
+        let old = rows::edge(&old)?;
         sqlx::query(edges::ROTATE)
             .bind(id.to_owned())
             .bind(public_key.to_owned())
@@ -510,7 +477,7 @@ where
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(edges::record)
+            .map(rows::edge)
             .collect()
     }
 

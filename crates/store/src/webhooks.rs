@@ -10,11 +10,11 @@
 
 use async_trait::async_trait;
 use quench_core::{KeyId, Owner, Seq, Timestamp};
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, Type};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
 
 use crate::{
     Attempt, Backend, Conflict, DeliveryRecord, NewDelivery, NotifyCursor, Result, SqlStore,
-    StoreError, WebhookRecord, error::unique, rows,
+    StoreError, WebhookRecord, error::unique, rows, rows::Columns,
 };
 
 #[async_trait]
@@ -89,7 +89,7 @@ where
         .bind(&hook.id)
         .bind(&hook.url)
         .bind(&hook.secret)
-        .bind(hook.events.join(" "))
+        .bind(rows::webhook_events(&hook.events))
         .bind(hook.owner.as_ref().map(|o| o.as_str().to_owned()))
         .bind(hook.created_at.as_millis())
         .bind(&hook.created_by)
@@ -109,7 +109,7 @@ where
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(webhook_row)
+            .map(rows::webhook)
             .collect()
     }
 
@@ -146,8 +146,8 @@ where
             .fetch_one(&self.pool)
             .await?;
         Ok(NotifyCursor {
-            event_seq: Seq::new(rows::unsigned(row.try_get("event_seq")?)?),
-            alert_seq: rows::unsigned(row.try_get("alert_seq")?)?,
+            event_seq: Seq::new(rows::unsigned(row.int("event_seq")?)?),
+            alert_seq: rows::unsigned(row.int("alert_seq")?)?,
         })
     }
 
@@ -221,7 +221,10 @@ where
             .fetch_all(&mut *tx)
             .await?;
         tx.commit().await?;
-        let mut claimed = rows.iter().map(delivery_row).collect::<Result<Vec<_>>>()?;
+        let mut claimed = rows
+            .iter()
+            .map(rows::delivery)
+            .collect::<Result<Vec<_>>>()?;
         claimed.sort_by_key(|d| d.id);
         Ok(claimed)
     }
@@ -258,7 +261,7 @@ where
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(delivery_row)
+            .map(rows::delivery)
             .collect()
     }
 
@@ -284,63 +287,11 @@ where
                 query = query.bind(id.to_string());
             }
             for row in query.fetch_all(&self.pool).await? {
-                let id = rows::key_id(&row.try_get::<String, _>("id")?)?;
-                let owner = rows::owner(&row.try_get::<String, _>("owner")?)?;
+                let id = rows::key_id(&row.text("id")?)?;
+                let owner = rows::owner(&row.text("owner")?)?;
                 owners.push((id, owner));
             }
         }
         Ok(owners)
     }
-}
-
-fn webhook_row<R>(row: &R) -> Result<WebhookRecord>
-where
-    R: Row,
-    for<'n> &'n str: ColumnIndex<R>,
-    i64: for<'r> Decode<'r, R::Database> + Type<R::Database>,
-    String: for<'r> Decode<'r, R::Database> + Type<R::Database>,
-{
-    Ok(WebhookRecord {
-        id: row.try_get("id")?,
-        url: row.try_get("url")?,
-        secret: row.try_get("secret")?,
-        events: row
-            .try_get::<String, _>("events")?
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect(),
-        owner: rows::optional_owner(row.try_get("owner")?)?,
-        created_at: Timestamp::from_millis(row.try_get("created_at")?),
-        created_by: row.try_get("created_by")?,
-        from_seq: Seq::new(rows::unsigned(row.try_get("from_seq")?)?),
-        from_alert: rows::unsigned(row.try_get("from_alert")?)?,
-    })
-}
-
-fn delivery_row<R>(row: &R) -> Result<DeliveryRecord>
-where
-    R: Row,
-    for<'n> &'n str: ColumnIndex<R>,
-    i64: for<'r> Decode<'r, R::Database> + Type<R::Database>,
-    String: for<'r> Decode<'r, R::Database> + Type<R::Database>,
-{
-    let millis = |name: &str| -> Result<Option<Timestamp>> {
-        Ok(row
-            .try_get::<Option<i64>, _>(name)?
-            .map(Timestamp::from_millis))
-    };
-    Ok(DeliveryRecord {
-        id: rows::unsigned(row.try_get("id")?)?,
-        delivery: NewDelivery {
-            webhook_id: row.try_get("webhook_id")?,
-            event_type: row.try_get("event_type")?,
-            payload: row.try_get("payload")?,
-            created_at: Timestamp::from_millis(row.try_get("created_at")?),
-        },
-        attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
-        next_attempt_at: Timestamp::from_millis(row.try_get("next_attempt_at")?),
-        delivered_at: millis("delivered_at")?,
-        failed_at: millis("failed_at")?,
-        last_error: row.try_get("last_error")?,
-    })
 }

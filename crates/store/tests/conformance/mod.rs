@@ -11,8 +11,8 @@ use quench_core::{
     scope::{Scope, Scopes},
 };
 use quench_store::{
-    Actor, AlertFilter, Attempt, KeyFilter, NewAlert, NewDelivery, NotifyCursor, Selector, Store,
-    StoreError, TokenRecord, WebhookRecord,
+    Actor, AlertFilter, Attempt, Conflict, KeyFilter, NewAlert, NewDelivery, NotifyCursor,
+    Selector, Store, StoreError, TokenRecord, WebhookRecord,
 };
 
 pub fn actor() -> Actor {
@@ -459,6 +459,83 @@ pub async fn snapshot_pages_stop_at_their_sequence(store: Arc<dyn Store>) {
         ids,
         vec![keys[3].id],
         "keys created after the sequence are left to the log"
+    );
+}
+
+pub async fn conflicts_say_what_collided(store: Arc<dyn Store>) {
+    let conflict = |result: Result<(), StoreError>| match result {
+        Err(StoreError::Conflict(what)) => what,
+        other => panic!("expected a conflict, got {other:?}"),
+    };
+    let key = record("team-a", &[]);
+    store.create_key(&key, &actor()).await.expect("create");
+    assert_eq!(
+        conflict(store.create_key(&key, &actor()).await.map(drop)),
+        Conflict::KeyId(key.id)
+    );
+    assert_eq!(
+        conflict(
+            store
+                .create_keys(&[record("team-a", &[]), key.clone()], &actor())
+                .await
+                .map(drop)
+        ),
+        Conflict::KeyIds
+    );
+    store
+        .revoke_key(key.id, "leaked", &actor())
+        .await
+        .expect("revoke");
+    let successor = record("team-a", &[]);
+    assert_eq!(
+        conflict(
+            store
+                .rotate_key(key.id, &successor, actor().at, &actor())
+                .await
+                .map(drop)
+        ),
+        Conflict::KeyRevoked(key.id)
+    );
+    let secret = ApiKey::generate(Prefix::parse("qt").expect("prefix")).expect("random");
+    let token = TokenRecord {
+        id: secret.id(),
+        verifier: Verifier::create(HashAlg::Sha256, secret.secret()).expect("hash"),
+        scopes: Scopes::new(vec![Scope::KeysRead]),
+        owner: None,
+        created_at: actor().at,
+        created_by: "bootstrap".into(),
+    };
+    store.create_token(&token, &actor()).await.expect("create");
+    assert_eq!(
+        conflict(store.create_token(&token, &actor()).await),
+        Conflict::TokenId(token.id)
+    );
+    let edge = |key: quench_core::sign::PublicKey| quench_store::EdgeRecord {
+        id: "edge-eu-1".into(),
+        region: "eu".into(),
+        public_key: key.to_hex(),
+        registered_at: actor().at,
+    };
+    let signer = || {
+        quench_core::sign::Signer::generate()
+            .expect("random")
+            .public()
+    };
+    store
+        .register_edge(&edge(signer()))
+        .await
+        .expect("register");
+    assert_eq!(
+        conflict(store.register_edge(&edge(signer())).await),
+        Conflict::EdgeKey("edge-eu-1".into())
+    );
+    store
+        .create_webhook(&webhook("wh-1"))
+        .await
+        .expect("create");
+    assert_eq!(
+        conflict(store.create_webhook(&webhook("wh-1")).await),
+        Conflict::WebhookId("wh-1".into())
     );
 }
 
@@ -1000,6 +1077,7 @@ macro_rules! all_conformance_tests {
         conformance_suite!(
             creates_and_reads_back,
             refuses_a_reused_id,
+            conflicts_say_what_collided,
             creates_many_keys_in_one_transaction,
             revocation_is_idempotent,
             rotation_creates_a_successor_and_bounds_the_old_key,
