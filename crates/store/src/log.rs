@@ -7,18 +7,14 @@
 use quench_core::{Change, Event, KeyId, KeyRecord, Seq, Timestamp, record::KeyStatus};
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, QueryBuilder, Type};
 
-use crate::{Actor, Backend, Conflict, Result, Revoked, SqlStore, StoreError, error::unique, rows};
+use crate::{
+    Actor, Backend, Conflict, Result, Revoked, SqlStore, StoreError,
+    error::unique,
+    rows::{self, KEY_COLUMNS, key_query},
+};
 
 /// Rows per multi-row statement: well under both databases' limits on parameters.
 pub(crate) const BULK_ROWS: usize = 500;
-
-pub(crate) const KEY_COLUMNS: &str = "id, created_seq, prefix, owner, name, apis, scopes, metadata, \
-     verifier, created_at, expires_at, revoked_at, revoked_reason, rotated_from, replaced_by";
-
-/// `SELECT` of every key column, followed by `tail` (conditions and order, placeholders only).
-pub(crate) fn key_query(tail: &str) -> String {
-    format!("SELECT {KEY_COLUMNS} FROM keys{tail}")
-}
 
 type Connection<B> = <<B as Backend>::Db as Database>::Connection;
 

@@ -158,7 +158,15 @@ impl KeyColumns {
     }
 }
 
-/// A key's row (the columns of [`crate::log::KEY_COLUMNS`]) as its record.
+pub(crate) const KEY_COLUMNS: &str = "id, created_seq, prefix, owner, name, apis, scopes, metadata, \
+     verifier, created_at, expires_at, revoked_at, revoked_reason, rotated_from, replaced_by";
+
+/// `SELECT` of every key column, followed by `tail` (conditions and order, placeholders only).
+pub(crate) fn key_query(tail: &str) -> String {
+    format!("SELECT {KEY_COLUMNS} FROM keys{tail}")
+}
+
+/// A key's row (the columns of [`KEY_COLUMNS`]) as its record.
 pub(crate) fn key(row: &impl Columns) -> Result<KeyRecord> {
     KeyColumns {
         id: row.text("id")?,

@@ -22,8 +22,9 @@ use crate::{
     backend::Writing,
     edges,
     error::unique,
-    log::{BULK_ROWS, KEY_COLUMNS, key_query},
+    log::BULK_ROWS,
     migrate, rows,
+    rows::{KEY_COLUMNS, key_query},
 };
 
 /// The store: a pool of connections to one database, and this process's queue of writers.
