@@ -5,6 +5,8 @@
 //! changed means the id belongs to another key. Rotation is the only way a key is replaced; it runs in
 //! a write transaction with its audit record.
 
+use quench_core::sign::PublicKey;
+
 use crate::EdgeRecord;
 
 pub(crate) const REGISTER: &str = "INSERT INTO edges (id, region, public_key, registered_at) \
@@ -23,17 +25,11 @@ pub(crate) const ROTATE: &str =
 pub(crate) const ROTATE_ACTION: &str = "edge.rotate";
 
 /// What the audit record of a rotation says: both keys by their short ids, never more.
-pub(crate) fn rotation_reason(old: &EdgeRecord, new_key: &str) -> String {
+pub(crate) fn rotation_reason(old: &EdgeRecord, new_key: &PublicKey) -> String {
     format!(
         "edge {}: key {} replaced by {}",
         old.id,
-        key_id(&old.public_key),
-        key_id(new_key)
+        old.public_key.id(),
+        new_key.id()
     )
-}
-
-fn key_id(hex: &str) -> String {
-    quench_core::sign::PublicKey::parse(hex)
-        .map(|k| k.id().to_string())
-        .unwrap_or_else(|_| "?".into())
 }

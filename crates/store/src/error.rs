@@ -3,7 +3,7 @@
 //! The texts of [`Conflict`] are what the manager's API answers with a 409, so they name the thing in
 //! the words a user of the API knows.
 
-use quench_core::KeyId;
+use quench_core::{EdgeId, KeyId};
 
 type Source = Box<dyn std::error::Error + Send + Sync>;
 
@@ -53,7 +53,7 @@ pub enum Conflict {
     TokenId(KeyId),
     /// The edge id is registered with another acknowledgement key.
     #[error("edge {0} is registered with another key")]
-    EdgeKey(String),
+    EdgeKey(EdgeId),
     #[error("webhook {0}")]
     WebhookId(String),
 }
@@ -128,7 +128,7 @@ mod tests {
             format!("key {id} is revoked")
         );
         assert_eq!(
-            Conflict::EdgeKey("eu-1".into()).to_string(),
+            Conflict::EdgeKey(EdgeId::parse("eu-1").expect("id")).to_string(),
             "edge eu-1 is registered with another key"
         );
     }

@@ -32,7 +32,9 @@ mod store;
 mod webhooks;
 
 use async_trait::async_trait;
-use quench_core::{Event, KeyId, KeyRecord, Owner, Seq, Timestamp, record::Snapshot};
+use quench_core::{
+    EdgeId, Event, KeyId, KeyRecord, Owner, Seq, Timestamp, record::Snapshot, sign::PublicKey,
+};
 
 pub use alerts::AlertStore;
 pub use backend::Backend;
@@ -162,10 +164,15 @@ pub trait Store: AlertStore + WebhookStore + Send + Sync + 'static {
     /// replaced only by [`Store::rotate_edge`].
     async fn register_edge(&self, edge: &EdgeRecord) -> Result<()>;
 
-    /// Replaces a registered edge's key (hex) at `actor.at` (an operator's decision, audited as
+    /// Replaces a registered edge's key at `actor.at` (an operator's decision, audited as
     /// `edge.rotate` in the same transaction) and returns the record as it was. `NotFound` for an id
     /// never registered.
-    async fn rotate_edge(&self, id: &str, public_key: &str, actor: &Actor) -> Result<EdgeRecord>;
+    async fn rotate_edge(
+        &self,
+        id: &EdgeId,
+        public_key: &PublicKey,
+        actor: &Actor,
+    ) -> Result<EdgeRecord>;
 
     async fn edges(&self) -> Result<Vec<EdgeRecord>>;
 

@@ -1,5 +1,6 @@
 use quench_core::{
-    KeyId, Label, Owner, Seq, Timestamp, Verifier, record::KeyStatus, scope::Scopes, usage::Action,
+    EdgeId, KeyId, Label, Owner, Region, Seq, Timestamp, Verifier, record::KeyStatus,
+    scope::Scopes, sign::PublicKey, usage::Action,
 };
 
 /// Who is making a change, from where, and when: recorded with every mutation.
@@ -64,10 +65,9 @@ pub struct TokenRecord {
 /// re-registering an id with another key is refused, and only an audited rotation replaces it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EdgeRecord {
-    pub id: String,
-    pub region: String,
-    /// Hex Ed25519 public key.
-    pub public_key: String,
+    pub id: EdgeId,
+    pub region: Region,
+    pub public_key: PublicKey,
     pub registered_at: Timestamp,
 }
 

@@ -6,8 +6,8 @@
 //! [`Columns`], so one function serves every backend.
 
 use quench_core::{
-    Change, Event, KeyId, KeyName, KeyRecord, Label, Owner, Prefix, Revocation, Seq, Timestamp,
-    Verifier, scope::Scopes, usage::Action,
+    Change, EdgeId, Event, KeyId, KeyName, KeyRecord, Label, Owner, Prefix, Region, Revocation,
+    Seq, Timestamp, Verifier, scope::Scopes, sign::PublicKey, usage::Action,
 };
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
@@ -239,9 +239,10 @@ pub(crate) fn audit(row: &impl Columns) -> Result<AuditEntry> {
 
 pub(crate) fn edge(row: &impl Columns) -> Result<EdgeRecord> {
     Ok(EdgeRecord {
-        id: row.text("id")?,
-        region: row.text("region")?,
-        public_key: row.text("public_key")?,
+        id: EdgeId::parse(&row.text("id")?).map_err(|e| corrupt("edge id", e))?,
+        region: Region::parse(&row.text("region")?).map_err(|e| corrupt("region", e))?,
+        public_key: PublicKey::parse(&row.text("public_key")?)
+            .map_err(|e| corrupt("edge key", e))?,
         registered_at: row.time("registered_at")?,
     })
 }

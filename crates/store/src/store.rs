@@ -9,7 +9,8 @@ use std::fmt;
 
 use async_trait::async_trait;
 use quench_core::{
-    Change, EdgeKey, Event, KeyId, KeyRecord, Owner, Seq, Timestamp, record::Snapshot,
+    Change, EdgeId, EdgeKey, Event, KeyId, KeyRecord, Owner, Seq, Timestamp, record::Snapshot,
+    sign::PublicKey,
 };
 use sqlx::{
     ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, QueryBuilder, Row, Type,
@@ -441,9 +442,9 @@ where
 
     async fn register_edge(&self, edge: &EdgeRecord) -> Result<()> {
         let registered = sqlx::query(edges::REGISTER)
-            .bind(&edge.id)
-            .bind(&edge.region)
-            .bind(&edge.public_key)
+            .bind(edge.id.as_str().to_owned())
+            .bind(edge.region.as_str().to_owned())
+            .bind(edge.public_key.to_hex())
             .bind(edge.registered_at.as_millis())
             .execute(&self.pool)
             .await?;
@@ -453,17 +454,22 @@ where
         Ok(())
     }
 
-    async fn rotate_edge(&self, id: &str, public_key: &str, actor: &Actor) -> Result<EdgeRecord> {
+    async fn rotate_edge(
+        &self,
+        id: &EdgeId,
+        public_key: &PublicKey,
+        actor: &Actor,
+    ) -> Result<EdgeRecord> {
         let mut tx = self.write().await?;
         let old = sqlx::query(edges::ONE)
-            .bind(id.to_owned())
+            .bind(id.as_str().to_owned())
             .fetch_optional(&mut *tx)
             .await?
             .ok_or(StoreError::NotFound)?;
         let old = rows::edge(&old)?;
         sqlx::query(edges::ROTATE)
-            .bind(id.to_owned())
-            .bind(public_key.to_owned())
+            .bind(id.as_str().to_owned())
+            .bind(public_key.to_hex())
             .bind(actor.at.as_millis())
             .execute(&mut *tx)
             .await?;

@@ -6,7 +6,8 @@
 use std::{collections::HashSet, sync::Arc};
 
 use quench_core::{
-    ApiKey, Change, HashAlg, KeyId, KeyRecord, Label, Owner, Prefix, Seq, Timestamp, Verifier,
+    ApiKey, Change, EdgeId, HashAlg, KeyId, KeyRecord, Label, Owner, Prefix, Region, Seq,
+    Timestamp, Verifier,
     record::KeyStatus,
     scope::{Scope, Scopes},
 };
@@ -511,9 +512,9 @@ pub async fn conflicts_say_what_collided(store: Arc<dyn Store>) {
         Conflict::TokenId(token.id)
     );
     let edge = |key: quench_core::sign::PublicKey| quench_store::EdgeRecord {
-        id: "edge-eu-1".into(),
-        region: "eu".into(),
-        public_key: key.to_hex(),
+        id: EdgeId::parse("edge-eu-1").expect("id"),
+        region: Region::parse("eu").expect("region"),
+        public_key: key,
         registered_at: actor().at,
     };
     let signer = || {
@@ -527,7 +528,7 @@ pub async fn conflicts_say_what_collided(store: Arc<dyn Store>) {
         .expect("register");
     assert_eq!(
         conflict(store.register_edge(&edge(signer())).await),
-        Conflict::EdgeKey("edge-eu-1".into())
+        Conflict::EdgeKey(EdgeId::parse("edge-eu-1").expect("id"))
     );
     store
         .create_webhook(&webhook("wh-1"))
@@ -602,21 +603,21 @@ pub async fn registers_edges_and_replaces_keys_only_by_rotation(store: Arc<dyn S
         .expect("random")
         .public();
     let mut edge = quench_store::EdgeRecord {
-        id: "edge-eu-1".into(),
-        region: "eu".into(),
-        public_key: first_key.to_hex(),
+        id: EdgeId::parse("edge-eu-1").expect("id"),
+        region: Region::parse("eu").expect("region"),
+        public_key: first_key.clone(),
         registered_at: actor().at,
     };
     store.register_edge(&edge).await.expect("register");
     // The same key again (an edge restarting) refreshes the region.
-    edge.region = "eu-west".into();
+    edge.region = Region::parse("eu-west").expect("region");
     store.register_edge(&edge).await.expect("re-register");
     assert_eq!(store.edges().await.expect("edges"), vec![edge.clone()]);
 
     // Another key for the same id is refused and changes nothing.
     let hijack = quench_store::EdgeRecord {
-        public_key: second_key.to_hex(),
-        region: "elsewhere".into(),
+        public_key: second_key.clone(),
+        region: Region::parse("elsewhere").expect("region"),
         ..edge.clone()
     };
     assert!(matches!(
@@ -627,7 +628,7 @@ pub async fn registers_edges_and_replaces_keys_only_by_rotation(store: Arc<dyn S
 
     // An operator's rotation replaces it, audited, and returns what was there.
     let rotated = quench_store::EdgeRecord {
-        public_key: second_key.to_hex(),
+        public_key: second_key.clone(),
         ..edge.clone()
     };
     let old = store
@@ -648,7 +649,11 @@ pub async fn registers_edges_and_replaces_keys_only_by_rotation(store: Arc<dyn S
 
     assert!(matches!(
         store
-            .rotate_edge("edge-nowhere", &rotated.public_key, &actor())
+            .rotate_edge(
+                &EdgeId::parse("edge-nowhere").expect("id"),
+                &rotated.public_key,
+                &actor()
+            )
             .await,
         Err(StoreError::NotFound)
     ));
