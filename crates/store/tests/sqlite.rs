@@ -71,8 +71,8 @@ async fn tamper(path: &std::path::Path, sql: &'static str) {
 
 #[tokio::test]
 async fn a_stored_value_quench_would_not_write_is_corrupt() {
-    use quench_core::{KeyId, Owner, Timestamp, usage::Action};
-    use quench_store::{AlertFilter, AlertStore, NewAlert, StoreError};
+    use quench_core::{EdgeId, KeyId, Owner, Region, Timestamp, sign::Signer, usage::Action};
+    use quench_store::{AlertFilter, AlertStore, EdgeRecord, NewAlert, StoreError};
 
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("quench.db");
@@ -96,10 +96,18 @@ async fn a_stored_value_quench_would_not_write_is_corrupt() {
             details: "{}".into(),
         };
         store.record_alert(&alert).await.expect("record");
+        let edge = EdgeRecord {
+            id: EdgeId::parse("edge-1").expect("id"),
+            region: Region::parse("eu").expect("region"),
+            public_key: Signer::generate().expect("random").public(),
+            registered_at: Timestamp::from_millis(3),
+        };
+        store.register_edge(&edge).await.expect("register");
         store.close().await;
     }
     tamper(&path, "UPDATE alerts SET action = 'escalate'").await;
     tamper(&path, "UPDATE keys SET owner = 'Not An Owner!'").await;
+    tamper(&path, "UPDATE edges SET public_key = 'not hex'").await;
 
     let store = SqliteStore::open(&path).await.expect("reopen");
     let alerts = store.alerts(&AlertFilter::default(), None, 10).await;
@@ -117,5 +125,16 @@ async fn a_stored_value_quench_would_not_write_is_corrupt() {
     assert!(
         matches!(read, Err(StoreError::Corrupt { what: "owner", .. })),
         "{read:?}"
+    );
+    let edges = store.edges().await;
+    assert!(
+        matches!(
+            edges,
+            Err(StoreError::Corrupt {
+                what: "edge key",
+                ..
+            })
+        ),
+        "{edges:?}"
     );
 }
