@@ -14,15 +14,15 @@
 //! One conformance suite (`tests/conformance`) runs against each.
 //!
 //! Where things go: a new store method is declared on the trait of its subject and written once in the
-//! matching module (`store.rs` for keys, tokens and edges, with the transaction steps in `log.rs`;
+//! matching module (`store.rs` for keys, tokens and edges, with the steps of a change in `changes.rs`;
 //! `alerts.rs`; `webhooks.rs`); rows become records in `rows.rs`, where a stored value that does not
 //! parse becomes [`StoreError::Corrupt`]; a schema change is a new script in `migrations/`.
 
 mod alerts;
 mod backend;
+mod changes;
 mod edges;
 mod error;
-mod log;
 mod migrate;
 mod model;
 pub mod postgres;

@@ -21,9 +21,9 @@ use crate::{
     Actor, AuditEntry, Backend, BulkRevoked, Conflict, EdgeRecord, KeyFilter, Result, Revoked,
     Rotated, Selector, Store, StoreError, TokenRecord,
     backend::Writing,
+    changes::BULK_ROWS,
     edges,
     error::unique,
-    log::BULK_ROWS,
     migrate, rows,
     rows::{KEY_COLUMNS, key_query},
 };
