@@ -166,7 +166,7 @@ impl Manager {
                 owner,
                 rule: alert.rule.clone(),
                 kind: alert.kind.clone(),
-                action: action.as_str().into(),
+                action,
                 edge: report.edge.clone(),
                 raised_at: alert.raised_at,
                 received_at: now,
@@ -181,7 +181,7 @@ impl Manager {
         }
         let mut event = None;
         // The recorded action, not this report's view: a retry follows what was decided the first time.
-        if record.alert.action == Action::Revoke.as_str() && known {
+        if record.alert.action == Action::Revoke && known {
             event = self
                 .revoke_for_anomaly(alert.key_id, &alert.rule, &report.edge, source)
                 .await?;
@@ -190,7 +190,7 @@ impl Manager {
             id: record.alert.id,
             seq: record.seq,
             new,
-            action: record.alert.action,
+            action: record.alert.action.as_str().to_owned(),
             revoked: event.is_some(),
         };
         Ok((outcome, event))

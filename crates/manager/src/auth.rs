@@ -195,13 +195,13 @@ pub async fn issue_token(
     owner: Option<Owner>,
     actor: &Actor,
 ) -> Result<(String, TokenRecord), StoreError> {
-    let prefix = Prefix::parse(TOKEN_PREFIX).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let prefix = Prefix::parse(TOKEN_PREFIX).map_err(|e| StoreError::corrupt("token prefix", e))?;
     loop {
-        let token = ApiKey::generate(prefix).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let token = ApiKey::generate(prefix).map_err(|e| StoreError::corrupt("token", e))?;
         let record = TokenRecord {
             id: token.id(),
             verifier: Verifier::create(HashAlg::Sha256, token.secret())
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                .map_err(|e| StoreError::corrupt("token verifier", e))?,
             scopes: scopes.clone(),
             owner: owner.clone(),
             created_at: actor.at,

@@ -135,9 +135,9 @@ impl EdgeKeys {
     /// [`RegisterError::Taken`].
     pub async fn register(&self, registration: &Registration) -> Result<(), RegisterError> {
         let record = EdgeRecord {
-            id: registration.id.to_string(),
-            region: registration.region.to_string(),
-            public_key: registration.key.to_hex(),
+            id: registration.id.clone(),
+            region: registration.region.clone(),
+            public_key: registration.key.clone(),
             registered_at: Timestamp::now(),
         };
         match self.store.register_edge(&record).await {
@@ -159,19 +159,13 @@ impl EdgeKeys {
         key: &PublicKey,
         actor: &Actor,
     ) -> Result<EdgeRecord, RegisterError> {
-        let old = match self
-            .store
-            .rotate_edge(edge.as_str(), &key.to_hex(), actor)
-            .await
-        {
+        let old = match self.store.rotate_edge(edge, key, actor).await {
             Ok(old) => old,
             Err(StoreError::NotFound) => return Err(RegisterError::Unknown(edge.clone())),
             Err(e) => return Err(RegisterError::Store(e)),
         };
         let mut cache = self.lock();
-        if let Ok(old_key) = PublicKey::parse(&old.public_key) {
-            cache.remove(edge, &old_key);
-        }
+        cache.remove(edge, &old.public_key);
         cache.add(edge.clone(), key.clone());
         Ok(old)
     }
@@ -189,12 +183,7 @@ impl EdgeKeys {
             Ok(records) => {
                 let mut fresh = Cache::default();
                 for record in records {
-                    if let (Ok(key), Ok(edge)) = (
-                        PublicKey::parse(&record.public_key),
-                        EdgeId::parse(&record.id),
-                    ) {
-                        fresh.add(edge, key);
-                    }
+                    fresh.add(record.id, record.public_key);
                 }
                 let mut cache = self.lock();
                 fresh.tried = cache.tried;

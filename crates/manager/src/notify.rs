@@ -241,7 +241,7 @@ impl Manager {
                     owner: a.alert.owner,
                     rule: a.alert.rule,
                     kind: a.alert.kind,
-                    action: a.alert.action,
+                    action: a.alert.action.as_str().to_owned(),
                     edge: a.alert.edge,
                     raised_at: a.alert.raised_at,
                     details: serde_json::from_str(&a.alert.details)

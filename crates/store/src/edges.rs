@@ -5,9 +5,9 @@
 //! changed means the id belongs to another key. Rotation is the only way a key is replaced; it runs in
 //! a write transaction with its audit record.
 
-use quench_core::Timestamp;
+use quench_core::sign::PublicKey;
 
-use crate::{EdgeRecord, StoreError};
+use crate::EdgeRecord;
 
 pub(crate) const REGISTER: &str = "INSERT INTO edges (id, region, public_key, registered_at) \
      VALUES ($1, $2, $3, $4) \
@@ -24,39 +24,12 @@ pub(crate) const ROTATE: &str =
 
 pub(crate) const ROTATE_ACTION: &str = "edge.rotate";
 
-/// The answer to a registration that changed no row.
-pub(crate) fn taken(id: &str) -> StoreError {
-    StoreError::Conflict(format!("edge {id} is registered with another key"))
-}
-
 /// What the audit record of a rotation says: both keys by their short ids, never more.
-pub(crate) fn rotation_reason(old: &EdgeRecord, new_key: &str) -> String {
+pub(crate) fn rotation_reason(old: &EdgeRecord, new_key: &PublicKey) -> String {
     format!(
         "edge {}: key {} replaced by {}",
         old.id,
-        key_id(&old.public_key),
-        key_id(new_key)
+        old.public_key.id(),
+        new_key.id()
     )
-}
-
-fn key_id(hex: &str) -> String {
-    quench_core::sign::PublicKey::parse(hex)
-        .map(|k| k.id().to_string())
-        .unwrap_or_else(|_| "?".into())
-}
-
-/// The row as a record; the columns are the same in both backends.
-pub(crate) fn record<R>(row: &R) -> crate::Result<EdgeRecord>
-where
-    R: sqlx::Row,
-    for<'r> &'r str: sqlx::ColumnIndex<R>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    Ok(EdgeRecord {
-        id: row.try_get("id")?,
-        region: row.try_get("region")?,
-        public_key: row.try_get("public_key")?,
-        registered_at: Timestamp::from_millis(row.try_get("registered_at")?),
-    })
 }

@@ -8,58 +8,43 @@
 //! property. The cost is that writes are serialised; at one short transaction per change this is far above
 //! any revocation rate an operator needs, and reads never wait for it.
 //!
-//! [`Store`] is the seam for backends: SQLite (the embedded default) here, PostgreSQL beside it. One
-//! conformance suite (`tests/conformance`) runs against each.
+//! [`Store`] (with [`AlertStore`] and [`WebhookStore`]) is what the manager asks of its database. It is
+//! written once, as [`SqlStore`], over a [`Backend`] that says only what differs between databases:
+//! SQLite (the embedded default, [`sqlite::SqliteStore`]) and PostgreSQL ([`postgres::PostgresStore`]).
+//! One conformance suite (`tests/conformance`) runs against each.
+//!
+//! Where things go: a new store method is declared on the trait of its subject and written once in the
+//! matching module (`store.rs` for keys, tokens and edges, with the steps of a change in `changes.rs`;
+//! `alerts.rs`; `webhooks.rs`); rows become records in `rows.rs`, where a stored value that does not
+//! parse becomes [`StoreError::Corrupt`]; a schema change is a new script in `migrations/`.
 
+mod alerts;
+mod backend;
+mod changes;
 mod edges;
+mod error;
 mod migrate;
 mod model;
-pub mod notify;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
+mod store;
+mod webhooks;
 
 use async_trait::async_trait;
-use quench_core::{Event, KeyId, KeyRecord, Owner, Seq, Timestamp, record::Snapshot};
+use quench_core::{
+    EdgeId, Event, KeyId, KeyRecord, Owner, Seq, Timestamp, record::Snapshot, sign::PublicKey,
+};
 
+pub use alerts::AlertStore;
+pub use backend::Backend;
+pub use error::{Conflict, StoreError};
 pub use model::{
     Actor, AlertFilter, AlertRecord, Attempt, AuditEntry, DeliveryRecord, EdgeRecord, KeyFilter,
     NewAlert, NewDelivery, NotifyCursor, Selector, TokenRecord, WebhookRecord,
 };
-pub use notify::NotifyStore;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("no such key")]
-    NotFound,
-    #[error("already exists: {0}")]
-    Conflict(String),
-    #[error("the stored data is not what Quench wrote: {0}")]
-    Corrupt(String),
-    #[error("migrating the database failed: {0}")]
-    Migration(String),
-    #[error("unsupported database URL scheme {0:?}: use postgres:// or sqlite:")]
-    Unsupported(String),
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
-}
-
-impl StoreError {
-    /// The database could not be reached, or gave no connection in time: the same request may succeed
-    /// later (the API answers 503), unlike a fault in what was asked or stored.
-    pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            Self::Database(
-                sqlx::Error::Io(_)
-                    | sqlx::Error::Tls(_)
-                    | sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::WorkerCrashed
-            )
-        )
-    }
-}
+pub use store::SqlStore;
+pub use webhooks::WebhookStore;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -92,7 +77,7 @@ impl BulkRevoked {
 }
 
 #[async_trait]
-pub trait Store: NotifyStore + Send + Sync + 'static {
+pub trait Store: AlertStore + WebhookStore + Send + Sync + 'static {
     /// Inserts a new key with its creation event. An id already used (ever) is a conflict.
     async fn create_key(&self, key: &KeyRecord, actor: &Actor) -> Result<Event>;
 
@@ -179,10 +164,15 @@ pub trait Store: NotifyStore + Send + Sync + 'static {
     /// replaced only by [`Store::rotate_edge`].
     async fn register_edge(&self, edge: &EdgeRecord) -> Result<()>;
 
-    /// Replaces a registered edge's key (hex) at `actor.at` (an operator's decision, audited as
+    /// Replaces a registered edge's key at `actor.at` (an operator's decision, audited as
     /// `edge.rotate` in the same transaction) and returns the record as it was. `NotFound` for an id
     /// never registered.
-    async fn rotate_edge(&self, id: &str, public_key: &str, actor: &Actor) -> Result<EdgeRecord>;
+    async fn rotate_edge(
+        &self,
+        id: &EdgeId,
+        public_key: &PublicKey,
+        actor: &Actor,
+    ) -> Result<EdgeRecord>;
 
     async fn edges(&self) -> Result<Vec<EdgeRecord>>;
 
@@ -204,24 +194,5 @@ pub async fn open_url(url: &str) -> Result<std::sync::Arc<dyn Store>> {
         Err(StoreError::Unsupported(
             url.split(':').next().unwrap_or("").to_owned(),
         ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::StoreError;
-
-    #[test]
-    fn only_a_lost_database_is_unavailable() {
-        for lost in [
-            sqlx::Error::PoolTimedOut,
-            sqlx::Error::PoolClosed,
-            std::io::Error::other("connection refused").into(),
-        ] {
-            assert!(StoreError::Database(lost).is_unavailable());
-        }
-        assert!(!StoreError::Database(sqlx::Error::RowNotFound).is_unavailable());
-        assert!(!StoreError::Corrupt("x".into()).is_unavailable());
-        assert!(!StoreError::NotFound.is_unavailable());
     }
 }

@@ -1,5 +1,6 @@
 use quench_core::{
-    KeyId, Label, Owner, Seq, Timestamp, Verifier, record::KeyStatus, scope::Scopes,
+    EdgeId, KeyId, Label, Owner, Region, Seq, Timestamp, Verifier, record::KeyStatus,
+    scope::Scopes, sign::PublicKey, usage::Action,
 };
 
 /// Who is making a change, from where, and when: recorded with every mutation.
@@ -64,10 +65,9 @@ pub struct TokenRecord {
 /// re-registering an id with another key is refused, and only an audited rotation replaces it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EdgeRecord {
-    pub id: String,
-    pub region: String,
-    /// Hex Ed25519 public key.
-    pub public_key: String,
+    pub id: EdgeId,
+    pub region: Region,
+    pub public_key: PublicKey,
     pub registered_at: Timestamp,
 }
 
@@ -79,10 +79,12 @@ pub struct NewAlert {
     pub key_id: KeyId,
     pub owner: Option<Owner>,
     pub rule: String,
-    /// The rule's condition (`distinct_addresses`, `requests`, `above_usual`).
+    /// The rule's condition (`distinct_addresses`, `requests`, `above_usual`): a name, not an enum,
+    /// because the manager records any short name an edge reports (an edge newer than the manager may
+    /// know conditions it does not).
     pub kind: String,
-    /// What the manager's policy said to do: `alert` or `revoke`.
-    pub action: String,
+    /// What the manager's policy said to do.
+    pub action: Action,
     pub edge: String,
     pub raised_at: Timestamp,
     pub received_at: Timestamp,

@@ -1,16 +1,67 @@
 //! Conversions between Quench's records and the plain columns every SQL backend stores.
 //!
-//! Backends differ in placeholders and types of connection, not in what a row holds, so both share this.
+//! Rows hold text and integers; records hold Quench's types. Each conversion from a row parses, so a
+//! stored value Quench would not have written is a [`StoreError::Corrupt`] naming the value, never a
+//! panic and never a record that breaks the types' promises. The conversions read rows through
+//! [`Columns`], so one function serves every backend.
 
 use quench_core::{
-    Change, Event, KeyId, KeyName, KeyRecord, Label, Owner, Prefix, Revocation, Seq, Timestamp,
-    Verifier, scope::Scopes,
+    Change, EdgeId, Event, KeyId, KeyName, KeyRecord, Label, Owner, Prefix, Region, Revocation,
+    Seq, Timestamp, Verifier, scope::Scopes, sign::PublicKey, usage::Action,
+};
+use sqlx::{ColumnIndex, Decode, Row, Type};
+
+use crate::{
+    AlertRecord, AuditEntry, DeliveryRecord, EdgeRecord, NewAlert, NewDelivery, Result, StoreError,
+    TokenRecord, WebhookRecord,
 };
 
-use crate::{AuditEntry, Result, StoreError, TokenRecord};
+/// A row's columns by name, as the two types every table is made of.
+pub(crate) trait Columns {
+    fn int(&self, name: &str) -> Result<i64>;
+    fn text(&self, name: &str) -> Result<String>;
+    fn maybe_int(&self, name: &str) -> Result<Option<i64>>;
+    fn maybe_text(&self, name: &str) -> Result<Option<String>>;
 
-fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("{what}: {e}"))
+    /// Times are stored as milliseconds since the epoch.
+    fn time(&self, name: &str) -> Result<Timestamp> {
+        self.int(name).map(Timestamp::from_millis)
+    }
+
+    fn maybe_time(&self, name: &str) -> Result<Option<Timestamp>> {
+        Ok(self.maybe_int(name)?.map(Timestamp::from_millis))
+    }
+}
+
+impl<R> Columns for R
+where
+    R: Row,
+    for<'n> &'n str: ColumnIndex<R>,
+    i64: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+    String: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+{
+    fn int(&self, name: &str) -> Result<i64> {
+        Ok(self.try_get(name)?)
+    }
+
+    fn text(&self, name: &str) -> Result<String> {
+        Ok(self.try_get(name)?)
+    }
+
+    fn maybe_int(&self, name: &str) -> Result<Option<i64>> {
+        Ok(self.try_get(name)?)
+    }
+
+    fn maybe_text(&self, name: &str) -> Result<Option<String>> {
+        Ok(self.try_get(name)?)
+    }
+}
+
+fn corrupt(
+    what: &'static str,
+    e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> StoreError {
+    StoreError::corrupt(what, e)
 }
 
 /// A counter or sequence number as the databases store it (they have no unsigned 64-bit type).
@@ -35,7 +86,7 @@ pub(crate) fn key_id(text: &str) -> Result<KeyId> {
 }
 
 /// A key as stored: one field per column.
-pub struct KeyColumns {
+pub(crate) struct KeyColumns {
     pub id: String,
     pub prefix: String,
     pub owner: String,
@@ -88,7 +139,7 @@ impl KeyColumns {
         Ok(KeyRecord {
             id: key_id(&self.id)?,
             prefix: Prefix::parse(&self.prefix).map_err(|e| corrupt("prefix", e))?,
-            owner: Owner::parse(&self.owner).map_err(|e| corrupt("owner", e))?,
+            owner: owner(&self.owner)?,
             name: self
                 .name
                 .map(|n| KeyName::parse(&n))
@@ -107,53 +158,181 @@ impl KeyColumns {
     }
 }
 
-pub fn event(seq: i64, at: i64, body: String) -> Result<Event> {
+pub(crate) const KEY_COLUMNS: &str = "id, created_seq, prefix, owner, name, apis, scopes, metadata, \
+     verifier, created_at, expires_at, revoked_at, revoked_reason, rotated_from, replaced_by";
+
+/// `SELECT` of every key column, followed by `tail` (conditions and order, placeholders only).
+pub(crate) fn key_query(tail: &str) -> String {
+    format!("SELECT {KEY_COLUMNS} FROM keys{tail}")
+}
+
+/// A key's row (the columns of [`KEY_COLUMNS`]) as its record.
+pub(crate) fn key(row: &impl Columns) -> Result<KeyRecord> {
+    KeyColumns {
+        id: row.text("id")?,
+        prefix: row.text("prefix")?,
+        owner: row.text("owner")?,
+        name: row.maybe_text("name")?,
+        apis: row.text("apis")?,
+        scopes: row.text("scopes")?,
+        metadata: row.text("metadata")?,
+        verifier: row.text("verifier")?,
+        created_at: row.int("created_at")?,
+        expires_at: row.maybe_int("expires_at")?,
+        revoked_at: row.maybe_int("revoked_at")?,
+        revoked_reason: row.maybe_text("revoked_reason")?,
+        rotated_from: row.maybe_text("rotated_from")?,
+        replaced_by: row.maybe_text("replaced_by")?,
+    }
+    .into_record()
+}
+
+/// Where paging through keys stands: the sequence number that created the row's key.
+pub(crate) fn created_seq(row: &impl Columns) -> Result<u64> {
+    unsigned(row.int("created_seq")?)
+}
+
+pub(crate) fn event(row: &impl Columns) -> Result<Event> {
+    let body = row.text("body")?;
     let change: Change = serde_json::from_str(&body).map_err(|e| corrupt("event", e))?;
     Ok(Event {
-        seq: Seq::new(unsigned(seq)?),
-        at: Timestamp::from_millis(at),
+        seq: Seq::new(unsigned(row.int("seq")?)?),
+        at: row.time("at")?,
         change,
     })
 }
 
-pub fn token(
-    id: String,
-    verifier: String,
-    scopes: String,
-    owner: Option<String>,
-    created_at: i64,
-    created_by: String,
-) -> Result<TokenRecord> {
+pub(crate) fn token(row: &impl Columns) -> Result<TokenRecord> {
     Ok(TokenRecord {
-        id: key_id(&id)?,
-        verifier: Verifier::decode(&verifier).map_err(|e| corrupt("token verifier", e))?,
-        scopes: Scopes::decode(&scopes).map_err(|e| corrupt("token scopes", e))?,
-        owner: optional_owner(owner)?,
-        created_at: Timestamp::from_millis(created_at),
-        created_by,
+        id: key_id(&row.text("id")?)?,
+        verifier: Verifier::decode(&row.text("verifier")?)
+            .map_err(|e| corrupt("token verifier", e))?,
+        scopes: Scopes::decode(&row.text("scopes")?).map_err(|e| corrupt("token scopes", e))?,
+        owner: optional_owner(row.maybe_text("owner")?)?,
+        created_at: row.time("created_at")?,
+        created_by: row.text("created_by")?,
     })
 }
 
-pub(crate) fn optional_owner(text: Option<String>) -> Result<Option<Owner>> {
-    text.map(|o| Owner::parse(&o))
-        .transpose()
-        .map_err(|e| corrupt("owner", e))
+pub(crate) fn owner(text: &str) -> Result<Owner> {
+    Owner::parse(text).map_err(|e| corrupt("owner", e))
 }
 
-pub fn audit(
-    at: i64,
-    principal: String,
-    action: String,
-    key: Option<String>,
-    reason: Option<String>,
-    source: Option<String>,
-) -> Result<AuditEntry> {
+fn optional_owner(text: Option<String>) -> Result<Option<Owner>> {
+    text.as_deref().map(owner).transpose()
+}
+
+pub(crate) fn audit(row: &impl Columns) -> Result<AuditEntry> {
     Ok(AuditEntry {
-        at: Timestamp::from_millis(at),
-        principal,
-        action,
-        key_id: key.as_deref().map(key_id).transpose()?,
-        reason,
-        source,
+        at: row.time("at")?,
+        principal: row.text("principal")?,
+        action: row.text("action")?,
+        key_id: row
+            .maybe_text("key_id")?
+            .as_deref()
+            .map(key_id)
+            .transpose()?,
+        reason: row.maybe_text("reason")?,
+        source: row.maybe_text("source")?,
     })
+}
+
+pub(crate) fn edge(row: &impl Columns) -> Result<EdgeRecord> {
+    Ok(EdgeRecord {
+        id: EdgeId::parse(&row.text("id")?).map_err(|e| corrupt("edge id", e))?,
+        region: Region::parse(&row.text("region")?).map_err(|e| corrupt("region", e))?,
+        public_key: PublicKey::parse(&row.text("public_key")?)
+            .map_err(|e| corrupt("edge key", e))?,
+        registered_at: row.time("registered_at")?,
+    })
+}
+
+pub(crate) fn alert(row: &impl Columns) -> Result<AlertRecord> {
+    Ok(AlertRecord {
+        seq: unsigned(row.int("seq")?)?,
+        alert: NewAlert {
+            id: row.text("id")?,
+            key_id: key_id(&row.text("key_id")?)?,
+            owner: optional_owner(row.maybe_text("owner")?)?,
+            rule: row.text("rule")?,
+            kind: row.text("kind")?,
+            action: action(row.text("action")?)?,
+            edge: row.text("edge")?,
+            raised_at: row.time("raised_at")?,
+            received_at: row.time("received_at")?,
+            details: row.text("details")?,
+        },
+    })
+}
+
+/// A stored action, by the name the policy document gives it.
+fn action(text: String) -> Result<Action> {
+    serde_json::from_value(serde_json::Value::String(text)).map_err(|e| corrupt("alert action", e))
+}
+
+/// A webhook's event types are stored as one space-separated text.
+pub(crate) fn webhook_events(events: &[String]) -> String {
+    events.join(" ")
+}
+
+pub(crate) fn webhook(row: &impl Columns) -> Result<WebhookRecord> {
+    Ok(WebhookRecord {
+        id: row.text("id")?,
+        url: row.text("url")?,
+        secret: row.text("secret")?,
+        events: row
+            .text("events")?
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
+        owner: optional_owner(row.maybe_text("owner")?)?,
+        created_at: row.time("created_at")?,
+        created_by: row.text("created_by")?,
+        from_seq: Seq::new(unsigned(row.int("from_seq")?)?),
+        from_alert: unsigned(row.int("from_alert")?)?,
+    })
+}
+
+pub(crate) fn delivery(row: &impl Columns) -> Result<DeliveryRecord> {
+    Ok(DeliveryRecord {
+        id: unsigned(row.int("id")?)?,
+        delivery: NewDelivery {
+            webhook_id: row.text("webhook_id")?,
+            event_type: row.text("event_type")?,
+            payload: row.text("payload")?,
+            created_at: row.time("created_at")?,
+        },
+        attempts: u32::try_from(row.int("attempts")?).unwrap_or(u32::MAX),
+        next_attempt_at: row.time("next_attempt_at")?,
+        delivered_at: row.maybe_time("delivered_at")?,
+        failed_at: row.maybe_time("failed_at")?,
+        last_error: row.maybe_text("last_error")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_read_back_as_stored() {
+        for stored in [Action::Alert, Action::Revoke] {
+            assert_eq!(action(stored.as_str().to_owned()).expect("known"), stored);
+        }
+    }
+
+    #[test]
+    fn an_unknown_action_is_corrupt_not_a_panic() {
+        let error = action("escalate".into()).expect_err("unknown");
+        assert!(
+            matches!(
+                error,
+                StoreError::Corrupt {
+                    what: "alert action",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+    }
 }

@@ -10,7 +10,7 @@ use quench_edge::{
     contract::KeyIdText,
     web::{ApiError, JsonBody, PathParam, QueryParams},
 };
-use quench_store::{KeyFilter, Selector, StoreError};
+use quench_store::{Conflict, KeyFilter, Selector, StoreError};
 
 use super::{
     Wait,
@@ -122,7 +122,7 @@ async fn issue(
                 .map(|r| r.events),
         };
         match stored {
-            Err(StoreError::Conflict(what)) if what.starts_with("key id") => continue,
+            Err(StoreError::Conflict(Conflict::KeyId(_))) => continue,
             Err(e) => return Err(store_error(e)),
             Ok(events) => {
                 manager.publish(&events).await;

@@ -124,7 +124,7 @@ pub fn name_issuers(
 pub fn store_error(error: StoreError) -> ApiError {
     match error {
         StoreError::NotFound => ApiError::not_found("no such key"),
-        StoreError::Conflict(what) => ApiError::conflict(what),
+        StoreError::Conflict(what) => ApiError::conflict(what.to_string()),
         lost if lost.is_unavailable() => {
             tracing::warn!(error = %lost, "the store cannot be reached");
             ApiError::unavailable("the store cannot be reached; try again")
@@ -224,13 +224,17 @@ mod tests {
     fn an_unreachable_store_is_a_503_and_other_faults_a_500() {
         let lost = StoreError::Database(std::io::Error::other("connection refused").into());
         assert_eq!(store_error(lost).status, StatusCode::SERVICE_UNAVAILABLE);
-        let corrupt = StoreError::Corrupt("a verifier that does not parse".into());
+        let corrupt = StoreError::corrupt("verifier", "a verifier that does not parse");
         assert_eq!(
             store_error(corrupt).status,
             StatusCode::INTERNAL_SERVER_ERROR
         );
         assert_eq!(
-            store_error(StoreError::Conflict("key k is revoked".into())).status,
+            store_error(
+                quench_store::Conflict::KeyRevoked(quench_core::KeyId::from_u64(7).expect("id"))
+                    .into()
+            )
+            .status,
             StatusCode::CONFLICT
         );
     }

@@ -128,7 +128,7 @@ impl From<AlertRecord> for AlertView {
             owner: a.owner.map(|o| o.to_string()),
             rule: a.rule,
             kind: a.kind,
-            action: a.action,
+            action: a.action.as_str().to_owned(),
             edge: a.edge,
             raised_at: a.raised_at.to_string(),
             received_at: a.received_at.to_string(),

@@ -288,13 +288,11 @@ pub async fn rotate_edge(
         .rotate(&edge, &key, &principal.actor())
         .await
         .map_err(register_error)?;
-    let replaced = quench_core::sign::PublicKey::parse(&old.public_key)
-        .map(|k| k.id().to_string())
-        .unwrap_or_default();
+    let replaced = old.public_key.id().to_string();
     tracing::info!(%edge, key = %key.id(), replaced, principal = %principal.id, "edge key rotated");
     Ok(Json(EdgeRotation {
         id: edge.to_string(),
-        region: old.region,
+        region: old.region.to_string(),
         key_id: key.id().to_string(),
         replaced_key_id: replaced,
     }))

@@ -6,13 +6,14 @@
 use std::{collections::HashSet, sync::Arc};
 
 use quench_core::{
-    ApiKey, Change, HashAlg, KeyId, KeyRecord, Label, Owner, Prefix, Seq, Timestamp, Verifier,
+    ApiKey, Change, EdgeId, HashAlg, KeyId, KeyRecord, Label, Owner, Prefix, Region, Seq,
+    Timestamp, Verifier,
     record::KeyStatus,
     scope::{Scope, Scopes},
 };
 use quench_store::{
-    Actor, AlertFilter, Attempt, KeyFilter, NewAlert, NewDelivery, NotifyCursor, Selector, Store,
-    StoreError, TokenRecord, WebhookRecord,
+    Actor, AlertFilter, Attempt, Conflict, KeyFilter, NewAlert, NewDelivery, NotifyCursor,
+    Selector, Store, StoreError, TokenRecord, WebhookRecord,
 };
 
 pub fn actor() -> Actor {
@@ -462,6 +463,83 @@ pub async fn snapshot_pages_stop_at_their_sequence(store: Arc<dyn Store>) {
     );
 }
 
+pub async fn conflicts_say_what_collided(store: Arc<dyn Store>) {
+    let conflict = |result: Result<(), StoreError>| match result {
+        Err(StoreError::Conflict(what)) => what,
+        other => panic!("expected a conflict, got {other:?}"),
+    };
+    let key = record("team-a", &[]);
+    store.create_key(&key, &actor()).await.expect("create");
+    assert_eq!(
+        conflict(store.create_key(&key, &actor()).await.map(drop)),
+        Conflict::KeyId(key.id)
+    );
+    assert_eq!(
+        conflict(
+            store
+                .create_keys(&[record("team-a", &[]), key.clone()], &actor())
+                .await
+                .map(drop)
+        ),
+        Conflict::KeyIds
+    );
+    store
+        .revoke_key(key.id, "leaked", &actor())
+        .await
+        .expect("revoke");
+    let successor = record("team-a", &[]);
+    assert_eq!(
+        conflict(
+            store
+                .rotate_key(key.id, &successor, actor().at, &actor())
+                .await
+                .map(drop)
+        ),
+        Conflict::KeyRevoked(key.id)
+    );
+    let secret = ApiKey::generate(Prefix::parse("qt").expect("prefix")).expect("random");
+    let token = TokenRecord {
+        id: secret.id(),
+        verifier: Verifier::create(HashAlg::Sha256, secret.secret()).expect("hash"),
+        scopes: Scopes::new(vec![Scope::KeysRead]),
+        owner: None,
+        created_at: actor().at,
+        created_by: "bootstrap".into(),
+    };
+    store.create_token(&token, &actor()).await.expect("create");
+    assert_eq!(
+        conflict(store.create_token(&token, &actor()).await),
+        Conflict::TokenId(token.id)
+    );
+    let edge = |key: quench_core::sign::PublicKey| quench_store::EdgeRecord {
+        id: EdgeId::parse("edge-eu-1").expect("id"),
+        region: Region::parse("eu").expect("region"),
+        public_key: key,
+        registered_at: actor().at,
+    };
+    let signer = || {
+        quench_core::sign::Signer::generate()
+            .expect("random")
+            .public()
+    };
+    store
+        .register_edge(&edge(signer()))
+        .await
+        .expect("register");
+    assert_eq!(
+        conflict(store.register_edge(&edge(signer())).await),
+        Conflict::EdgeKey(EdgeId::parse("edge-eu-1").expect("id"))
+    );
+    store
+        .create_webhook(&webhook("wh-1"))
+        .await
+        .expect("create");
+    assert_eq!(
+        conflict(store.create_webhook(&webhook("wh-1")).await),
+        Conflict::WebhookId("wh-1".into())
+    );
+}
+
 pub async fn stores_tokens_as_verifiers(store: Arc<dyn Store>) {
     assert_eq!(store.count_tokens().await.expect("count"), 0);
     let secret = ApiKey::generate(Prefix::parse("qt").expect("prefix")).expect("random");
@@ -525,21 +603,21 @@ pub async fn registers_edges_and_replaces_keys_only_by_rotation(store: Arc<dyn S
         .expect("random")
         .public();
     let mut edge = quench_store::EdgeRecord {
-        id: "edge-eu-1".into(),
-        region: "eu".into(),
-        public_key: first_key.to_hex(),
+        id: EdgeId::parse("edge-eu-1").expect("id"),
+        region: Region::parse("eu").expect("region"),
+        public_key: first_key.clone(),
         registered_at: actor().at,
     };
     store.register_edge(&edge).await.expect("register");
     // The same key again (an edge restarting) refreshes the region.
-    edge.region = "eu-west".into();
+    edge.region = Region::parse("eu-west").expect("region");
     store.register_edge(&edge).await.expect("re-register");
     assert_eq!(store.edges().await.expect("edges"), vec![edge.clone()]);
 
     // Another key for the same id is refused and changes nothing.
     let hijack = quench_store::EdgeRecord {
-        public_key: second_key.to_hex(),
-        region: "elsewhere".into(),
+        public_key: second_key.clone(),
+        region: Region::parse("elsewhere").expect("region"),
         ..edge.clone()
     };
     assert!(matches!(
@@ -550,7 +628,7 @@ pub async fn registers_edges_and_replaces_keys_only_by_rotation(store: Arc<dyn S
 
     // An operator's rotation replaces it, audited, and returns what was there.
     let rotated = quench_store::EdgeRecord {
-        public_key: second_key.to_hex(),
+        public_key: second_key.clone(),
         ..edge.clone()
     };
     let old = store
@@ -571,7 +649,11 @@ pub async fn registers_edges_and_replaces_keys_only_by_rotation(store: Arc<dyn S
 
     assert!(matches!(
         store
-            .rotate_edge("edge-nowhere", &rotated.public_key, &actor())
+            .rotate_edge(
+                &EdgeId::parse("edge-nowhere").expect("id"),
+                &rotated.public_key,
+                &actor()
+            )
             .await,
         Err(StoreError::NotFound)
     ));
@@ -709,7 +791,7 @@ fn alert(id: &str, key: KeyId, owner: &str) -> NewAlert {
         owner: Some(Owner::parse(owner).expect("owner")),
         rule: "many-addresses".into(),
         kind: "distinct_addresses".into(),
-        action: "alert".into(),
+        action: quench_core::usage::Action::Alert,
         edge: "edge-1".into(),
         raised_at: Timestamp::from_millis(1_700_000_000_000),
         received_at: Timestamp::from_millis(1_700_000_000_100),
@@ -1000,6 +1082,7 @@ macro_rules! all_conformance_tests {
         conformance_suite!(
             creates_and_reads_back,
             refuses_a_reused_id,
+            conflicts_say_what_collided,
             creates_many_keys_in_one_transaction,
             revocation_is_idempotent,
             rotation_creates_a_successor_and_bounds_the_old_key,

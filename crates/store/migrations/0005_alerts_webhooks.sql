@@ -1,5 +1,5 @@
 CREATE TABLE alerts (
-    seq        BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    seq        {serial},
     id         TEXT NOT NULL UNIQUE,
     key_id     TEXT NOT NULL,
     owner      TEXT,
@@ -7,8 +7,8 @@ CREATE TABLE alerts (
     kind       TEXT NOT NULL,
     action     TEXT NOT NULL,
     edge       TEXT NOT NULL,
-    raised_at  BIGINT NOT NULL,
-    received_at BIGINT NOT NULL,
+    raised_at  {integer} NOT NULL,
+    received_at {integer} NOT NULL,
     details    TEXT NOT NULL
 );
 CREATE INDEX alerts_by_key ON alerts (key_id, seq);
@@ -20,23 +20,23 @@ CREATE TABLE webhooks (
     secret     TEXT NOT NULL,
     events     TEXT NOT NULL,
     owner      TEXT,
-    created_at BIGINT NOT NULL,
+    created_at {integer} NOT NULL,
     created_by TEXT NOT NULL,
-    from_seq   BIGINT NOT NULL,
-    from_alert BIGINT NOT NULL,
-    deleted_at BIGINT
+    from_seq   {integer} NOT NULL,
+    from_alert {integer} NOT NULL,
+    deleted_at {integer}
 );
 
 CREATE TABLE webhook_deliveries (
-    id              BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id              {serial},
     webhook_id      TEXT NOT NULL REFERENCES webhooks (id),
     event_type      TEXT NOT NULL,
     payload         TEXT NOT NULL,
-    created_at      BIGINT NOT NULL,
-    attempts        BIGINT NOT NULL DEFAULT 0,
-    next_attempt_at BIGINT NOT NULL,
-    delivered_at    BIGINT,
-    failed_at       BIGINT,
+    created_at      {integer} NOT NULL,
+    attempts        {integer} NOT NULL DEFAULT 0,
+    next_attempt_at {integer} NOT NULL,
+    delivered_at    {integer},
+    failed_at       {integer},
     last_error      TEXT
 );
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
@@ -45,7 +45,7 @@ CREATE INDEX webhook_deliveries_by_hook ON webhook_deliveries (webhook_id, id);
 
 CREATE TABLE notify_cursor (
     id        INTEGER PRIMARY KEY CHECK (id = 1),
-    event_seq BIGINT NOT NULL,
-    alert_seq BIGINT NOT NULL
+    event_seq {integer} NOT NULL,
+    alert_seq {integer} NOT NULL
 );
 INSERT INTO notify_cursor (id, event_seq, alert_seq) VALUES (1, 0, 0);

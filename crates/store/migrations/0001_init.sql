@@ -1,12 +1,12 @@
 CREATE TABLE log_head (
     id  INTEGER PRIMARY KEY CHECK (id = 1),
-    seq INTEGER NOT NULL
+    seq {integer} NOT NULL
 );
 INSERT INTO log_head (id, seq) VALUES (1, 0);
 
 CREATE TABLE keys (
     id             TEXT PRIMARY KEY,
-    created_seq    INTEGER NOT NULL UNIQUE,
+    created_seq    {integer} NOT NULL UNIQUE,
     prefix         TEXT NOT NULL,
     owner          TEXT NOT NULL,
     name           TEXT,
@@ -14,9 +14,9 @@ CREATE TABLE keys (
     scopes         TEXT NOT NULL,
     metadata       TEXT NOT NULL,
     verifier       TEXT NOT NULL,
-    created_at     INTEGER NOT NULL,
-    expires_at     INTEGER,
-    revoked_at     INTEGER,
+    created_at     {integer} NOT NULL,
+    expires_at     {integer},
+    revoked_at     {integer},
     revoked_reason TEXT,
     rotated_from   TEXT,
     replaced_by    TEXT
@@ -30,16 +30,16 @@ CREATE TABLE key_apis (
 );
 
 CREATE TABLE events (
-    seq    INTEGER PRIMARY KEY,
-    at     INTEGER NOT NULL,
+    seq    {integer} PRIMARY KEY,
+    at     {integer} NOT NULL,
     kind   TEXT NOT NULL,
     key_id TEXT NOT NULL,
     body   TEXT NOT NULL
 );
 
 CREATE TABLE audit (
-    id        INTEGER PRIMARY KEY AUTOINCREMENT,
-    at        INTEGER NOT NULL,
+    id        {serial},
+    at        {integer} NOT NULL,
     principal TEXT NOT NULL,
     action    TEXT NOT NULL,
     key_id    TEXT,
@@ -53,6 +53,6 @@ CREATE TABLE tokens (
     verifier   TEXT NOT NULL,
     scopes     TEXT NOT NULL,
     owner      TEXT,
-    created_at INTEGER NOT NULL,
+    created_at {integer} NOT NULL,
     created_by TEXT NOT NULL
 );

@@ -1,1 +1,0 @@
-ALTER TABLE log_head ADD COLUMN published_seq INTEGER NOT NULL DEFAULT 0;
