@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use futures::StreamExt;
+use quench_api::alerts::AlertReport;
 use quench_bus::{EdgeRegistration, Freshness, Sealed, SignedPage, SnapshotReader};
 use quench_core::{
     Seq,
@@ -13,7 +14,7 @@ use quench_core::{
     sign::{Nonce, PublicKey, Signature, Trust},
     usage::UsagePolicy,
 };
-use quench_edge::{Upstream, UpstreamError, usage::AlertReport};
+use quench_edge::{Upstream, UpstreamError};
 
 /// A manager URL an edge may follow: `https://`, or `http://` to this host. Plain HTTP to another host
 /// is refused unless the operator says `--insecure-http`: the edge's token and every key's verifier
