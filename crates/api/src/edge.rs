@@ -108,8 +108,6 @@ impl From<&Verdict> for VerifyResponse {
     }
 }
 
-/// Every verdict is a 200: the question was answered. Only a malformed *request* is an error, and a 503
-/// `busy` when the key needs a slow hash and the slow-hash pool is full (nothing was decided).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Health {
     /// `ok`, `starting` or `stale`.
