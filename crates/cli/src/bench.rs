@@ -17,7 +17,8 @@ use std::{
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use quench_bus::{Bus, NatsBus};
-use quench_manager::{ManagerConfig, bootstrap, embedded};
+use quench_cli::embedded;
+use quench_manager::{ManagerConfig, bootstrap};
 use quench_store::{Store, sqlite::SqliteStore};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;

@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{bench, client, edge, manager, notify, scan, up};
+use crate::{alerts, bench, client, edge, manager, scan, up, webhooks};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,10 +32,10 @@ pub enum Command {
     #[command(subcommand)]
     Tokens(TokensCommand),
     /// List usage alerts the edges raised, newest first.
-    Alerts(notify::AlertsArgs),
+    Alerts(alerts::AlertsArgs),
     /// Subscribe URLs to signed notifications of revocations and alerts.
     #[command(subcommand)]
-    Webhooks(notify::WebhooksCommand),
+    Webhooks(webhooks::WebhooksCommand),
     /// Ask an edge whether a key is valid. Exit 0 if valid, 1 if not, 2 on error.
     Verify(VerifyArgs),
     /// Find Quench keys in files, standard input or git history. Exit 1 when keys are found, 0 when
@@ -224,8 +224,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tokens(TokensCommand::Create(args)) => client::create_token(args).await,
         Command::Tokens(TokensCommand::Revoke(args)) => client::revoke_token(args).await,
         Command::Verify(args) => client::verify(args).await,
-        Command::Alerts(args) => notify::alerts(args).await,
-        Command::Webhooks(command) => notify::webhooks(command).await,
+        Command::Alerts(args) => alerts::alerts(args).await,
+        Command::Webhooks(command) => webhooks::webhooks(command).await,
         Command::Bench(command) => bench::run(command).await,
         Command::Scan(args) => scan::run(args).await,
         Command::Rules(args) => Ok(scan::rules(&args)),

@@ -129,7 +129,7 @@ pub async fn run(args: EdgeCommand) -> anyhow::Result<ExitCode> {
     ));
     let server = {
         let cancel = cancel.clone();
-        tokio::spawn(quench_edge::listener::serve_listeners(
+        tokio::spawn(quench_api::listener::serve_listeners(
             listeners,
             quench_edge::http::router(replica),
             cancel,

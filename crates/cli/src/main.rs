@@ -1,5 +1,6 @@
 //! `quench`: run Quench, manage keys and tokens, verify keys.
 
+mod alerts;
 mod bench;
 mod bench_scan;
 mod client;
@@ -7,10 +8,10 @@ mod commands;
 mod edge;
 mod manager;
 mod node;
-mod notify;
 mod remote;
 mod scan;
 mod up;
+mod webhooks;
 
 use std::process::ExitCode;
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 use clap::Args;
 use quench_bus::Role;
-use quench_manager::embedded;
+use quench_cli::embedded;
 use tokio_util::sync::CancellationToken;
 
 use crate::node::{self, BusArgs, ListenArgs, ManagerArgs};

@@ -5,17 +5,16 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
+use quench_api::listener::{Endpoint, Limits, Listeners, ServerCertificate, TlsFiles};
 use quench_bus::{
     Bus, BusError, NatsAccess, NatsBus, Role,
     nats::{Credential, NatsAccessOptions, NatsAuth, NatsServers},
 };
+use quench_cli::embedded;
 use quench_core::usage::UsagePolicy;
-use quench_edge::{
-    EdgeConfig, SlowHashConfig, StalePolicy,
-    listener::{Endpoint, Limits, Listeners, ServerCertificate, TlsFiles},
-};
+use quench_edge::{EdgeConfig, SlowHashConfig, StalePolicy};
 use quench_manager::{
-    Issuer, ManagerConfig, bootstrap, embedded,
+    Issuer, ManagerConfig, bootstrap,
     notify::{
         WebhookSettings,
         guard::{AddressGuard, Cidr},
@@ -442,7 +441,7 @@ pub async fn manager_config(
     if let Some(token) = first_token {
         println!(
             "Bootstrap admin token (shown once, also saved to {}):",
-            embedded::token_path(&args.data_dir).display()
+            bootstrap::token_path(&args.data_dir).display()
         );
         println!("  {token}");
     }
@@ -526,9 +525,9 @@ pub fn edge_config(args: &EdgeArgs, id: String) -> anyhow::Result<EdgeConfig> {
     })
 }
 
-/// An edge's acknowledgement key from `path`, made there on first start (see `quench_edge::key_file`).
+/// An edge's acknowledgement key from `path`, made there on first start (see `quench_api::key_file`).
 pub fn edge_key(path: &std::path::Path) -> anyhow::Result<Arc<quench_core::sign::Signer>> {
-    use quench_edge::key_file::{Origin, load_or_create};
+    use quench_api::key_file::{Origin, load_or_create};
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
         && !dir.exists()
     {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use futures::StreamExt;
+use quench_api::{ErrorResponse, alerts::AlertReport, system::SigningKeys};
 use quench_bus::{EdgeRegistration, Freshness, Sealed, SignedPage, SnapshotReader};
 use quench_core::{
     Seq,
@@ -13,7 +14,7 @@ use quench_core::{
     sign::{Nonce, PublicKey, Signature, Trust},
     usage::UsagePolicy,
 };
-use quench_edge::{Upstream, UpstreamError, usage::AlertReport};
+use quench_edge::{Upstream, UpstreamError};
 
 /// A manager URL an edge may follow: `https://`, or `http://` to this host. Plain HTTP to another host
 /// is refused unless the operator says `--insecure-http`: the edge's token and every key's verifier
@@ -160,10 +161,11 @@ impl HttpUpstream {
             return Ok(());
         }
         let status = response.status().as_u16();
-        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        let body = response.json::<ErrorResponse>().await.ok();
         Err(UpstreamError(format!(
             "{what}: HTTP {status}{}",
-            error_message(&body)
+            body.as_ref()
+                .map(error_message)
                 .map(|m| format!(": {m}"))
                 .unwrap_or_default()
         )))
@@ -172,19 +174,17 @@ impl HttpUpstream {
     /// The manager keys to trust, as the manager lists them. Fetch them over TLS, or pin them with
     /// `--trust-key`: whoever answers this call decides what the edge believes.
     pub async fn trust(&self) -> anyhow::Result<Trust> {
-        let body: serde_json::Value = self
+        let listed: SigningKeys = self
             .get("/v1/signing-keys")
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .json()
             .await
             .context("reading the manager's signing keys")?;
-        let keys = body["keys"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|k| k["public_key"].as_str())
-            .map(PublicKey::parse)
+        let keys = listed
+            .keys
+            .iter()
+            .map(|k| PublicKey::parse(&k.public_key))
             .collect::<Result<Vec<_>, _>>()
             .context("the manager listed an invalid signing key")?;
         if keys.is_empty() {
@@ -247,15 +247,13 @@ impl Upstream for HttpUpstream {
 }
 
 /// The message of a manager's JSON error, shortened and without control characters, fit for a log line.
-fn error_message(body: &serde_json::Value) -> Option<String> {
-    let message = body["error"]["message"].as_str()?;
-    Some(
-        message
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(300)
-            .collect(),
-    )
+fn error_message(body: &ErrorResponse) -> String {
+    body.error
+        .message
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(300)
+        .collect()
 }
 
 #[cfg(test)]

@@ -66,7 +66,10 @@ pub trait Upstream: Send + Sync + 'static {
     /// The usage rules this edge applies.
     async fn usage_policy(&self) -> Result<quench_core::usage::UsagePolicy, UpstreamError>;
     /// Delivers usage alerts; the manager records each alert id once.
-    async fn report_alerts(&self, report: &crate::usage::AlertReport) -> Result<(), UpstreamError>;
+    async fn report_alerts(
+        &self,
+        report: &quench_api::alerts::AlertReport,
+    ) -> Result<(), UpstreamError>;
 }
 
 #[derive(Debug, thiserror::Error)]

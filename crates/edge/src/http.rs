@@ -11,15 +11,17 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{any, get, post},
 };
-use quench_core::{KeyId, Reason, Timestamp, Verdict};
-use serde::{Deserialize, Serialize};
-use utoipa::{OpenApi, ToSchema};
+use quench_core::{Reason, Timestamp, Verdict};
+use serde::Deserialize;
+use utoipa::OpenApi;
 
-use crate::{
-    Busy, Replica,
-    contract::{ErrorResponse, KeyIdText, StandardAnswers},
+pub use quench_api::edge::{Health, IpAddress, RefusalReason, VerifyRequest, VerifyResponse};
+use quench_api::{
+    contract::{ErrorResponse, StandardAnswers},
     web::{self, ApiError, JsonBody, QueryParams},
 };
+
+use crate::{Busy, Replica};
 
 pub const KEY_ID_HEADER: &str = "x-quench-key-id";
 pub const OWNER_HEADER: &str = "x-quench-owner";
@@ -68,108 +70,6 @@ impl utoipa::Modify for KeySchemes {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
-    }
-}
-
-/// Why a key was refused.
-pub struct RefusalReason;
-
-impl utoipa::PartialSchema for RefusalReason {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        let reasons = [
-            Reason::Malformed,
-            Reason::Unknown,
-            Reason::Revoked,
-            Reason::Expired,
-            Reason::Forbidden,
-            Reason::Stale,
-        ];
-        utoipa::openapi::schema::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::schema::Type::String)
-            .enum_values(Some(reasons.map(Reason::as_str)))
-            .into()
-    }
-}
-
-impl ToSchema for RefusalReason {}
-
-/// An IPv4 or IPv6 address.
-pub struct IpAddress;
-
-impl utoipa::PartialSchema for IpAddress {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        use utoipa::openapi::schema::{
-            AnyOfBuilder, KnownFormat, ObjectBuilder, SchemaFormat, Type,
-        };
-        let of = |format| {
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .format(Some(SchemaFormat::KnownFormat(format)))
-        };
-        AnyOfBuilder::new()
-            .item(of(KnownFormat::Ipv4))
-            .item(of(KnownFormat::Ipv6))
-            .description(Some("An IPv4 or IPv6 address"))
-            .into()
-    }
-}
-
-impl ToSchema for IpAddress {}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct VerifyRequest {
-    /// The key as presented. Anything that is not a Quench key is answered `malformed`.
-    pub key: String,
-    /// The API being called: a key limited to other APIs is answered `forbidden`.
-    #[serde(default)]
-    pub api: Option<String>,
-    /// A scope the call needs: a key without it is answered `forbidden`.
-    #[serde(default)]
-    pub scope: Option<String>,
-    /// The address of the client that presented the key, for usage monitoring.
-    #[serde(default)]
-    #[schema(value_type = Option<IpAddress>)]
-    pub client_ip: Option<String>,
-}
-
-#[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
-pub struct VerifyResponse {
-    pub valid: bool,
-    /// Why the key is refused; only when `valid` is false.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = RefusalReason)]
-    pub reason: Option<Reason>,
-    /// On a refusal, only when the presented secret matched.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = KeyIdText)]
-    pub key_id: Option<KeyId>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String)]
-    pub owner: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Vec<String>)]
-    pub scopes: Option<Vec<String>>,
-}
-
-impl From<&Verdict> for VerifyResponse {
-    fn from(verdict: &Verdict) -> Self {
-        match verdict {
-            Verdict::Valid { key_id, profile } => Self {
-                valid: true,
-                reason: None,
-                key_id: Some(*key_id),
-                owner: Some(profile.owner.to_string()),
-                scopes: Some(profile.scopes.iter().map(ToString::to_string).collect()),
-            },
-            Verdict::Invalid { reason, key_id } => Self {
-                valid: false,
-                reason: Some(*reason),
-                key_id: *key_id,
-                owner: None,
-                scopes: None,
-            },
-        }
     }
 }
 
@@ -289,7 +189,7 @@ async fn forward_auth(
     };
     match verdict {
         Verdict::Valid { key_id, profile } => {
-            let client = crate::usage::client_address(&headers, peer.map(|p| p.0.0));
+            let client = client_address(&headers, peer.map(|p| p.0.0));
             replica.usage().record(key_id, client, now);
             let mut response = StatusCode::OK.into_response();
             let headers = response.headers_mut();
@@ -367,23 +267,6 @@ fn refusal(status: StatusCode, reason: &'static str) -> Response {
     response
 }
 
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct Health {
-    /// `ok`, `starting` or `stale`.
-    #[schema(pattern = "^(ok|starting|stale)$")]
-    pub status: String,
-    pub edge: String,
-    pub region: String,
-    pub applied_seq: u64,
-    /// The highest log head the manager has signed to this edge; `head_seq - applied_seq` is the lag.
-    pub head_seq: u64,
-    /// When `applied_seq` was applied, in Unix microseconds: propagation benchmarks read it.
-    pub applied_at_us: i64,
-    pub staleness_ms: Option<u64>,
-    pub max_staleness_ms: u64,
-    pub keys: usize,
-}
-
 #[utoipa::path(
     get, path = "/healthz", tag = "system",
     responses(
@@ -454,4 +337,49 @@ pub fn render_metrics(replica: &Replica, out: &mut String) {
 )]
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(EdgeApiDoc::openapi())
+}
+
+/// The client's address for forward-auth: `X-Real-IP`, else the last `X-Forwarded-For` entry (the one
+/// the nearest proxy added), else the connection's peer. Proxies must overwrite, not pass on, whatever
+/// the client sent in `X-Real-IP` (see docs/operations.md).
+pub fn client_address(
+    headers: &axum::http::HeaderMap,
+    peer: Option<std::net::SocketAddr>,
+) -> Option<IpAddr> {
+    let header = |name: &str| crate::http::header_text(headers, name);
+    header("x-real-ip")
+        .and_then(|v| v.parse().ok())
+        .or_else(|| {
+            header("x-forwarded-for")
+                .and_then(|v| v.rsplit(',').next())
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .or_else(|| peer.map(|p| p.ip()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_address_prefers_the_proxy_headers() {
+        let mut headers = axum::http::HeaderMap::new();
+        let peer: std::net::SocketAddr = "192.0.2.1:5000".parse().expect("addr");
+        assert_eq!(client_address(&headers, Some(peer)), Some(peer.ip()));
+        headers.insert(
+            "x-forwarded-for",
+            "203.0.113.9, 198.51.100.4".parse().expect("header"),
+        );
+        assert_eq!(
+            client_address(&headers, Some(peer)),
+            "198.51.100.4".parse().ok()
+        );
+        headers.insert("x-real-ip", "2001:db8::7".parse().expect("header"));
+        assert_eq!(
+            client_address(&headers, Some(peer)),
+            "2001:db8::7".parse().ok()
+        );
+        headers.insert("x-real-ip", "not an address".parse().expect("header"));
+        assert_eq!(client_address(&headers, None), "198.51.100.4".parse().ok());
+    }
 }

@@ -5,23 +5,21 @@
 //!   never awaiting, never blocking on updates.
 //! * [`follow`] is the background task that bootstraps the replica from a snapshot and applies every event
 //!   in sequence order, repairing gaps from the manager's log, and reports progress back over the bus.
-//! * [`http`] serves the edge API: verify, forward-auth for proxies, health and metrics.
+//! * `http` (the `http` feature, on by default) serves the edge API: verify, forward-auth for proxies,
+//!   health and metrics, on `quench_api`'s listener. A gateway that embeds the replica turns the default
+//!   features off and compiles no HTTP server.
 //! * [`slow`] runs argon2id and bcrypt checks in a bounded pool, throttled per key id.
-//! * [`listener`] serves an API on a TCP listener (the edge's and the manager's): connection cap,
-//!   header, idle and body timeouts, TLS with certificate reload, an optional operations listener.
 //! * [`usage`] watches each key's traffic and reports anomalies to the manager.
-//! * [`key_file`] keeps the key the edge signs its acknowledgements with across restarts.
+//!
+//! The bodies the edge and the manager exchange, and the serving layer, are in `quench_api`.
 
-pub mod contract;
 pub mod follower;
+#[cfg(feature = "http")]
 pub mod http;
-pub mod key_file;
-pub mod listener;
 pub mod metrics;
 pub mod replica;
 pub mod slow;
 pub mod usage;
-pub mod web;
 
 pub use follower::{Upstream, UpstreamError, follow};
 pub use replica::{EdgeConfig, Replica, StalePolicy};

@@ -23,12 +23,12 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
+use quench_api::alerts::{AlertReport, UsageAlert};
 use quench_core::{
     KeyId, Timestamp,
     keyset::{BuildKeyIdHasher, KeyMap},
-    usage::{KeyUsage, Measures, UsagePolicy},
+    usage::{KeyUsage, UsagePolicy},
 };
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::{Replica, Upstream};
@@ -39,59 +39,6 @@ pub const MAX_QUEUED: usize = 10_000;
 const REPORT_BATCH: usize = 100;
 /// How often an edge re-reads the manager's usage policy.
 pub const POLICY_REFRESH: Duration = Duration::from_secs(30);
-
-/// An alert as an edge raises it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct UsageAlert {
-    /// 32 hex digits, random: the same alert reported twice is recorded once (16 to 64 accepted).
-    #[schema(pattern = "^[0-9A-Fa-f]+$", min_length = 16, max_length = 64)]
-    pub id: String,
-    #[schema(value_type = crate::contract::KeyIdText)]
-    pub key_id: KeyId,
-    /// The policy rule that fired.
-    #[schema(pattern = "^[A-Za-z0-9_.:@-]+$", min_length = 1, max_length = 64)]
-    pub rule: String,
-    /// `distinct_addresses`, `requests` or `above_usual`.
-    #[schema(pattern = "^[A-Za-z0-9_.:@-]+$", min_length = 1, max_length = 32)]
-    pub kind: String,
-    #[schema(value_type = crate::contract::Instant)]
-    pub raised_at: Timestamp,
-    #[serde(deserialize_with = "quench_core::whole::u32")]
-    #[schema(value_type = u64, maximum = 4294967295_u64)]
-    pub window_seconds: u32,
-    #[schema(value_type = AlertMeasures)]
-    pub measures: Measures,
-}
-
-/// What the rule saw (`quench_core::usage::Measures`): estimates, finite and not negative.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-pub struct AlertMeasures {
-    /// Requests in the sliding window.
-    #[schema(minimum = 0)]
-    requests: f64,
-    /// Distinct client addresses in the sliding window.
-    #[schema(minimum = 0)]
-    distinct_addresses: f64,
-    /// The key's usual requests per window.
-    #[schema(minimum = 0)]
-    usual: f64,
-    /// Completed windows the key has been watched for.
-    #[schema(value_type = u64, maximum = 4294967295_u64)]
-    history_windows: u32,
-}
-
-/// What an edge sends the manager.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct AlertReport {
-    #[schema(value_type = crate::contract::ShortName)]
-    pub edge: String,
-    #[schema(value_type = crate::contract::ShortName)]
-    pub region: String,
-    /// 1 to 1000 alerts.
-    #[schema(min_items = 1, max_items = 1000)]
-    pub alerts: Vec<UsageAlert>,
-}
 
 pub struct UsageMonitor {
     policy: ArcSwap<UsagePolicy>,
@@ -376,27 +323,9 @@ pub async fn report(replica: Arc<Replica>, upstream: Arc<dyn Upstream>, cancel: 
     }
 }
 
-/// The client's address for forward-auth: `X-Real-IP`, else the last `X-Forwarded-For` entry (the one
-/// the nearest proxy added), else the connection's peer. Proxies must overwrite, not pass on, whatever
-/// the client sent in `X-Real-IP` (see docs/operations.md).
-pub fn client_address(
-    headers: &axum::http::HeaderMap,
-    peer: Option<std::net::SocketAddr>,
-) -> Option<IpAddr> {
-    let header = |name: &str| crate::http::header_text(headers, name);
-    header("x-real-ip")
-        .and_then(|v| v.parse().ok())
-        .or_else(|| {
-            header("x-forwarded-for")
-                .and_then(|v| v.rsplit(',').next())
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .or_else(|| peer.map(|p| p.ip()))
-}
-
 #[cfg(test)]
 mod tests {
-    use quench_core::usage::{Action, Condition, UsageRule};
+    use quench_core::usage::{Action, Condition, Measures, UsageRule};
 
     use super::*;
 
@@ -479,27 +408,5 @@ mod tests {
         assert_eq!(first[0].id, format!("{:032x}", 3));
         monitor.put_back(first.clone());
         assert_eq!(monitor.take(1)[0], first[0]);
-    }
-
-    #[test]
-    fn client_address_prefers_the_proxy_headers() {
-        let mut headers = axum::http::HeaderMap::new();
-        let peer: std::net::SocketAddr = "192.0.2.1:5000".parse().expect("addr");
-        assert_eq!(client_address(&headers, Some(peer)), Some(peer.ip()));
-        headers.insert(
-            "x-forwarded-for",
-            "203.0.113.9, 198.51.100.4".parse().expect("header"),
-        );
-        assert_eq!(
-            client_address(&headers, Some(peer)),
-            "198.51.100.4".parse().ok()
-        );
-        headers.insert("x-real-ip", "2001:db8::7".parse().expect("header"));
-        assert_eq!(
-            client_address(&headers, Some(peer)),
-            "2001:db8::7".parse().ok()
-        );
-        headers.insert("x-real-ip", "not an address".parse().expect("header"));
-        assert_eq!(client_address(&headers, None), "198.51.100.4".parse().ok());
     }
 }

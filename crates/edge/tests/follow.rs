@@ -9,6 +9,7 @@ use std::{
 };
 
 use async_trait::async_trait;
+use quench_api::alerts::AlertReport;
 use quench_bus::{
     Bus, EdgeRegistration, EventBatch, Freshness, Heartbeat, InProcessBus, SignedHeartbeat,
     SignedPage, SnapshotReader, snapshot::write_snapshot,
@@ -20,9 +21,7 @@ use quench_core::{
     sign::{Nonce, Signer, Trust},
     usage::{Action, Condition, UsagePolicy, UsageRule},
 };
-use quench_edge::{
-    EdgeConfig, Replica, StalePolicy, Upstream, UpstreamError, follow, usage::AlertReport,
-};
+use quench_edge::{EdgeConfig, Replica, StalePolicy, Upstream, UpstreamError, follow};
 use tokio_util::sync::CancellationToken;
 
 /// A manager's log, in memory: signed snapshots at the current head, signed pages of events. Whoever
@@ -748,7 +747,7 @@ mod http {
             .await
             .expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
-        tokio::spawn(quench_edge::web::serve(
+        tokio::spawn(quench_api::web::serve(
             listener,
             quench_edge::http::router(replica),
             std::future::pending(),

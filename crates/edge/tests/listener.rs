@@ -15,10 +15,10 @@ use std::{
 };
 
 use axum::{Router, routing::get};
-use quench_edge::{
-    EdgeConfig, Replica,
-    listener::{self, Endpoint, Limits, ListenerStats, ServerCertificate, TlsError, TlsFiles},
+use quench_api::listener::{
+    self, Endpoint, Limits, ListenerStats, ServerCertificate, TlsError, TlsFiles,
 };
+use quench_edge::{EdgeConfig, Replica};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,

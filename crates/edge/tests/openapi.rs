@@ -4,7 +4,8 @@
 
 use std::collections::BTreeSet;
 
-use quench_edge::{EdgeConfig, Replica, http, web};
+use quench_api::web;
+use quench_edge::{EdgeConfig, Replica, http};
 use serde_json::Value;
 
 /// The methods an OpenAPI path item can hold.

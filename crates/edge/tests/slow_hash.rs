@@ -79,7 +79,7 @@ async fn serve(replica: Arc<Replica>) -> String {
         .await
         .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(quench_edge::web::serve(
+    tokio::spawn(quench_api::web::serve(
         listener,
         quench_edge::http::router(replica),
         std::future::pending(),

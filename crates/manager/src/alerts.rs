@@ -10,10 +10,10 @@
 
 use std::{collections::BTreeMap, sync::Mutex};
 
+pub use quench_api::alerts::AlertOutcome;
+use quench_api::alerts::{AlertReport, UsageAlert};
 use quench_core::{KeyId, Timestamp, usage::Action};
-use quench_edge::usage::{AlertReport, UsageAlert};
 use quench_store::{Actor, NewAlert, StoreError};
-use serde::{Deserialize, Serialize};
 
 use crate::{Manager, metrics::ManagerMetrics};
 
@@ -26,20 +26,6 @@ pub enum AlertError {
     Invalid(String),
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// What the manager did with one reported alert.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct AlertOutcome {
-    pub id: String,
-    /// Its position in the alert log.
-    pub seq: u64,
-    /// `false` when this alert id was already recorded (a retried report).
-    pub new: bool,
-    /// `alert` or `revoke`, as the manager's policy says for the rule.
-    pub action: String,
-    /// This report revoked the key.
-    pub revoked: bool,
 }
 
 /// Alerts counted per rule of the manager's policy (others under `other`, so an edge cannot grow the

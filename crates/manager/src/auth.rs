@@ -20,12 +20,12 @@ use axum::{
     extract::{ConnectInfo, FromRequestParts},
     http::{header, request::Parts},
 };
+use quench_api::web::ApiError;
 use quench_core::{
     ApiKey, HashAlg, Owner, Prefix, Timestamp, Verifier,
     hash::sha256,
     scope::{Scope, Scopes},
 };
-use quench_edge::web::ApiError;
 use quench_store::{Actor, Store, StoreError, TokenRecord};
 use subtle::ConstantTimeEq;
 

@@ -16,8 +16,12 @@ use quench_store::{Actor, Store};
 use crate::{
     auth::{MIN_BOOTSTRAP_LEN, issue_token},
     config::BootstrapToken,
-    embedded::token_path,
 };
+
+/// The bootstrap token's file in a data directory.
+pub fn token_path(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("admin.token")
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootstrapError {
@@ -31,13 +35,13 @@ pub enum BootstrapError {
         source: std::io::Error,
     },
     #[error("the signing key: {0}")]
-    SigningKey(#[from] quench_edge::key_file::KeyFileError),
+    SigningKey(#[from] quench_api::key_file::KeyFileError),
 }
 
 /// The manager's event-signing key: read from `path`, or made and written there (mode 0600) the first
 /// time. Managers sharing a database must share this file (or `QUENCH_SIGNING_KEY`).
 pub fn signing_key(path: &Path) -> Result<quench_core::sign::Signer, BootstrapError> {
-    use quench_edge::key_file::{Origin, load_or_create};
+    use quench_api::key_file::{Origin, load_or_create};
     let (signer, origin) = load_or_create(path)?;
     if origin == Origin::Created {
         tracing::info!(key = %signer.id(), path = %path.display(), "made a new event-signing key");

@@ -1,7 +1,7 @@
 //! Who an edge is: the key it signs its acknowledgements with, and what an acknowledgement must be to
 //! be believed.
 //!
-//! An edge keeps one key for its id across restarts (it persists it; see `quench_edge::key_file`).
+//! An edge keeps one key for its id across restarts (it persists it; see `quench_api::key_file`).
 //! Registering an id again with the same key is idempotent; with another key it is refused, because
 //! otherwise anyone holding an `edge` token could register a key of their own under a real edge's id,
 //! after which that edge's genuine acknowledgements would no longer count. Replacing a key (an edge lost

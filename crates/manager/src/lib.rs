@@ -12,12 +12,10 @@ pub mod auth;
 pub mod bootstrap;
 pub mod config;
 pub mod edges;
-pub mod embedded;
 pub mod github;
 pub mod metrics;
 pub mod notify;
 pub mod propagation;
-pub mod upstream;
 
 use std::sync::Arc;
 

@@ -15,10 +15,12 @@
 
 use std::{collections::BTreeMap, sync::Mutex, time::Duration};
 
+pub use quench_api::{
+    keys::{Confirmation, EdgeConfirmation},
+    system::EdgeView,
+};
 use quench_core::{EdgeId, Region, Seq, Timestamp};
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-use utoipa::ToSchema;
 
 use crate::edges::VerifiedAck;
 
@@ -86,41 +88,6 @@ pub fn admit(
 
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// One edge as `GET /v1/edges` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct EdgeView {
-    pub id: String,
-    pub region: String,
-    pub applied_seq: u64,
-    /// Events the edge has not yet applied.
-    pub lag: u64,
-    pub last_contact: String,
-    pub live: bool,
-}
-
-/// Per-edge outcome of waiting for a change.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct EdgeConfirmation {
-    pub edge: String,
-    pub region: String,
-    pub confirmed: bool,
-    /// When the manager learned the edge had applied the change.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub confirmed_at: Option<String>,
-    /// Milliseconds from the start of the wait to that moment.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub latency_ms: Option<f64>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Confirmation {
-    /// The change waited for.
-    pub seq: u64,
-    /// Every live edge applied it before the timeout.
-    pub complete: bool,
-    pub edges: Vec<EdgeConfirmation>,
 }
 
 impl Propagation {

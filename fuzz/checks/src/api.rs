@@ -24,9 +24,10 @@ use axum::{
     extract::ConnectInfo,
     http::{Method, Request, StatusCode, header},
 };
+use quench_cli::embedded;
 use quench_core::Timestamp;
 use quench_edge::{EdgeConfig, Replica};
-use quench_manager::{Manager, ManagerConfig, api, bootstrap, embedded};
+use quench_manager::{Manager, ManagerConfig, api, bootstrap};
 use quench_store::{Store, sqlite::SqliteStore};
 use tower::ServiceExt;
 

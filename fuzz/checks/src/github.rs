@@ -10,7 +10,7 @@
 use crate::common;
 use quench_core::key::PresentedKey;
 use quench_manager::{
-    api::leaks::{GithubToken, MAX_LEAKS},
+    api::leaks::{MAX_LEAKS, github_payload},
     github::{GithubKeys, SignatureError},
 };
 
@@ -72,7 +72,7 @@ fn signed(keys: &GithubKeys, body: &[u8]) {
         keys.verify(Some(id), Some(&signature), &altered),
         Err(SignatureError::Mismatch)
     );
-    match GithubToken::parse_payload(body) {
+    match github_payload(body) {
         Ok(tokens) => {
             assert!(tokens.len() <= MAX_LEAKS);
             for token in &tokens {

@@ -3,12 +3,12 @@
 use std::sync::Arc;
 
 use axum::{Json, extract::State, http::StatusCode};
-use quench_core::{
-    ApiKey, KeyRecord, Label, Owner, Timestamp, Verifier, record::KeyStatus, scope::Scope,
-};
-use quench_edge::{
+use quench_api::{
     contract::KeyIdText,
     web::{ApiError, JsonBody, PathParam, QueryParams},
+};
+use quench_core::{
+    ApiKey, KeyRecord, Label, Owner, Timestamp, Verifier, record::KeyStatus, scope::Scope,
 };
 use quench_store::{Conflict, KeyFilter, Selector, StoreError};
 
@@ -156,7 +156,7 @@ pub async fn create(
     principal.require(Scope::KeysWrite)?;
     let wait = Wait::parse(&wait, manager.config.default_wait_timeout)?;
     let now = Timestamp::now();
-    let new = request.into_new_key(now)?;
+    let new = model::new_key(request, now)?;
     let owner = match (&new.owner, &principal.owner) {
         (Some(owner), _) => owner.clone(),
         (None, Some(mine)) => mine.clone(),
@@ -170,7 +170,7 @@ pub async fn create(
         StatusCode::CREATED,
         Json(CreatedKey {
             key: key.expose(),
-            view: KeyView::of(&record, now),
+            view: model::key_view(&record, now),
             propagation,
         }),
     ))
@@ -224,7 +224,7 @@ pub async fn list(
         .then(|| rows.last().map(|(c, _)| c.to_string()))
         .flatten();
     Ok(Json(KeyList {
-        keys: rows.iter().map(|(_, k)| KeyView::of(k, now)).collect(),
+        keys: rows.iter().map(|(_, k)| model::key_view(k, now)).collect(),
         next_cursor,
     }))
 }
@@ -257,7 +257,7 @@ pub async fn show(
 ) -> Result<Json<KeyView>, ApiError> {
     principal.require(Scope::KeysRead)?;
     let record = load(&manager, &principal, &id).await?;
-    Ok(Json(KeyView::of(&record, Timestamp::now())))
+    Ok(Json(model::key_view(&record, Timestamp::now())))
 }
 
 #[utoipa::path(
@@ -299,7 +299,7 @@ pub async fn revoke(
     Ok((
         timing,
         Json(Revocation {
-            key: KeyView::of(&revoked.record, Timestamp::now()),
+            key: model::key_view(&revoked.record, Timestamp::now()),
             already_revoked: revoked.event.is_none(),
             propagation,
         }),
@@ -368,10 +368,10 @@ pub async fn rotate(
         Json(Rotation {
             new: CreatedKey {
                 key: key.expose(),
-                view: KeyView::of(&record, now),
+                view: model::key_view(&record, now),
                 propagation,
             },
-            previous: KeyView::of(&previous, now),
+            previous: model::key_view(&previous, now),
         }),
     ))
 }

@@ -8,67 +8,19 @@
 use std::sync::Arc;
 
 use axum::{Json, extract::State};
+pub use quench_api::leaks::{
+    GithubFeedback, GithubReport, GithubToken, LeakOutcome, LeakReport, LeakResult, LeakResults,
+    LeakedKey, MAX_LEAKS,
+};
+use quench_api::web::{ApiError, JsonBody, QueryParams};
 use quench_core::{KeyRecord, key::PresentedKey, record::REASON_MAX, scope::Scope};
-use quench_edge::web::{ApiError, JsonBody, QueryParams};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use super::{
     Wait,
     model::{ErrorResponse, WaitQuery},
     store_error,
 };
-use crate::{Manager, auth::Principal, metrics::ManagerMetrics, propagation::Confirmation};
-
-/// Most keys in one report.
-pub const MAX_LEAKS: usize = 1_000;
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LeakReport {
-    /// 1 to 1000 keys.
-    #[schema(min_items = 1, max_items = 1000)]
-    pub keys: Vec<LeakedKey>,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LeakedKey {
-    /// The whole key, as found.
-    pub key: String,
-    /// Who found it (a scanner's name, a person).
-    pub source: Option<String>,
-    /// Where it was found.
-    pub url: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum LeakOutcome {
-    /// Revoked by this report.
-    Revoked,
-    AlreadyRevoked,
-    /// Well-formed, but no key with that id and secret exists.
-    Unknown,
-    /// Not in the Quench key format (or its checksum fails).
-    NotQuenchKey,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct LeakResult {
-    /// The key id, when the text was a well-formed key.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub key_id: Option<String>,
-    pub outcome: LeakOutcome,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct LeakResults {
-    /// One per reported key, in order.
-    pub results: Vec<LeakResult>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub propagation: Option<Confirmation>,
-}
+use crate::{Manager, auth::Principal, metrics::ManagerMetrics};
 
 fn clean(text: Option<&str>) -> String {
     text.unwrap_or("")
@@ -236,65 +188,14 @@ pub async fn report(
     }))
 }
 
-/// One token as GitHub's secret scanning sends it.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct GithubToken {
-    pub token: String,
-    #[serde(rename = "type")]
-    pub token_type: String,
-    #[serde(default)]
-    pub url: Option<String>,
-    #[serde(default)]
-    pub source: Option<String>,
-}
-
-/// What GitHub sends: at most 1000 tokens (the document's request body; the handler reads
-/// `Vec<GithubToken>` once the signature checks out).
-pub struct GithubReport;
-
-impl utoipa::PartialSchema for GithubReport {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::schema::ArrayBuilder::new()
-            .items(utoipa::openapi::Ref::from_schema_name("GithubToken"))
-            .max_items(Some(MAX_LEAKS))
-            .description(Some("The tokens GitHub found, at most 1000"))
-            .into()
+/// Reads the body GitHub sends (once its signature has verified): a JSON array of at most
+/// [`MAX_LEAKS`] tokens. Pure, so the fuzz target runs exactly what the endpoint runs.
+pub fn github_payload(body: &[u8]) -> Result<Vec<GithubToken>, ApiError> {
+    let tokens: Vec<GithubToken> = quench_api::web::parse_json(body)?;
+    if tokens.len() > MAX_LEAKS {
+        return Err(ApiError::invalid(format!("at most {MAX_LEAKS} tokens")));
     }
-}
-
-impl ToSchema for GithubReport {
-    fn schemas(
-        schemas: &mut Vec<(
-            String,
-            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
-        )>,
-    ) {
-        schemas.push((
-            GithubToken::name().into(),
-            <GithubToken as utoipa::PartialSchema>::schema(),
-        ));
-    }
-}
-
-impl GithubToken {
-    /// Reads the body GitHub sends (once its signature has verified): a JSON array of at most
-    /// [`MAX_LEAKS`] tokens. Pure, so the fuzz target runs exactly what the endpoint runs.
-    pub fn parse_payload(body: &[u8]) -> Result<Vec<Self>, ApiError> {
-        let tokens: Vec<Self> = quench_edge::web::parse_json(body)?;
-        if tokens.len() > MAX_LEAKS {
-            return Err(ApiError::invalid(format!("at most {MAX_LEAKS} tokens")));
-        }
-        Ok(tokens)
-    }
-}
-
-/// GitHub's feedback format: one label per reported token, identified by its SHA-256.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct GithubFeedback {
-    pub token_hash: String,
-    pub token_type: String,
-    /// `true_positive` (a live or already revoked Quench key) or `false_positive`.
-    pub label: String,
+    Ok(tokens)
 }
 
 #[utoipa::path(
@@ -326,17 +227,17 @@ pub async fn github(
         .extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0);
-    let body = axum::body::to_bytes(body, quench_edge::web::BODY_LIMIT)
+    let body = axum::body::to_bytes(body, quench_api::web::BODY_LIMIT)
         .await
-        .map_err(|_| quench_edge::web::too_large(quench_edge::web::BODY_LIMIT))?;
+        .map_err(|_| quench_api::web::too_large(quench_api::web::BODY_LIMIT))?;
     let headers = parts.headers;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if let Err(error) = keys.verify(header(KEY_ID_HEADER), header(SIGNATURE_HEADER), &body) {
         ManagerMetrics::add(&manager.metrics.auth_failures, 1);
         return Err(ApiError::unauthorized(error.to_string()));
     }
-    quench_edge::web::require_json(&headers)?;
-    let tokens = GithubToken::parse_payload(&body)?;
+    quench_api::web::require_json(&headers)?;
+    let tokens = github_payload(&body)?;
     let actor = quench_store::Actor {
         principal: "github-secret-scanning".into(),
         source: connect.map(|addr| addr.ip().to_string()),

@@ -14,11 +14,11 @@ use axum::{
     extract::DefaultBodyLimit,
     routing::{delete, get, post},
 };
-use quench_core::Seq;
-use quench_edge::{
+use quench_api::{
     contract::StandardAnswers,
     web::{self, ApiError},
 };
+use quench_core::Seq;
 use quench_store::StoreError;
 use utoipa::OpenApi;
 
@@ -79,7 +79,7 @@ pub fn router(manager: Arc<Manager>) -> Router {
         system::metrics, system::openapi,
     ),
     components(schemas(
-        quench_edge::contract::Name, quench_edge::contract::KeyIdText, quench_edge::contract::Cursor,
+        quench_api::contract::Name, quench_api::contract::KeyIdText, quench_api::contract::Cursor,
         model::KeyStatusName, model::WaitMode,
     )),
     modifiers(&BearerAuth, &StandardAnswers, &StoreAnswers),
@@ -153,7 +153,7 @@ impl utoipa::Modify for StoreAnswers {
                 let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
                 let github = operation.operation_id.as_deref() == Some("github");
                 if secured || github {
-                    quench_edge::contract::add_answer(
+                    quench_api::contract::add_answer(
                         operation,
                         "503",
                         "The store cannot be reached; try again",

@@ -3,15 +3,16 @@
 use std::sync::Arc;
 
 use axum::{Json, extract::State, http::StatusCode};
-use quench_core::{KeyId, Owner, Timestamp, hash::hex, scope::Scope};
-use quench_edge::{
-    contract::{Cursor, KeyIdText, Name},
-    usage::AlertReport,
+use quench_api::{
+    alerts::{AlertList, AlertOutcomes, AlertQuery, AlertReport, AlertView},
     web::{ApiError, JsonBody, PathParam, QueryParams},
+    webhooks::{
+        CreateWebhookRequest, CreatedWebhook, DeliveryList, DeliveryQuery, DeliveryView, MAX_URL,
+        WEBHOOK_URL_PATTERN, WebhookList, WebhookView,
+    },
 };
+use quench_core::{KeyId, Owner, Timestamp, hash::hex, scope::Scope};
 use quench_store::{AlertFilter, AlertRecord, DeliveryRecord, WebhookRecord};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
 
 use super::{
     model::{self, ErrorResponse},
@@ -19,7 +20,7 @@ use super::{
 };
 use crate::{
     Manager,
-    alerts::{AlertError, AlertOutcome},
+    alerts::AlertError,
     auth::Principal,
     notify::{
         EVENT_TYPES, confined_error,
@@ -41,12 +42,6 @@ pub async fn usage_policy(
 ) -> Result<Json<quench_core::usage::UsagePolicy>, ApiError> {
     principal.require(Scope::Edge)?;
     Ok(Json(manager.config.usage_policy.clone()))
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct AlertOutcomes {
-    /// One per reported alert, in order.
-    pub results: Vec<AlertOutcome>,
 }
 
 #[utoipa::path(
@@ -80,68 +75,21 @@ pub async fn report(
     }
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct AlertQuery {
-    /// Only alerts about this key.
-    #[param(value_type = KeyIdText, required = false)]
-    pub key_id: Option<String>,
-    /// Only alerts about this owner's keys.
-    #[param(value_type = Name, required = false)]
-    pub owner: Option<String>,
-    /// Page size, default 100.
-    #[param(nullable = false, minimum = 1, maximum = 1000)]
-    pub limit: Option<u32>,
-    /// `next_cursor` from the previous page.
-    #[param(value_type = Cursor, required = false)]
-    pub cursor: Option<String>,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct AlertView {
-    pub seq: u64,
-    pub id: String,
-    pub key_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub owner: Option<String>,
-    pub rule: String,
-    /// `distinct_addresses`, `requests` or `above_usual`.
-    pub kind: String,
-    /// `alert` or `revoke`.
-    pub action: String,
-    pub edge: String,
-    pub raised_at: String,
-    pub received_at: String,
-    /// What the rule saw: region, window_seconds and measures.
-    #[schema(value_type = Object)]
-    pub details: serde_json::Value,
-}
-
-impl From<AlertRecord> for AlertView {
-    fn from(record: AlertRecord) -> Self {
-        let a = record.alert;
-        Self {
-            seq: record.seq,
-            id: a.id,
-            key_id: a.key_id.to_string(),
-            owner: a.owner.map(|o| o.to_string()),
-            rule: a.rule,
-            kind: a.kind,
-            action: a.action.as_str().to_owned(),
-            edge: a.edge,
-            raised_at: a.raised_at.to_string(),
-            received_at: a.received_at.to_string(),
-            details: serde_json::from_str(&a.details).unwrap_or(serde_json::Value::Null),
-        }
+fn alert_view(record: AlertRecord) -> AlertView {
+    let a = record.alert;
+    AlertView {
+        seq: record.seq,
+        id: a.id,
+        key_id: a.key_id.to_string(),
+        owner: a.owner.map(|o| o.to_string()),
+        rule: a.rule,
+        kind: a.kind,
+        action: a.action.as_str().to_owned(),
+        edge: a.edge,
+        raised_at: a.raised_at.to_string(),
+        received_at: a.received_at.to_string(),
+        details: serde_json::from_str(&a.details).unwrap_or(serde_json::Value::Null),
     }
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct AlertList {
-    pub alerts: Vec<AlertView>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
 }
 
 fn owner_param(text: Option<&str>) -> Result<Option<Owner>, ApiError> {
@@ -183,98 +131,19 @@ pub async fn list(
         .then(|| records.last().map(|r| r.seq.to_string()))
         .flatten();
     Ok(Json(AlertList {
-        alerts: records.into_iter().map(AlertView::from).collect(),
+        alerts: records.into_iter().map(alert_view).collect(),
         next_cursor,
     }))
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateWebhookRequest {
-    /// `https://` (or `http://`) URL that receives POSTs, at most 2048 characters: a host name or IPv4
-    /// address, optionally credentials, a port, a path and a query; no fragment. An IP literal must be a
-    /// public address or in a range the operator allowed (`--webhook-allow`); names are checked when they
-    /// resolve.
-    #[schema(schema_with = webhook_url_schema)]
-    pub url: String,
-    /// Default both. Duplicates are merged.
-    #[serde(default)]
-    #[schema(value_type = Option<Vec<WebhookEvent>>, min_items = 1)]
-    pub events: Option<Vec<String>>,
-    /// Only this owner's keys. A token confined to an owner always gets its own.
-    #[serde(default)]
-    #[schema(value_type = Option<Name>)]
-    pub owner: Option<String>,
-}
-
-/// What a webhook is told about.
-#[derive(Debug, ToSchema)]
-pub enum WebhookEvent {
-    #[schema(rename = "key.revoked")]
-    KeyRevoked,
-    #[schema(rename = "alert.raised")]
-    AlertRaised,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct WebhookView {
-    pub id: String,
-    /// The URL with user information and query values masked (`***`).
-    pub url: String,
-    pub events: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub owner: Option<String>,
-    pub created_at: String,
-}
-
-impl From<&WebhookRecord> for WebhookView {
-    fn from(hook: &WebhookRecord) -> Self {
-        Self {
-            id: hook.id.clone(),
-            url: target::redacted(&hook.url),
-            events: hook.events.clone(),
-            owner: hook.owner.as_ref().map(|o| o.to_string()),
-            created_at: hook.created_at.to_string(),
-        }
+fn webhook_view(hook: &WebhookRecord) -> WebhookView {
+    WebhookView {
+        id: hook.id.clone(),
+        url: target::redacted(&hook.url),
+        events: hook.events.clone(),
+        owner: hook.owner.as_ref().map(|o| o.to_string()),
+        created_at: hook.created_at.to_string(),
     }
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct CreatedWebhook {
-    #[serde(flatten)]
-    pub webhook: WebhookView,
-    /// Signs every delivery (HMAC-SHA256); shown once.
-    pub secret: String,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct WebhookList {
-    pub webhooks: Vec<WebhookView>,
-}
-
-/// Longest webhook URL accepted.
-pub const MAX_URL: usize = 2048;
-
-/// The webhook URLs accepted, in the document and by the server alike. Narrower than what a URL parser
-/// takes (no IPv6 literals, no fragments, host names whose last label starts with a letter), so that
-/// every URL it matches parses, and the document can say exactly what is refused.
-pub const WEBHOOK_URL_PATTERN: &str = concat!(
-    r"^https?://",
-    r"([A-Za-z0-9._~!$&'()*+,;=%-]+(:[A-Za-z0-9._~!$&'()*+,;=%-]*)?@)?",
-    r"(([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]*[A-Za-z0-9])?",
-    r"|((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9]))",
-    r"(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}|0))?",
-    r"(/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?",
-    r"(\?[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*)?$",
-);
-
-fn webhook_url_schema() -> utoipa::openapi::schema::Object {
-    use utoipa::openapi::schema::{ObjectBuilder, Type};
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .pattern(Some(WEBHOOK_URL_PATTERN))
-        .max_length(Some(MAX_URL))
-        .build()
 }
 
 fn webhook_url_shape() -> &'static regex::Regex {
@@ -360,7 +229,7 @@ pub async fn create_webhook(
     Ok((
         StatusCode::CREATED,
         Json(CreatedWebhook {
-            webhook: WebhookView::from(&hook),
+            webhook: webhook_view(&hook),
             secret: hook.secret.clone(),
         }),
     ))
@@ -392,7 +261,7 @@ pub async fn list_webhooks(
     principal.require(Scope::KeysRead)?;
     let hooks = visible_webhooks(&manager, &principal).await?;
     Ok(Json(WebhookList {
-        webhooks: hooks.iter().map(WebhookView::from).collect(),
+        webhooks: hooks.iter().map(webhook_view).collect(),
     }))
 }
 
@@ -429,65 +298,28 @@ pub async fn delete_webhook(
     }
 }
 
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct DeliveryView {
-    pub id: String,
-    #[serde(rename = "type")]
-    pub event_type: String,
-    /// `pending`, `delivered` or `failed` (given up).
-    pub status: String,
-    pub attempts: u32,
-    pub created_at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_attempt_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub delivered_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub failed_at: Option<String>,
-    /// Why the last attempt failed. A token confined to an owner sees only `failed` or `refused by the
-    /// address guard`, never a receiver's status or a transport error.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
-}
-
-impl DeliveryView {
-    fn new(d: DeliveryRecord, confined: bool) -> Self {
-        let status = if d.delivered_at.is_some() {
-            "delivered"
-        } else if d.failed_at.is_some() {
-            "failed"
-        } else {
-            "pending"
-        };
-        Self {
-            id: d.id.to_string(),
-            event_type: d.delivery.event_type,
-            status: status.into(),
-            attempts: d.attempts,
-            created_at: d.delivery.created_at.to_string(),
-            next_attempt_at: (status == "pending").then(|| d.next_attempt_at.to_string()),
-            delivered_at: d.delivered_at.map(|t| t.to_string()),
-            failed_at: d.failed_at.map(|t| t.to_string()),
-            last_error: d.last_error.map(|e| match confined {
-                true => confined_error(&e).to_owned(),
-                false => e,
-            }),
-        }
+fn delivery_view(d: DeliveryRecord, confined: bool) -> DeliveryView {
+    let status = if d.delivered_at.is_some() {
+        "delivered"
+    } else if d.failed_at.is_some() {
+        "failed"
+    } else {
+        "pending"
+    };
+    DeliveryView {
+        id: d.id.to_string(),
+        event_type: d.delivery.event_type,
+        status: status.into(),
+        attempts: d.attempts,
+        created_at: d.delivery.created_at.to_string(),
+        next_attempt_at: (status == "pending").then(|| d.next_attempt_at.to_string()),
+        delivered_at: d.delivered_at.map(|t| t.to_string()),
+        failed_at: d.failed_at.map(|t| t.to_string()),
+        last_error: d.last_error.map(|e| match confined {
+            true => confined_error(&e).to_owned(),
+            false => e,
+        }),
     }
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct DeliveryList {
-    pub deliveries: Vec<DeliveryView>,
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct DeliveryQuery {
-    /// Page size, default 100.
-    #[param(nullable = false, minimum = 1, maximum = 1000)]
-    pub limit: Option<u32>,
 }
 
 #[utoipa::path(
@@ -522,7 +354,7 @@ pub async fn deliveries(
     Ok(Json(DeliveryList {
         deliveries: deliveries
             .into_iter()
-            .map(|d| DeliveryView::new(d, principal.owner.is_some()))
+            .map(|d| delivery_view(d, principal.owner.is_some()))
             .collect(),
     }))
 }

@@ -8,11 +8,14 @@ use axum::{
     http::{StatusCode, header},
     response::IntoResponse,
 };
+use quench_api::{
+    tokens::TokenRevocation,
+    web::{ApiError, JsonBody, PathParam, QueryParams},
+};
 use quench_core::{
     Owner, Seq, Timestamp,
     scope::{Scope, Scopes},
 };
-use quench_edge::web::{ApiError, JsonBody, PathParam, QueryParams};
 use utoipa::OpenApi;
 
 use super::{
@@ -112,16 +115,9 @@ fn signed_json(
         .into_response()
 }
 
-#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct TokenRevocation {
-    pub id: String,
-    /// The token was already revoked; nothing changed.
-    pub already_revoked: bool,
-}
-
 #[utoipa::path(
     post, path = "/v1/tokens/{id}/revoke", tag = "admin",
-    params(("id" = quench_edge::contract::KeyIdText, Path, description = "Token id")),
+    params(("id" = quench_api::contract::KeyIdText, Path, description = "Token id")),
     responses(
         (status = 200, description = "The token no longer authenticates (idempotent)", body = TokenRevocation),
         (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse), (status = 404, body = ErrorResponse),

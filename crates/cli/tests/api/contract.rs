@@ -60,7 +60,7 @@ async fn the_document_lists_exactly_the_routes_the_router_serves() {
         .await
         .expect(200);
     let documented = documented_routes(&document);
-    let declared = declared_routes(include_str!("../../src/api/mod.rs"));
+    let declared = declared_routes(include_str!("../../../manager/src/api/mod.rs"));
     assert!(declared.len() > 20, "found the routes: {declared:?}");
     assert_eq!(documented, declared, "documented routes against router()");
     // And the running router agrees: each documented method reaches a handler, any other is a 405.

@@ -13,8 +13,9 @@ use axum::{
     routing::post,
 };
 use hmac::{Hmac, Mac};
+use quench_cli::embedded;
 use quench_manager::{
-    ManagerConfig, bootstrap, embedded,
+    ManagerConfig, bootstrap,
     notify::{
         WebhookSettings,
         guard::{AddressGuard, Cidr},

@@ -5,18 +5,17 @@
 //! An embedded edge follows the bus and reads the manager's signed snapshot and log exactly as a remote
 //! edge does over HTTP, so every mode exercises the same code paths.
 
-use std::{path::Path, sync::Arc};
+use std::sync::Arc;
 
+use quench_api::listener::{self, Listeners};
 use quench_bus::{Bus, InProcessBus};
-use quench_edge::{
-    EdgeConfig, Replica, follow,
-    listener::{self, Listeners},
-};
+use quench_edge::{EdgeConfig, Replica, follow};
+use quench_manager::{Manager, ManagerConfig, api};
 use quench_store::Store;
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
-use crate::{Manager, ManagerConfig, api, upstream::ManagerUpstream};
+use crate::upstream::ManagerUpstream;
 
 #[derive(Debug)]
 pub struct Running {
@@ -138,9 +137,4 @@ async fn serve(
     if let Err(error) = listener::serve_listeners(listeners, router, cancel).await {
         tracing::error!(%error, server = name, "server failed");
     }
-}
-
-/// The bootstrap token's file in a data directory.
-pub fn token_path(data_dir: &Path) -> std::path::PathBuf {
-    data_dir.join("admin.token")
 }

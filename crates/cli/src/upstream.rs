@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::StreamExt;
+use quench_api::alerts::AlertReport;
 use quench_bus::{EdgeRegistration, Freshness, SignedPage, SnapshotReader};
 use quench_core::{
     Seq,
@@ -12,9 +13,8 @@ use quench_core::{
     sign::{Nonce, Trust},
     usage::UsagePolicy,
 };
-use quench_edge::{Upstream, UpstreamError, usage::AlertReport};
-
-use crate::Manager;
+use quench_edge::{Upstream, UpstreamError};
+use quench_manager::Manager;
 
 pub struct ManagerUpstream(pub Arc<Manager>);
 
@@ -51,8 +51,8 @@ impl Upstream for ManagerUpstream {
     }
 
     async fn register(&self, edge: &EdgeRegistration) -> Result<(), UpstreamError> {
-        let registration =
-            crate::edges::Registration::parse(edge).map_err(|e| UpstreamError(e.to_string()))?;
+        let registration = quench_manager::edges::Registration::parse(edge)
+            .map_err(|e| UpstreamError(e.to_string()))?;
         self.0
             .edge_keys
             .register(&registration)

@@ -8,7 +8,7 @@
 //! too large, 415 not `application/json`, 422 invalid, 401/403 for the token) to every operation they can
 //! come from, so a handler's annotation lists only what is particular to it.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::{
     PartialSchema, ToSchema,
     openapi::{
@@ -19,12 +19,12 @@ use utoipa::{
 };
 
 /// An error as every Quench API returns it.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ErrorResponse {
     pub error: ErrorDetail,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
     /// Machine-readable: `invalid_json`, `invalid_request`, `unauthorized`, `forbidden`, `not_found`, ...
     pub code: String,

@@ -3,8 +3,9 @@
 
 use std::{sync::Arc, time::Duration};
 
+use quench_cli::embedded;
 use quench_edge::EdgeConfig;
-use quench_manager::{ManagerConfig, bootstrap, embedded};
+use quench_manager::{ManagerConfig, bootstrap};
 use quench_store::{Store, sqlite::SqliteStore};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};

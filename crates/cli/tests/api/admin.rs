@@ -148,8 +148,8 @@ async fn openapi_document_matches_the_snapshot() {
         .send(Method::GET, "/openapi.json", None, None)
         .await
         .expect(200);
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/openapi.json");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../manager/tests/snapshots/openapi.json");
     let rendered = serde_json::to_string_pretty(&served).expect("json") + "\n";
     if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
         std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");
