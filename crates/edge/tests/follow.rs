@@ -257,13 +257,15 @@ async fn start(manager: Arc<FakeManager>, config: EdgeConfig) -> Harness {
 
 impl Harness {
     async fn until(&self, condition: impl Fn(&Replica) -> bool) {
-        for _ in 0..500 {
+        // Bounded in time, not in polls: on two busy cores a poll can take far longer than its sleep.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
             if condition(&self.replica) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        panic!("condition not reached; applied {}", self.replica.applied());
+        panic!("condition not reached in 10 s; applied {}", self.replica.applied());
     }
 
     fn reason(&self, key: &ApiKey) -> Option<Reason> {
