@@ -3,7 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use quench_core::{
-    HashAlg, Prefix,
+    HashAlg, KeyError, Prefix,
     sign::{PublicKey, Signer},
     usage::UsagePolicy,
 };
@@ -24,18 +24,34 @@ impl Default for Issuer {
     }
 }
 
+/// Why an `--issuer` is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IssuerError {
+    #[error("unknown hash {0:?}; use sha256, argon2id or bcrypt")]
+    UnknownHash(String),
+    #[error("issuer prefix {prefix:?}: {source}")]
+    Prefix {
+        prefix: String,
+        #[source]
+        source: KeyError,
+    },
+}
+
 impl Issuer {
     /// `PREFIX` or `PREFIX:ALG`, as given on the command line.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, IssuerError> {
         let (prefix, hash) = match text.split_once(':') {
             Some((p, h)) => (
                 p,
-                HashAlg::parse(h)
-                    .ok_or_else(|| format!("unknown hash {h:?}; use sha256, argon2id or bcrypt"))?,
+                HashAlg::parse(h).ok_or_else(|| IssuerError::UnknownHash(h.to_owned()))?,
             ),
             None => (text, HashAlg::Sha256),
         };
-        let prefix = Prefix::parse(prefix).map_err(|e| format!("issuer prefix {prefix:?}: {e}"))?;
+        let prefix = Prefix::parse(prefix).map_err(|source| IssuerError::Prefix {
+            prefix: prefix.to_owned(),
+            source,
+        })?;
         Ok(Self { prefix, hash })
     }
 }
@@ -99,5 +115,30 @@ impl ManagerConfig {
                 .find(|i| i.prefix.as_str() == p)
                 .copied(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_issuer_is_a_prefix_and_an_optional_hash() {
+        let issuer = Issuer::parse("qs:argon2id").expect("valid");
+        assert_eq!(issuer.prefix.as_str(), "qs");
+        assert_eq!(issuer.hash, HashAlg::Argon2id);
+        assert_eq!(Issuer::parse("qk").expect("valid").hash, HashAlg::Sha256);
+    }
+
+    #[test]
+    fn a_bad_issuer_says_which_part_is_wrong() {
+        assert_eq!(
+            Issuer::parse("qk:md5"),
+            Err(IssuerError::UnknownHash("md5".into()))
+        );
+        assert!(matches!(
+            Issuer::parse("BAD!"),
+            Err(IssuerError::Prefix { prefix, .. }) if prefix == "BAD!"
+        ));
     }
 }

@@ -30,7 +30,7 @@ use quench_core::{
 use quench_store::Store;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{Issuer, ManagerConfig};
+pub use config::{Issuer, IssuerError, ManagerConfig};
 pub use propagation::Propagation;
 
 /// Most events in one signed bus message: keeps a bulk revocation's messages far below NATS's 1 MB
