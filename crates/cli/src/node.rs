@@ -16,7 +16,7 @@ use quench_edge::{
 };
 use quench_manager::{
     Issuer, ManagerConfig, bootstrap, embedded,
-    notify::{
+    webhooks::{
         WebhookSettings,
         guard::{AddressGuard, Cidr},
     },

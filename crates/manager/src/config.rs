@@ -84,7 +84,7 @@ pub struct ManagerConfig {
     pub github_keys: Option<crate::github::GithubKeys>,
     /// The usage rules every edge applies, and what each does when it fires.
     pub usage_policy: UsagePolicy,
-    pub webhooks: crate::notify::WebhookSettings,
+    pub webhooks: crate::webhooks::WebhookSettings,
 }
 
 impl Default for ManagerConfig {
@@ -100,7 +100,7 @@ impl Default for ManagerConfig {
             also_trusted: Vec::new(),
             github_keys: None,
             usage_policy: UsagePolicy::default(),
-            webhooks: crate::notify::WebhookSettings::default(),
+            webhooks: crate::webhooks::WebhookSettings::default(),
         }
     }
 }

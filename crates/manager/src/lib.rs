@@ -15,9 +15,9 @@ pub mod edges;
 pub mod embedded;
 pub mod github;
 pub mod metrics;
-pub mod notify;
 pub mod propagation;
 pub mod upstream;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -64,7 +64,7 @@ pub struct Manager {
     pub metrics: metrics::ManagerMetrics,
     pub auth: auth::Authenticator,
     pub edge_keys: edges::EdgeKeys,
-    pub notifications: notify::Notifications,
+    pub notifications: webhooks::Notifications,
     pub alert_metrics: alerts::AlertMetrics,
 }
 
@@ -82,7 +82,7 @@ impl Manager {
         Arc::new(Self {
             propagation: Arc::new(Propagation::new(config.edge_liveness)),
             edge_keys: edges::EdgeKeys::new(store.clone()),
-            notifications: notify::Notifications::new(&config.webhooks),
+            notifications: webhooks::Notifications::new(&config.webhooks),
             alert_metrics: alerts::AlertMetrics::default(),
             store,
             bus,
@@ -259,7 +259,7 @@ impl Manager {
     ) -> Result<(), quench_bus::BusError> {
         let acks = self.bus.acks().await?;
         tokio::spawn(self.clone().track(acks, cancel.clone()));
-        tokio::spawn(notify::run(self.clone(), cancel.clone()));
+        tokio::spawn(webhooks::run(self.clone(), cancel.clone()));
         tokio::spawn(self.clone().heartbeats(cancel));
         Ok(())
     }

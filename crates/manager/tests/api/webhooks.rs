@@ -15,7 +15,7 @@ use axum::{
 use hmac::{Hmac, Mac};
 use quench_manager::{
     ManagerConfig, bootstrap, embedded,
-    notify::{
+    webhooks::{
         WebhookSettings,
         guard::{AddressGuard, Cidr},
     },

@@ -21,7 +21,7 @@ use crate::{
     Manager,
     alerts::{AlertError, AlertOutcome},
     auth::Principal,
-    notify::{
+    webhooks::{
         EVENT_TYPES, confined_error,
         target::{self, TargetError, WebhookUrl},
     },
