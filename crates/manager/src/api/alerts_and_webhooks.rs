@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::{Json, extract::State, http::StatusCode};
-use quench_core::{KeyId, Owner, Timestamp, hash::hex, scope::Scope};
+use quench_core::{KeyId, Owner, Timestamp, hash::hex, scope::Scope, webhook};
 use quench_edge::{
     contract::{Cursor, KeyIdText, Name},
     usage::AlertReport,
@@ -22,7 +22,7 @@ use crate::{
     alerts::{AlertError, AlertOutcome},
     auth::Principal,
     webhooks::{
-        EVENT_TYPES, confined_error,
+        confined_error,
         target::{self, TargetError, WebhookUrl},
     },
 };
@@ -207,7 +207,7 @@ pub struct CreateWebhookRequest {
     pub owner: Option<String>,
 }
 
-/// What a webhook is told about.
+/// What a webhook is told about: the schema of `quench_core::WebhookEvent`'s wire names.
 #[derive(Debug, ToSchema)]
 pub enum WebhookEvent {
     #[schema(rename = "key.revoked")]
@@ -328,7 +328,9 @@ pub async fn create_webhook(
     principal.require(Scope::KeysWrite)?;
     let url = webhook_url(&manager, &request.url)?;
     let mut events = match request.events {
-        None => EVENT_TYPES.iter().map(|e| (*e).to_owned()).collect(),
+        None => webhook::WebhookEvent::ALL
+            .map(|e| e.as_str().to_owned())
+            .to_vec(),
         Some(events) => events,
     };
     events.sort();
@@ -336,10 +338,16 @@ pub async fn create_webhook(
     if events.is_empty() {
         return Err(ApiError::invalid("events: at least one"));
     }
-    if let Some(unknown) = events.iter().find(|e| !EVENT_TYPES.contains(&e.as_str())) {
+    if let Some(unknown) = events
+        .iter()
+        .find(|e| webhook::WebhookEvent::parse(e).is_none())
+    {
+        let known: Vec<&str> = webhook::WebhookEvent::ALL
+            .map(webhook::WebhookEvent::as_str)
+            .to_vec();
         return Err(ApiError::invalid(format!(
             "events: unknown {unknown:?}; use {}",
-            EVENT_TYPES.join(", ")
+            known.join(", ")
         )));
     }
     let owner = principal.confine(owner_param(request.owner.as_deref())?)?;
