@@ -5,6 +5,7 @@ mod bench_scan;
 mod client;
 mod commands;
 mod edge;
+mod logging;
 mod manager;
 mod node;
 mod notify;

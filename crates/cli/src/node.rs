@@ -7,15 +7,19 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use quench_bus::{
     Bus, BusError, NatsAccess, NatsBus, Role,
-    nats::{Credential, NatsAccessOptions, NatsAuth, NatsServers},
+    nats::{Credential, Names, NatsAccessOptions, NatsAuth, NatsServers},
 };
+use quench_core::sign::PublicKey;
 use quench_core::usage::UsagePolicy;
 use quench_edge::{
     EdgeConfig, SlowHashConfig, StalePolicy,
     listener::{Endpoint, Limits, Listeners, ServerCertificate, TlsFiles},
 };
 use quench_manager::{
-    Issuer, ManagerConfig, bootstrap, embedded,
+    Fault, Issuer, ManagerConfig, bootstrap,
+    config::BootstrapToken,
+    embedded,
+    github::GithubKeys,
     webhooks::{
         WebhookSettings,
         guard::{AddressGuard, Cidr},
@@ -68,6 +72,24 @@ pub struct ManagerArgs {
     /// public; repeat for several. By default deliveries go to public addresses only.
     #[arg(long = "webhook-allow", value_name = "CIDR")]
     pub webhook_allow: Vec<String>,
+    /// For tests only, hidden from help: a fault the manager injects on purpose.
+    #[arg(long, hide = true, value_enum)]
+    pub fault: Option<TestFault>,
+}
+
+/// The faults `--fault` injects (see [`Fault`]); tests of what survives a crash use them.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum TestFault {
+    /// Abort right after a change commits, before it is published.
+    CrashBeforePublish,
+}
+
+impl TestFault {
+    fn fault(self) -> Fault {
+        match self {
+            Self::CrashBeforePublish => Fault::CrashBeforePublish,
+        }
+    }
 }
 
 /// Options of an edge (in `up` and `edge`).
@@ -319,15 +341,6 @@ pub enum StaleMode {
     FailOpen,
 }
 
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,async_nats=warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 pub fn create_data_dir(path: &PathBuf) -> anyhow::Result<()> {
     std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
     #[cfg(unix)]
@@ -353,12 +366,24 @@ pub async fn open_store(args: &ManagerArgs) -> anyhow::Result<Arc<dyn Store>> {
     }
 }
 
-/// The deployment's bus: NATS when `--nats` is given (as `role`), else in-process.
-pub async fn connect_bus(args: &BusArgs, role: Role) -> anyhow::Result<Arc<dyn Bus>> {
+/// The NATS settings checked before anything connects: `None` without `--nats` (an in-process bus).
+pub fn bus_access(args: &BusArgs) -> anyhow::Result<Option<NatsAccess>> {
     let Some(servers) = &args.nats else {
+        return Ok(None);
+    };
+    Names::for_deployment(&args.deployment).map_err(|e| anyhow::anyhow!("--deployment: {e}"))?;
+    args.access(servers.clone()).map(Some)
+}
+
+/// The deployment's bus: NATS with `access` (as `role`), else in-process.
+pub async fn connect_bus(
+    args: &BusArgs,
+    access: Option<NatsAccess>,
+    role: Role,
+) -> anyhow::Result<Arc<dyn Bus>> {
+    let Some(access) = access else {
         return Ok(embedded::in_process_bus());
     };
-    let access = args.access(servers.clone())?;
     let bus = NatsBus::connect_as(
         &access,
         &args.deployment,
@@ -396,90 +421,197 @@ fn nats_failure(error: &BusError, access: &NatsAccess) -> anyhow::Error {
     anyhow::anyhow!("--nats: connecting to {}: {error}{hint}", access.servers())
 }
 
-/// Everything a manager needs from its options, the environment and its data directory. Prints the
-/// bootstrap token when it is made.
-pub async fn manager_config(
-    args: &ManagerArgs,
-    store: &dyn Store,
-    id: String,
-) -> anyhow::Result<ManagerConfig> {
-    let issuers = args
-        .issuers
+/// Every bad setting found while checking a process's configuration, so one start reports them all.
+#[derive(Debug, Default)]
+pub struct Problems(Vec<anyhow::Error>);
+
+impl Problems {
+    /// The value of `result`, or `None` with its error kept for [`Problems::into_error`].
+    pub fn take<T>(&mut self, result: anyhow::Result<T>) -> Option<T> {
+        result.map_err(|error| self.0.push(error)).ok()
+    }
+
+    /// One error naming every problem (the single one as it is, keeping its causes).
+    pub fn into_error(mut self) -> anyhow::Error {
+        match self.0.len() {
+            0 => anyhow::anyhow!("invalid configuration"),
+            1 => self.0.remove(0),
+            _ => {
+                let all: Vec<String> = self.0.iter().map(|e| format!("{e:#}")).collect();
+                anyhow::anyhow!("{}", all.join("\n  "))
+            }
+        }
+    }
+}
+
+/// Where the manager's event-signing key comes from.
+#[derive(Debug)]
+enum SigningKeySource {
+    /// `QUENCH_SIGNING_KEY`, already parsed.
+    Seed(quench_core::sign::Signer),
+    /// A key file, made on first start.
+    File(PathBuf),
+}
+
+/// A manager's configuration, checked from its options, the environment and the files they name before
+/// the process writes or binds anything; [`ManagerSettings::into_config`] does the writing.
+#[derive(Debug)]
+pub struct ManagerSettings {
+    issuers: Vec<Issuer>,
+    also_trusted: Vec<PublicKey>,
+    bootstrap_token: Option<BootstrapToken>,
+    signing_key: SigningKeySource,
+    github_keys: Option<GithubKeys>,
+    usage_policy: UsagePolicy,
+    webhooks: WebhookSettings,
+    fault: Option<Fault>,
+}
+
+impl ManagerSettings {
+    /// Reads and checks everything; writes nothing. Every bad setting is reported at once.
+    pub async fn check(args: &ManagerArgs) -> anyhow::Result<Self> {
+        let mut problems = Problems::default();
+        let issuers = problems.take(issuers(&args.issuers));
+        let also_trusted = problems.take(also_trusted(&args.also_trust));
+        let guard = problems.take(webhook_guard(&args.webhook_allow));
+        let bootstrap_token = problems.take(bootstrap_token(env_value("QUENCH_BOOTSTRAP_TOKEN")));
+        let signing_key = problems.take(signing_key_source(env_value("QUENCH_SIGNING_KEY"), args));
+        let github_keys = problems.take(github_keys(args.github_public_keys.as_deref()).await);
+        let usage_policy = problems.take(usage_policy(args.usage_policy.as_deref()));
+        let (
+            Some(issuers),
+            Some(also_trusted),
+            Some(guard),
+            Some(bootstrap_token),
+            Some(signing_key),
+            Some(github_keys),
+            Some(usage_policy),
+        ) = (
+            issuers,
+            also_trusted,
+            guard,
+            bootstrap_token,
+            signing_key,
+            github_keys,
+            usage_policy,
+        )
+        else {
+            return Err(problems.into_error());
+        };
+        let webhooks = WebhookSettings {
+            guard,
+            give_up_after: Duration::from_secs(args.webhook_give_up),
+            first_retry: Duration::from_secs(args.webhook_first_retry),
+            ..WebhookSettings::default()
+        };
+        Ok(Self {
+            issuers,
+            also_trusted,
+            bootstrap_token,
+            signing_key,
+            github_keys,
+            usage_policy,
+            webhooks,
+            fault: args.fault.map(TestFault::fault),
+        })
+    }
+
+    /// The manager's configuration, making what a first start makes: the signing key file, and the
+    /// first admin token (printed once) in a store without one.
+    pub async fn into_config(
+        self,
+        store: &dyn Store,
+        data_dir: &std::path::Path,
+        id: String,
+    ) -> anyhow::Result<ManagerConfig> {
+        let signer = match self.signing_key {
+            SigningKeySource::Seed(signer) => signer,
+            SigningKeySource::File(path) => bootstrap::signing_key(&path)?,
+        };
+        if self.bootstrap_token.is_none()
+            && let Some(token) = bootstrap::first_token(store, data_dir).await?
+        {
+            println!(
+                "Bootstrap admin token (shown once, also saved to {}):",
+                embedded::token_path(data_dir).display()
+            );
+            println!("  {token}");
+        }
+        Ok(ManagerConfig {
+            id,
+            github_keys: self.github_keys,
+            usage_policy: self.usage_policy,
+            webhooks: self.webhooks,
+            issuers: self.issuers,
+            bootstrap_token: self.bootstrap_token,
+            signer: Arc::new(signer),
+            also_trusted: self.also_trusted,
+            fault: self.fault,
+            ..ManagerConfig::default()
+        })
+    }
+}
+
+/// An environment variable's value, unless unset or empty.
+fn env_value(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn issuers(texts: &[String]) -> anyhow::Result<Vec<Issuer>> {
+    texts
         .iter()
         .map(|i| Issuer::parse(i))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!("--issuer: {e}"))?;
-    let also_trusted = args
-        .also_trust
+        .map_err(|e| anyhow::anyhow!("--issuer: {e}"))
+}
+
+fn also_trusted(texts: &[String]) -> anyhow::Result<Vec<PublicKey>> {
+    texts
         .iter()
-        .map(|k| quench_core::sign::PublicKey::parse(k))
+        .map(|k| PublicKey::parse(k))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!("--also-trust: {e}"))?;
-    let guard = webhook_guard(&args.webhook_allow)?;
-    let bootstrap_token = std::env::var("QUENCH_BOOTSTRAP_TOKEN")
-        .ok()
-        .filter(|v| !v.is_empty())
-        .map(bootstrap::configured)
-        .transpose()?;
-    let signer = match std::env::var("QUENCH_SIGNING_KEY")
-        .ok()
-        .filter(|v| !v.is_empty())
-    {
+        .map_err(|e| anyhow::anyhow!("--also-trust: {e}"))
+}
+
+fn bootstrap_token(value: Option<String>) -> anyhow::Result<Option<BootstrapToken>> {
+    Ok(value.map(bootstrap::configured).transpose()?)
+}
+
+/// `QUENCH_SIGNING_KEY` when set, else `--signing-key-file`, else `<data-dir>/signing.key`.
+fn signing_key_source(
+    seed: Option<String>,
+    args: &ManagerArgs,
+) -> anyhow::Result<SigningKeySource> {
+    match seed {
         Some(seed) => quench_core::sign::Signer::from_seed_hex(&seed)
-            .map_err(|e| anyhow::anyhow!("QUENCH_SIGNING_KEY: {e}"))?,
-        None => {
-            let path = args
-                .signing_key_file
+            .map(SigningKeySource::Seed)
+            .map_err(|e| anyhow::anyhow!("QUENCH_SIGNING_KEY: {e}")),
+        None => Ok(SigningKeySource::File(
+            args.signing_key_file
                 .clone()
-                .unwrap_or_else(|| args.data_dir.join("signing.key"));
-            bootstrap::signing_key(&path)?
-        }
-    };
-    let first_token = match bootstrap_token {
-        None => bootstrap::first_token(store, &args.data_dir).await?,
-        Some(_) => None,
-    };
-    if let Some(token) = first_token {
-        println!(
-            "Bootstrap admin token (shown once, also saved to {}):",
-            embedded::token_path(&args.data_dir).display()
-        );
-        println!("  {token}");
+                .unwrap_or_else(|| args.data_dir.join("signing.key")),
+        )),
     }
-    let github_keys = match &args.github_public_keys {
-        Some(location) => Some(
-            quench_manager::github::GithubKeys::load(location)
-                .await
-                .map_err(|e| anyhow::anyhow!("--github-public-keys: {e}"))?,
-        ),
-        None => None,
+}
+
+async fn github_keys(location: Option<&str>) -> anyhow::Result<Option<GithubKeys>> {
+    let Some(location) = location else {
+        return Ok(None);
     };
-    let usage_policy = match &args.usage_policy {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("--usage-policy: reading {}", path.display()))?;
-            UsagePolicy::from_json(&text)
-                .map_err(|e| anyhow::anyhow!("--usage-policy {}: {e}", path.display()))?
-        }
-        None => UsagePolicy::default(),
+    GithubKeys::load(location)
+        .await
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("--github-public-keys: {e}"))
+}
+
+fn usage_policy(path: Option<&std::path::Path>) -> anyhow::Result<UsagePolicy> {
+    let Some(path) = path else {
+        return Ok(UsagePolicy::default());
     };
-    let webhooks = WebhookSettings {
-        guard,
-        give_up_after: Duration::from_secs(args.webhook_give_up),
-        first_retry: Duration::from_secs(args.webhook_first_retry),
-        ..WebhookSettings::default()
-    };
-    Ok(ManagerConfig {
-        id,
-        github_keys,
-        usage_policy,
-        webhooks,
-        issuers,
-        bootstrap_token,
-        signer: Arc::new(signer),
-        also_trusted,
-        ..ManagerConfig::default()
-    })
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--usage-policy: reading {}", path.display()))?;
+    UsagePolicy::from_json(&text)
+        .map_err(|e| anyhow::anyhow!("--usage-policy {}: {e}", path.display()))
 }
 
 /// The address guard from `--webhook-allow`, every bad range reported at once.

@@ -85,6 +85,17 @@ pub struct ManagerConfig {
     /// The usage rules every edge applies, and what each does when it fires.
     pub usage_policy: UsagePolicy,
     pub webhooks: crate::webhooks::WebhookSettings,
+    /// For tests only: a fault to inject on purpose. `None` in every real deployment.
+    pub fault: Option<Fault>,
+}
+
+/// A fault the manager injects on purpose, so tests can check what survives a crash at a chosen moment.
+/// The CLI sets it only from a flag its help does not show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fault {
+    /// Abort the process right after a change commits, before it is published on the bus.
+    CrashBeforePublish,
 }
 
 impl Default for ManagerConfig {
@@ -101,6 +112,7 @@ impl Default for ManagerConfig {
             github_keys: None,
             usage_policy: UsagePolicy::default(),
             webhooks: crate::webhooks::WebhookSettings::default(),
+            fault: None,
         }
     }
 }

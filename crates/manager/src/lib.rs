@@ -30,7 +30,7 @@ use quench_core::{
 use quench_store::Store;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{Issuer, IssuerError, ManagerConfig};
+pub use config::{Fault, Issuer, IssuerError, ManagerConfig};
 pub use propagation::Propagation;
 
 /// Most events in one signed bus message: keeps a bulk revocation's messages far below NATS's 1 MB
@@ -43,17 +43,6 @@ pub const SNAPSHOT_PAGE: u32 = 2_000;
 /// How old an unpublished event must be before the outbox publishes it: long enough for the manager that
 /// committed it to have published it itself.
 pub const OUTBOX_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
-
-mod fault {
-    /// Fault injection for the failover tests: `QUENCH_FAULT=crash-before-publish` makes the manager
-    /// abort right after a change commits and before it is published.
-    pub fn crash_before_publish() -> bool {
-        static SET: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *SET.get_or_init(|| {
-            std::env::var("QUENCH_FAULT").is_ok_and(|v| v == "crash-before-publish")
-        })
-    }
-}
 
 /// Everything a request handler needs.
 pub struct Manager {
@@ -102,7 +91,7 @@ impl Manager {
     /// Publishes committed events as one signed batch. A failure is not the caller's: the events are
     /// durable in the log and edges fetch them from there.
     pub async fn publish(&self, events: &[Event]) {
-        if fault::crash_before_publish() {
+        if self.config.fault == Some(config::Fault::CrashBeforePublish) {
             tracing::error!("fault injection: crashing between commit and publish");
             std::process::abort();
         }
