@@ -162,15 +162,7 @@ impl Manager {
         nonce: Option<Nonce>,
     ) -> impl futures::Stream<Item = Result<Vec<u8>, quench_store::StoreError>> + Send + 'static
     {
-        struct Paging {
-            manager: Arc<Manager>,
-            nonce: Option<Nonce>,
-            writer: Option<quench_bus::SnapshotWriter>,
-            through: quench_core::Seq,
-            after: u64,
-            done: bool,
-        }
-        let start = Paging {
+        let start = SnapshotPaging {
             manager: self.clone(),
             nonce,
             writer: None,
@@ -178,47 +170,9 @@ impl Manager {
             after: 0,
             done: false,
         };
-        futures::stream::unfold(start, |mut state| async move {
-            if state.done {
-                return None;
-            }
-            let Some(writer) = state.writer.as_mut() else {
-                let fresh = match state.manager.freshness().await {
-                    Ok(fresh) => fresh,
-                    Err(error) => {
-                        state.done = true;
-                        return Some((Err(error), state));
-                    }
-                };
-                let (writer, header) = quench_bus::SnapshotWriter::start(
-                    state.manager.config.signer.clone(),
-                    fresh,
-                    state.nonce.take(),
-                );
-                state.writer = Some(writer);
-                state.through = fresh.head;
-                return Some((Ok(header), state));
-            };
-            let page = match state
-                .manager
-                .store
-                .snapshot_page(state.through, state.after, SNAPSHOT_PAGE)
-                .await
-            {
-                Ok(page) => page,
-                Err(error) => {
-                    state.done = true;
-                    return Some((Err(error), state));
-                }
-            };
-            let Some((last, _)) = page.last() else {
-                state.done = true;
-                let end = state.writer.take().map(quench_bus::SnapshotWriter::finish);
-                return Some((Ok(end.unwrap_or_default()), state));
-            };
-            state.after = *last;
-            let keys: Vec<quench_core::EdgeKey> = page.into_iter().map(|(_, key)| key).collect();
-            Some((Ok(writer.keys(&keys)), state))
+        futures::stream::unfold(start, |mut paging| async move {
+            let chunk = paging.next_chunk().await?;
+            Some((chunk, paging))
         })
     }
 
@@ -305,5 +259,68 @@ impl Manager {
                 tracing::warn!(%error, "the outbox sweep failed");
             }
         }
+    }
+}
+
+/// Where a streamed snapshot is: the header first (which fixes the log head it is taken at), then a
+/// page of keys per chunk, then the signed end.
+struct SnapshotPaging {
+    manager: Arc<Manager>,
+    nonce: Option<Nonce>,
+    /// `None` until the header is written.
+    writer: Option<quench_bus::SnapshotWriter>,
+    through: quench_core::Seq,
+    /// The last key row sent.
+    after: u64,
+    done: bool,
+}
+
+impl SnapshotPaging {
+    /// The next chunk, or `None` after the end (or after an error, which ends the stream).
+    async fn next_chunk(&mut self) -> Option<Result<Vec<u8>, quench_store::StoreError>> {
+        if self.done {
+            return None;
+        }
+        let chunk = if self.writer.is_none() {
+            self.header().await
+        } else {
+            self.keys().await
+        };
+        if chunk.is_err() {
+            self.done = true;
+        }
+        Some(chunk)
+    }
+
+    async fn header(&mut self) -> Result<Vec<u8>, quench_store::StoreError> {
+        let fresh = self.manager.freshness().await?;
+        let (writer, header) = quench_bus::SnapshotWriter::start(
+            self.manager.config.signer.clone(),
+            fresh,
+            self.nonce.take(),
+        );
+        self.writer = Some(writer);
+        self.through = fresh.head;
+        Ok(header)
+    }
+
+    async fn keys(&mut self) -> Result<Vec<u8>, quench_store::StoreError> {
+        let page = self
+            .manager
+            .store
+            .snapshot_page(self.through, self.after, SNAPSHOT_PAGE)
+            .await?;
+        let Some((last, _)) = page.last() else {
+            self.done = true;
+            let end = self.writer.take().map(quench_bus::SnapshotWriter::finish);
+            return Ok(end.unwrap_or_default());
+        };
+        self.after = *last;
+        let keys: Vec<quench_core::EdgeKey> = page.into_iter().map(|(_, key)| key).collect();
+        Ok(self
+            .writer
+            .as_mut()
+            .map(|writer| writer.keys(&keys))
+            .unwrap_or_default())
     }
 }

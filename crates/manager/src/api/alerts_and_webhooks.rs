@@ -207,7 +207,8 @@ pub struct CreateWebhookRequest {
     pub owner: Option<String>,
 }
 
-/// What a webhook is told about: the schema of `quench_core::WebhookEvent`'s wire names.
+// The schema of `quench_core::WebhookEvent`'s wire names (the doc line below is the schema's description).
+/// What a webhook is told about.
 #[derive(Debug, ToSchema)]
 pub enum WebhookEvent {
     #[schema(rename = "key.revoked")]
