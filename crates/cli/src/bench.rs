@@ -205,6 +205,92 @@ impl Api {
         Ok((body, committed))
     }
 
+    /// A new manager token with `scopes`.
+    async fn token(&self, scopes: &[&str]) -> anyhow::Result<String> {
+        let created = self.post("/v1/tokens", json!({ "scopes": scopes })).await?;
+        Ok(created["token"].as_str().context("token")?.to_owned())
+    }
+
+    /// Waits (up to a minute) until `count` edges are live.
+    async fn wait_live(&self, count: usize) -> anyhow::Result<()> {
+        let end = Instant::now() + Duration::from_secs(60);
+        loop {
+            let listed = self.get(&format!("{}/v1/edges", self.base)).await?;
+            let live = listed["edges"]
+                .as_array()
+                .map_or(0, |e| e.iter().filter(|e| e["live"] == true).count());
+            if live >= count {
+                return Ok(());
+            }
+            if Instant::now() > end {
+                bail!("only {live} of {count} edges came up");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Issues `total` keys one by one (each waiting for every edge): their ids and plaintexts.
+    async fn issue_keys(&self, total: usize) -> anyhow::Result<Vec<(String, String)>> {
+        eprintln!("issuing {total} keys ...");
+        let mut keys = Vec::with_capacity(total);
+        for _ in 0..total {
+            let created = self
+                .post("/v1/keys?wait=all", json!({"owner": "bench"}))
+                .await?;
+            keys.push((
+                created["id"].as_str().context("id")?.to_owned(),
+                created["key"].as_str().context("key")?.to_owned(),
+            ));
+        }
+        Ok(keys)
+    }
+
+    /// Revokes key `id`, waiting for every edge.
+    async fn revoke(&self, id: &str) -> anyhow::Result<(Value, Option<i64>)> {
+        self.post_timed(
+            &format!("/v1/keys/{id}/revoke?wait=all&timeout_ms=10000"),
+            json!({"reason": "bench"}),
+        )
+        .await
+    }
+
+    /// Reports `key` as leaked with the `reporter` token, waiting for every edge.
+    async fn report_leak(&self, reporter: &str, key: &str) -> anyhow::Result<(Value, Option<i64>)> {
+        let report = json!({"keys": [{"key": key, "source": "quench bench"}]});
+        let (body, _) = self
+            .post_as(reporter, "/v1/leaks?wait=all&timeout_ms=10000", report)
+            .await?;
+        if body["results"][0]["outcome"] != "revoked" {
+            bail!("the leak report did not revoke the key: {body}");
+        }
+        Ok((body, None))
+    }
+
+    /// When each edge applied `seq` (µs, its `applied_at_us`); an error if one has moved past it.
+    async fn applied_at(&self, edges: &[String], seq: u64) -> anyhow::Result<Vec<i64>> {
+        let mut applied = Vec::with_capacity(edges.len());
+        for (i, edge) in edges.iter().enumerate() {
+            let health = self.get(&format!("{edge}/healthz")).await?;
+            if health["applied_seq"].as_u64() != Some(seq) {
+                bail!("edge {i} moved past the revocation before it was read: {health}");
+            }
+            applied.push(health["applied_at_us"].as_i64().unwrap_or(0));
+        }
+        Ok(applied)
+    }
+
+    /// Waits until `edge` has applied `seq`, for at most `patience`.
+    async fn wait_applied(&self, edge: &str, seq: u64, patience: Duration) -> anyhow::Result<()> {
+        let end = Instant::now() + patience;
+        while self.get(&format!("{edge}/healthz")).await?["applied_seq"].as_u64() < Some(seq) {
+            if Instant::now() > end {
+                bail!("not applied after {patience:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(())
+    }
+
     async fn get(&self, url: &str) -> anyhow::Result<Value> {
         Ok(self
             .http
@@ -228,10 +314,90 @@ fn summary(samples: &mut [f64]) -> Value {
     json!({"n": samples.len(), "p50_ms": round(at(0.5)), "p99_ms": round(at(0.99)), "max_ms": round(at(1.0))})
 }
 
-async fn propagation(args: PropagationArgs) -> anyhow::Result<ExitCode> {
-    if args.edges == 0 || args.revocations == 0 {
-        bail!("--edges and --revocations: at least 1");
+/// What the timed revocations measured, in milliseconds.
+#[derive(Debug, Default)]
+struct Samples {
+    /// From the start of each revoke call to each edge applying it, per edge.
+    per_edge: Vec<Vec<f64>>,
+    /// ... to the last edge applying it.
+    last_edge: Vec<f64>,
+    /// From the commit to the last edge (when the manager reported its commit time).
+    last_after_commit: Vec<f64>,
+    /// From the start of the call to the commit.
+    commits: Vec<f64>,
+    /// The whole revoke call, `wait=all` included.
+    call: Vec<f64>,
+}
+
+impl Samples {
+    fn new(edges: usize) -> Self {
+        Self {
+            per_edge: vec![Vec::new(); edges],
+            ..Self::default()
+        }
     }
+
+    /// Records one revocation that started at `started` (µs), committed at `committed` (µs, if known),
+    /// took `call_ms`, and that edge `i` applied at `applied_at_us[i]`.
+    fn record(
+        &mut self,
+        started: i64,
+        committed: Option<i64>,
+        call_ms: f64,
+        applied_at_us: &[i64],
+    ) {
+        let ms = |us: i64| (us - started) as f64 / 1000.0;
+        let mut slowest = 0.0f64;
+        for (samples, &at) in self.per_edge.iter_mut().zip(applied_at_us) {
+            samples.push(ms(at));
+            slowest = slowest.max(ms(at));
+        }
+        self.last_edge.push(slowest);
+        if let Some(committed) = committed {
+            self.last_after_commit.push(slowest - ms(committed));
+            self.commits.push(ms(committed));
+        }
+        self.call.push(call_ms);
+    }
+
+    /// The result document `--json` prints.
+    fn report(mut self, args: &PropagationArgs, bulk: Option<Value>) -> Value {
+        let mut all: Vec<f64> = self.per_edge.iter().flatten().copied().collect();
+        let edges_json: Vec<Value> = self
+            .per_edge
+            .iter_mut()
+            .enumerate()
+            .map(|(i, samples)| json!({"edge": format!("bench-e{i}"), "applied": summary(samples)}))
+            .collect();
+        json!({
+            "revoked_by": if args.leaks { "leak report" } else { "revoke call" },
+            "edges": args.edges,
+            "revocations": args.revocations,
+            "all_edges": summary(&mut all),
+            "last_edge": summary(&mut self.last_edge),
+            "call_start_to_commit": summary(&mut self.commits),
+            "commit_to_last_edge": summary(&mut self.last_after_commit),
+            "revoke_call_with_wait_all": summary(&mut self.call),
+            "per_edge": edges_json,
+            "bulk": bulk,
+        })
+    }
+}
+
+/// A manager in this process, its API, and the edges following it.
+struct Deployment {
+    api: Api,
+    edges: Vec<String>,
+    running: embedded::Running,
+    cancel: CancellationToken,
+    /// The edges (and NATS, if started here): killed on drop.
+    _processes: Processes,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts NATS (unless given), a manager in this process and `args.edges` edge processes, and waits until
+/// every edge is live.
+async fn deploy(args: &PropagationArgs) -> anyhow::Result<Deployment> {
     let dir = tempfile::tempdir().context("temporary directory")?;
     let mut processes = Processes(Vec::new());
     let nats = match &args.nats {
@@ -258,80 +424,39 @@ async fn propagation(args: PropagationArgs) -> anyhow::Result<ExitCode> {
         base: base.clone(),
         token,
     };
-    let edge_token = api.post("/v1/tokens", json!({"scopes": ["edge"]})).await?["token"]
-        .as_str()
-        .context("edge token")?
-        .to_owned();
-
+    let edge_token = api.token(&["edge"]).await?;
     eprintln!("starting {} edge(s) on {nats} ...", args.edges);
-    let mut edges = Vec::new();
-    for i in 0..args.edges {
-        edges.push(start_edge(
-            &nats,
-            &deployment,
-            &base,
-            &edge_token,
-            i,
-            &mut processes,
-        )?);
-    }
-    let end = Instant::now() + Duration::from_secs(60);
-    loop {
-        let listed = api.get(&format!("{base}/v1/edges")).await?;
-        let live = listed["edges"]
-            .as_array()
-            .map_or(0, |e| e.iter().filter(|e| e["live"] == true).count());
-        if live >= args.edges {
-            break;
-        }
-        if Instant::now() > end {
-            bail!("only {live} of {} edges came up", args.edges);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let edges = (0..args.edges)
+        .map(|i| start_edge(&nats, &deployment, &base, &edge_token, i, &mut processes))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    api.wait_live(args.edges).await?;
+    Ok(Deployment {
+        api,
+        edges,
+        running,
+        cancel,
+        _processes: processes,
+        _dir: dir,
+    })
+}
 
+async fn propagation(args: PropagationArgs) -> anyhow::Result<ExitCode> {
+    if args.edges == 0 || args.revocations == 0 {
+        bail!("--edges and --revocations: at least 1");
+    }
+    let deployment = deploy(&args).await?;
+    let (api, edges) = (&deployment.api, &deployment.edges);
     let total = WARMUP + args.revocations;
-    eprintln!("issuing {total} keys ...");
-    let mut ids = Vec::with_capacity(total);
-    for _ in 0..total {
-        let created = api
-            .post("/v1/keys?wait=all", json!({"owner": "bench"}))
-            .await?;
-        ids.push((
-            created["id"].as_str().context("id")?.to_owned(),
-            created["key"].as_str().context("key")?.to_owned(),
-        ));
-    }
-
-    let mut per_edge: Vec<Vec<f64>> = vec![Vec::new(); edges.len()];
-    let mut last_edge = Vec::new();
-    let mut last_after_commit = Vec::new();
-    let mut commits = Vec::new();
-    let mut call = Vec::new();
-    let reporter = api
-        .post("/v1/tokens", json!({"scopes": ["leaks:report"]}))
-        .await?["token"]
-        .as_str()
-        .context("reporter token")?
-        .to_owned();
-    for (n, (id, key)) in ids.iter().enumerate() {
+    let keys = api.issue_keys(total).await?;
+    let reporter = api.token(&["leaks:report"]).await?;
+    let mut samples = Samples::new(edges.len());
+    for (n, (id, key)) in keys.iter().enumerate() {
         let started = now_us();
         let clock = Instant::now();
         let (revoked, committed) = if args.leaks {
-            let report = json!({"keys": [{"key": key, "source": "quench bench"}]});
-            let (body, _) = api
-                .post_as(&reporter, "/v1/leaks?wait=all&timeout_ms=10000", report)
-                .await?;
-            if body["results"][0]["outcome"] != "revoked" {
-                bail!("the leak report did not revoke the key: {body}");
-            }
-            (body, None)
+            api.report_leak(&reporter, key).await?
         } else {
-            api.post_timed(
-                &format!("/v1/keys/{id}/revoke?wait=all&timeout_ms=10000"),
-                json!({"reason": "bench"}),
-            )
-            .await?
+            api.revoke(id).await?
         };
         let call_ms = clock.elapsed().as_secs_f64() * 1000.0;
         if revoked["propagation"]["complete"] != true {
@@ -341,57 +466,21 @@ async fn propagation(args: PropagationArgs) -> anyhow::Result<ExitCode> {
             );
         }
         let seq = revoked["propagation"]["seq"].as_u64().context("seq")?;
-        let mut slowest = 0.0f64;
-        for (i, edge) in edges.iter().enumerate() {
-            let health = api.get(&format!("{edge}/healthz")).await?;
-            if health["applied_seq"].as_u64() != Some(seq) {
-                bail!("edge {i} moved past the revocation before it was read: {health}");
-            }
-            let ms = (health["applied_at_us"].as_i64().unwrap_or(0) - started) as f64 / 1000.0;
-            slowest = slowest.max(ms);
-            if n >= WARMUP {
-                per_edge[i].push(ms);
-            }
-        }
+        let applied = api.applied_at(edges, seq).await?;
         if n >= WARMUP {
-            last_edge.push(slowest);
-            if let Some(committed) = committed {
-                last_after_commit.push(slowest - (committed - started) as f64 / 1000.0);
-                commits.push((committed - started) as f64 / 1000.0);
-            }
-            call.push(call_ms);
+            samples.record(started, committed, call_ms, &applied);
         }
         if (n + 1) % 50 == 0 {
             eprintln!("  {}/{total} revocations", n + 1);
         }
     }
-
-    let bulk = if args.bulk > 0 {
-        Some(bulk_revocation(&api, &running.manager, &edges, args.bulk).await?)
-    } else {
-        None
+    let bulk = match args.bulk {
+        0 => None,
+        count => Some(bulk_revocation(api, &deployment.running.manager, edges, count).await?),
     };
-
-    let mut all: Vec<f64> = per_edge.iter().flatten().copied().collect();
-    let edges_json: Vec<Value> = per_edge
-        .iter_mut()
-        .enumerate()
-        .map(|(i, samples)| json!({"edge": format!("bench-e{i}"), "applied": summary(samples)}))
-        .collect();
-    let result = json!({
-        "revoked_by": if args.leaks { "leak report" } else { "revoke call" },
-        "edges": args.edges,
-        "revocations": args.revocations,
-        "all_edges": summary(&mut all),
-        "last_edge": summary(&mut last_edge),
-        "call_start_to_commit": summary(&mut commits),
-        "commit_to_last_edge": summary(&mut last_after_commit),
-        "revoke_call_with_wait_all": summary(&mut call),
-        "per_edge": edges_json,
-        "bulk": bulk,
-    });
-    cancel.cancel();
-    running.finished().await;
+    let result = samples.report(&args, bulk);
+    deployment.cancel.cancel();
+    deployment.running.finished().await;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&result)?);
     } else {
@@ -409,31 +498,12 @@ async fn bulk_revocation(
     edges: &[String],
     count: usize,
 ) -> anyhow::Result<Value> {
-    eprintln!("issuing {count} keys for the bulk revocation ...");
-    let owner = quench_core::Owner::parse(&format!("bulk-{}", now_us()))?;
-    let mut issued = 0;
-    while issued < count {
-        let batch = (count - issued).min(10_000);
-        let actor = quench_store::Actor::system(quench_core::Timestamp::now());
-        let records = (0..batch)
-            .map(|_| bulk_key(&owner, actor.at))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let events = manager.store.create_keys(&records, &actor).await?;
-        manager.publish(&events).await;
-        issued += batch;
-        if issued % 100_000 == 0 || issued == count {
-            eprintln!("  {issued}/{count} keys");
-        }
-    }
+    let owner = issue_bulk(manager, count).await?;
     let head = manager.store.head().await?.get();
-    let end = Instant::now() + Duration::from_secs(900);
     for edge in edges {
-        while api.get(&format!("{edge}/healthz")).await?["applied_seq"].as_u64() < Some(head) {
-            if Instant::now() > end {
-                bail!("{edge} did not catch up with the issued keys");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        api.wait_applied(edge, head, Duration::from_secs(900))
+            .await
+            .with_context(|| format!("{edge} did not catch up with the issued keys"))?;
     }
     let owner = owner.to_string();
     let started = now_us();
@@ -463,6 +533,31 @@ async fn bulk_revocation(
         "call_ms": (call_ms * 1000.0).round() / 1000.0,
         "last_edge_enforced_ms": (slowest * 1000.0).round() / 1000.0,
     }))
+}
+
+/// Issues `count` keys of a new owner straight into the store, 10,000 per transaction, each batch
+/// published like any change; returns the owner.
+async fn issue_bulk(
+    manager: &quench_manager::Manager,
+    count: usize,
+) -> anyhow::Result<quench_core::Owner> {
+    eprintln!("issuing {count} keys for the bulk revocation ...");
+    let owner = quench_core::Owner::parse(&format!("bulk-{}", now_us()))?;
+    let mut issued = 0;
+    while issued < count {
+        let batch = (count - issued).min(10_000);
+        let actor = quench_store::Actor::system(quench_core::Timestamp::now());
+        let records = (0..batch)
+            .map(|_| bulk_key(&owner, actor.at))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let events = manager.store.create_keys(&records, &actor).await?;
+        manager.publish(&events).await;
+        issued += batch;
+        if issued % 100_000 == 0 || issued == count {
+            eprintln!("  {issued}/{count} keys");
+        }
+    }
+    Ok(owner)
 }
 
 fn bulk_key(
@@ -525,6 +620,64 @@ fn print_table(result: &Value) {
         println!(
             "bulk: {} keys revoked in one call; committed after {} ms; call {} ms; every edge enforcing after {} ms",
             bulk["revoked"], bulk["commit_ms"], bulk["call_ms"], bulk["last_edge_enforced_ms"]
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(leaks: bool) -> PropagationArgs {
+        PropagationArgs {
+            edges: 2,
+            revocations: 2,
+            bulk: 0,
+            leaks,
+            nats: None,
+            json: true,
+        }
+    }
+
+    #[test]
+    fn samples_time_each_edge_the_last_edge_and_the_commit_from_the_call_start() {
+        let mut samples = Samples::new(2);
+        // Started at 1 s; committed 2 ms later; the edges applied 5 ms and 9 ms after the start.
+        samples.record(1_000_000, Some(1_002_000), 12.5, &[1_005_000, 1_009_000]);
+        samples.record(2_000_000, None, 7.0, &[2_003_000, 2_001_000]);
+        assert_eq!(samples.per_edge, [vec![5.0, 3.0], vec![9.0, 1.0]]);
+        assert_eq!(samples.last_edge, [9.0, 3.0]);
+        assert_eq!(
+            samples.commits,
+            [2.0],
+            "only where the manager reported its commit"
+        );
+        assert_eq!(samples.last_after_commit, [7.0]);
+        assert_eq!(samples.call, [12.5, 7.0]);
+
+        let report = samples.report(&args(true), None);
+        assert_eq!(report["revoked_by"], "leak report");
+        assert_eq!(report["all_edges"]["n"], 4);
+        assert_eq!(report["all_edges"]["max_ms"], 9.0);
+        assert_eq!(report["last_edge"]["p50_ms"], 9.0);
+        assert_eq!(report["per_edge"][1]["edge"], "bench-e1");
+        assert_eq!(report["per_edge"][1]["applied"]["max_ms"], 9.0);
+        assert!(report["bulk"].is_null());
+    }
+
+    #[test]
+    fn a_summary_rounds_to_microseconds_and_survives_no_samples() {
+        let mut samples = vec![3.000_4, 1.0, 2.0];
+        let s = summary(&mut samples);
+        assert_eq!(
+            (s["n"].clone(), s["p50_ms"].clone()),
+            (json!(3), json!(2.0))
+        );
+        assert_eq!(s["max_ms"], 3.0);
+        assert_eq!(summary(&mut [])["n"], 0);
+        assert_eq!(
+            Samples::new(0).report(&args(false), None)["revoked_by"],
+            "revoke call"
         );
     }
 }
