@@ -11,8 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     logging::{self, LogArgs},
-    node::{self, BusArgs, EdgeArgs, ListenArgs, Problems},
+    node::{self, BusArgs, EdgeArgs, ListenArgs},
     remote::HttpUpstream,
+    settings::Problems,
 };
 
 #[derive(Debug, Args)]

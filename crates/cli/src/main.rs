@@ -11,6 +11,7 @@ mod node;
 mod notify;
 mod remote;
 mod scan;
+mod settings;
 mod up;
 
 use std::process::ExitCode;

@@ -10,7 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     logging::{self, LogArgs},
-    node::{self, BusArgs, ListenArgs, ManagerArgs, ManagerSettings, Problems},
+    node::{self, BusArgs, ListenArgs, ManagerArgs},
+    settings::{ManagerSettings, Problems},
 };
 
 #[derive(Debug, Args)]

@@ -9,7 +9,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     logging::{self, LogArgs},
-    node::{self, BusArgs, EdgeArgs, ListenArgs, ManagerArgs, ManagerSettings, Problems},
+    node::{self, BusArgs, EdgeArgs, ListenArgs, ManagerArgs},
+    settings::{ManagerSettings, Problems},
 };
 
 #[derive(Debug, Args)]
