@@ -47,7 +47,7 @@ impl Problems {
 #[derive(Debug)]
 enum SigningKeySource {
     /// `QUENCH_SIGNING_KEY`, already parsed.
-    Seed(quench_core::sign::Signer),
+    Seed(Box<quench_core::sign::Signer>),
     /// A key file, made on first start.
     File(PathBuf),
 }
@@ -124,7 +124,7 @@ impl ManagerSettings {
         id: String,
     ) -> anyhow::Result<ManagerConfig> {
         let signer = match self.signing_key {
-            SigningKeySource::Seed(signer) => signer,
+            SigningKeySource::Seed(signer) => *signer,
             SigningKeySource::File(path) => bootstrap::signing_key(&path)?,
         };
         if self.bootstrap_token.is_none()
@@ -183,7 +183,7 @@ fn signing_key_source(
 ) -> anyhow::Result<SigningKeySource> {
     match seed {
         Some(seed) => quench_core::sign::Signer::from_seed_hex(&seed)
-            .map(SigningKeySource::Seed)
+            .map(|signer| SigningKeySource::Seed(Box::new(signer)))
             .map_err(|e| anyhow::anyhow!("QUENCH_SIGNING_KEY: {e}")),
         None => Ok(SigningKeySource::File(
             args.signing_key_file
