@@ -173,10 +173,9 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreadable_keys_file_names_its_location() {
-        let error = GithubKeys::load("/nonexistent/github-keys.json")
-            .await
-            .err()
-            .expect("missing file");
+        let Err(error) = GithubKeys::load("/nonexistent/github-keys.json").await else {
+            panic!("a missing file loaded");
+        };
         assert!(matches!(error, GithubKeysError::ReadFile { .. }), "{error}");
         assert!(
             error
