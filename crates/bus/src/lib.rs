@@ -21,7 +21,7 @@ pub use nats::{NatsAccess, NatsBus, Role};
 pub use snapshot::{SnapshotReader, SnapshotWriter};
 pub use wire::{
     Ack, EdgeRegistration, EventBatch, Freshness, Heartbeat, OpenError, Page, Sealed, SignedAck,
-    SignedHeartbeat, SignedPage,
+    SignedHeartbeat, SignedPage, Unreadable,
 };
 
 /// What a subscriber receives. Nothing here is trusted until opened with the manager's key.
@@ -32,7 +32,7 @@ pub enum Delivery {
     /// The subscriber fell behind and `n` deliveries were lost (0: unknown how many): repair from the log.
     Lost(u64),
     /// A message that could not even be read as signed (no or malformed signature): count and drop it.
-    Invalid(String),
+    Invalid(Unreadable),
 }
 
 /// Why a bus operation failed. Callers match on the variant (the CLI explains refused credentials and failed

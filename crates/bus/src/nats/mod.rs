@@ -33,7 +33,9 @@ use quench_core::{hash::hex, hash::sha256, sign::Signature};
 pub use access::{AccessError, Credential, NatsAccess, NatsAccessOptions, NatsAuth, NatsServers};
 pub use names::Names;
 
-use crate::{Ack, Bus, BusError, Delivery, EventBatch, Sealed, SignedAck, SignedHeartbeat};
+use crate::{
+    Ack, Bus, BusError, Delivery, EventBatch, Sealed, SignedAck, SignedHeartbeat, Unreadable,
+};
 
 pub const SIGNATURE_HEADER: &str = "Quench-Signature";
 /// How long JetStream keeps events. Edges that are behind by more repair from the manager's log.
@@ -122,16 +124,22 @@ fn signed_headers(signature: &Signature) -> HeaderMap {
 }
 
 /// A received payload and its signature header, not yet verified.
-fn sealed<const P: u8>(payload: &[u8], headers: Option<&HeaderMap>) -> Result<Sealed<P>, String> {
+fn sealed<const P: u8>(
+    payload: &[u8],
+    headers: Option<&HeaderMap>,
+) -> Result<Sealed<P>, Unreadable> {
     let header = headers.and_then(|h| h.get(SIGNATURE_HEADER));
     unseal(payload, header.map(|value| value.as_str()))
 }
 
 /// Reads a message as it came off NATS: its payload and the text of its `Quench-Signature` header (if
 /// any). Pure, so the fuzz targets reach exactly what a subscriber runs on untrusted bytes.
-pub fn unseal<const P: u8>(payload: &[u8], signature: Option<&str>) -> Result<Sealed<P>, String> {
-    let header = signature.ok_or_else(|| "a message without a signature".to_owned())?;
-    let signature = Signature::decode(header).map_err(|e| e.to_string())?;
+pub fn unseal<const P: u8>(
+    payload: &[u8],
+    signature: Option<&str>,
+) -> Result<Sealed<P>, Unreadable> {
+    let header = signature.ok_or(Unreadable::NoSignature)?;
+    let signature = Signature::decode(header).map_err(Unreadable::Signature)?;
     Ok(Sealed::from_parts(payload.to_vec(), signature))
 }
 
