@@ -24,6 +24,7 @@ pub struct CreateWebhookRequest {
     pub owner: Option<String>,
 }
 
+// The schema of `quench_core::WebhookEvent`'s wire names (the doc line below is the schema's description).
 /// What a webhook is told about.
 #[derive(Debug, ToSchema)]
 pub enum WebhookEvent {

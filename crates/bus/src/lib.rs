@@ -21,7 +21,7 @@ pub use nats::{NatsAccess, NatsBus, Role};
 pub use snapshot::{SnapshotReader, SnapshotWriter};
 pub use wire::{
     Ack, EdgeRegistration, EventBatch, Freshness, Heartbeat, OpenError, Page, Sealed, SignedAck,
-    SignedHeartbeat, SignedPage,
+    SignedHeartbeat, SignedPage, Unreadable,
 };
 
 /// What a subscriber receives. Nothing here is trusted until opened with the manager's key.
@@ -32,21 +32,51 @@ pub enum Delivery {
     /// The subscriber fell behind and `n` deliveries were lost (0: unknown how many): repair from the log.
     Lost(u64),
     /// A message that could not even be read as signed (no or malformed signature): count and drop it.
-    Invalid(String),
+    Invalid(Unreadable),
 }
 
+/// Why a bus operation failed. Callers match on the variant (the CLI explains refused credentials and failed
+/// TLS differently from an unreachable server); the source carries NATS's own error.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BusError {
     #[error("the bus is closed")]
     Closed,
+    /// No NATS server answered within the connection attempts (it may never have started).
+    #[error("cannot reach NATS at {servers}: {source}")]
+    Unreachable {
+        servers: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    /// The server answered with something the client could not parse: not a NATS server, or a broken one.
     #[error("bus error: {0}")]
-    Transport(String),
+    Protocol(#[source] async_nats::ConnectError),
     /// NATS turned the credentials away (none given, wrong ones, or an nkey it does not know).
     #[error("NATS refused the credentials: {0}")]
-    Unauthorized(String),
+    Unauthorized(#[source] async_nats::ConnectError),
     /// The TLS handshake failed: an untrusted or mismatched certificate, or TLS on one side only.
     #[error("NATS TLS failed: {0}")]
-    Tls(String),
+    Tls(#[source] async_nats::ConnectError),
+    /// An edge found no stream for its deployment: only a manager creates it.
+    #[error("bus error: the deployment's stream {stream}: {source} (a manager makes it)")]
+    StreamMissing {
+        stream: String,
+        #[source]
+        source: async_nats::jetstream::context::GetStreamError,
+    },
+    /// A NATS operation on a connected client failed.
+    #[error("bus error: {operation}: {source}")]
+    Nats {
+        operation: nats::Operation,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// An acknowledgement to send names no edge, so it has no subject to go to.
+    #[error("bus error: an acknowledgement without an edge")]
+    AckWithoutEdge,
+    #[error("bus error: deployment {0:?}: use 1 to 32 of a-z, 0-9, _ and -")]
+    InvalidDeployment(String),
     #[error("NATS settings: {0}")]
     Settings(#[from] nats::AccessError),
 }

@@ -28,7 +28,7 @@ use quench_core::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::{Freshness, OpenError};
+use crate::{Freshness, OpenError, Unreadable};
 
 #[derive(Serialize, Deserialize)]
 struct Header {
@@ -137,10 +137,6 @@ pub struct SnapshotReader {
     end: Option<End>,
 }
 
-fn unreadable(what: &str) -> OpenError {
-    OpenError::Unreadable(format!("snapshot: {what}"))
-}
-
 impl SnapshotReader {
     pub fn new() -> Self {
         Self::default()
@@ -164,7 +160,7 @@ impl SnapshotReader {
 
     fn buffer(&mut self, bytes: &[u8]) -> Result<(), OpenError> {
         if self.pending.len() + bytes.len() > MAX_LINE {
-            return Err(unreadable(&format!("a line longer than {MAX_LINE} bytes")));
+            return Err(Unreadable::LineTooLong.into());
         }
         self.pending.extend_from_slice(bytes);
         Ok(())
@@ -172,7 +168,7 @@ impl SnapshotReader {
 
     fn line(&mut self, line: &[u8]) -> Result<(), OpenError> {
         if self.end.is_some() {
-            return Err(unreadable("data after the end line"));
+            return Err(Unreadable::AfterEnd.into());
         }
         if line.starts_with(b"{\"end\"") {
             let end: EndLine = serde_json::from_slice(line)?;
@@ -192,14 +188,12 @@ impl SnapshotReader {
     /// answers the request that chose `nonce`.
     pub fn finish(self, trust: &Trust, nonce: &Nonce) -> Result<(Snapshot, Freshness), OpenError> {
         if !self.pending.is_empty() {
-            return Err(unreadable("truncated"));
+            return Err(Unreadable::Truncated.into());
         }
-        let end = self
-            .end
-            .ok_or_else(|| unreadable("no end line: truncated"))?;
-        let header = self.header.ok_or_else(|| unreadable("no header"))?;
+        let end = self.end.ok_or(Unreadable::NoEndLine)?;
+        let header = self.header.ok_or(Unreadable::NoHeader)?;
         if end.count != self.keys.len() as u64 {
-            return Err(unreadable("the key count does not match"));
+            return Err(Unreadable::CountMismatch.into());
         }
         let digest = self.hasher.finalize();
         trust.verify(

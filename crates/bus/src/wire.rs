@@ -32,6 +32,29 @@ pub struct Ack {
     pub at: Timestamp,
 }
 
+/// Why a message or a snapshot could not even be read as signed: nothing in it was looked at.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Unreadable {
+    #[error("a message without a signature")]
+    NoSignature,
+    #[error("{0}")]
+    Signature(#[source] SignError),
+    #[error("snapshot: a line longer than {} bytes", crate::snapshot::MAX_LINE)]
+    LineTooLong,
+    #[error("snapshot: data after the end line")]
+    AfterEnd,
+    /// The stream stopped in the middle of a line.
+    #[error("snapshot: truncated")]
+    Truncated,
+    #[error("snapshot: no end line: truncated")]
+    NoEndLine,
+    #[error("snapshot: no header")]
+    NoHeader,
+    #[error("snapshot: the key count does not match")]
+    CountMismatch,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error(transparent)]
@@ -39,7 +62,7 @@ pub enum OpenError {
     #[error("signed, but not a message Quench understands: {0}")]
     Malformed(#[from] serde_json::Error),
     #[error("unreadable message: {0}")]
-    Unreadable(String),
+    Unreadable(#[from] Unreadable),
     /// Validly signed, but made for another request: a recorded answer replayed, or a mix-up.
     #[error("the answer is not bound to this request (a replay?): expected nonce {expected}")]
     NotFresh { expected: Nonce },

@@ -54,6 +54,12 @@ pub struct PropagationArgs {
     pub json: bool,
 }
 
+mod api;
+mod report;
+
+use api::Api;
+use report::{Samples, print_table};
+
 const WARMUP: usize = 10;
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -162,77 +168,20 @@ fn start_edge(
     bail!("edge {index} exited before listening")
 }
 
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    token: String,
+/// A manager in this process, its API, and the edges following it.
+struct Deployment {
+    api: Api,
+    edges: Vec<String>,
+    running: embedded::Running,
+    cancel: CancellationToken,
+    /// The edges (and NATS, if started here): killed on drop.
+    _processes: Processes,
+    _dir: tempfile::TempDir,
 }
 
-impl Api {
-    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        Ok(self.post_timed(path, body).await?.0)
-    }
-
-    /// The body, and when the manager says the change committed (its `Server-Timing` header).
-    async fn post_timed(&self, path: &str, body: Value) -> anyhow::Result<(Value, Option<i64>)> {
-        self.post_as(&self.token, path, body).await
-    }
-
-    async fn post_as(
-        &self,
-        token: &str,
-        path: &str,
-        body: Value,
-    ) -> anyhow::Result<(Value, Option<i64>)> {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await?;
-        let status = response.status();
-        let committed = response
-            .headers()
-            .get("server-timing")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split("committed;desc=\"").nth(1))
-            .and_then(|v| v.split('"').next())
-            .and_then(|v| v.parse::<i64>().ok());
-        let body: Value = response.json().await?;
-        if !status.is_success() {
-            bail!("{path}: HTTP {status}: {body}");
-        }
-        Ok((body, committed))
-    }
-
-    async fn get(&self, url: &str) -> anyhow::Result<Value> {
-        Ok(self
-            .http
-            .get(url)
-            .bearer_auth(&self.token)
-            .send()
-            .await?
-            .json()
-            .await?)
-    }
-}
-
-/// p50, p99 and max of a sample, in milliseconds.
-fn summary(samples: &mut [f64]) -> Value {
-    samples.sort_by(f64::total_cmp);
-    let at = |q: f64| {
-        let index = ((samples.len() as f64 - 1.0) * q).round() as usize;
-        samples.get(index).copied().unwrap_or(f64::NAN)
-    };
-    let round = |v: f64| (v * 1000.0).round() / 1000.0;
-    json!({"n": samples.len(), "p50_ms": round(at(0.5)), "p99_ms": round(at(0.99)), "max_ms": round(at(1.0))})
-}
-
-async fn propagation(args: PropagationArgs) -> anyhow::Result<ExitCode> {
-    if args.edges == 0 || args.revocations == 0 {
-        bail!("--edges and --revocations: at least 1");
-    }
+/// Starts NATS (unless given), a manager in this process and `args.edges` edge processes, and waits until
+/// every edge is live.
+async fn deploy(args: &PropagationArgs) -> anyhow::Result<Deployment> {
     let dir = tempfile::tempdir().context("temporary directory")?;
     let mut processes = Processes(Vec::new());
     let nats = match &args.nats {
@@ -259,80 +208,39 @@ async fn propagation(args: PropagationArgs) -> anyhow::Result<ExitCode> {
         base: base.clone(),
         token,
     };
-    let edge_token = api.post("/v1/tokens", json!({"scopes": ["edge"]})).await?["token"]
-        .as_str()
-        .context("edge token")?
-        .to_owned();
-
+    let edge_token = api.token(&["edge"]).await?;
     eprintln!("starting {} edge(s) on {nats} ...", args.edges);
-    let mut edges = Vec::new();
-    for i in 0..args.edges {
-        edges.push(start_edge(
-            &nats,
-            &deployment,
-            &base,
-            &edge_token,
-            i,
-            &mut processes,
-        )?);
-    }
-    let end = Instant::now() + Duration::from_secs(60);
-    loop {
-        let listed = api.get(&format!("{base}/v1/edges")).await?;
-        let live = listed["edges"]
-            .as_array()
-            .map_or(0, |e| e.iter().filter(|e| e["live"] == true).count());
-        if live >= args.edges {
-            break;
-        }
-        if Instant::now() > end {
-            bail!("only {live} of {} edges came up", args.edges);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let edges = (0..args.edges)
+        .map(|i| start_edge(&nats, &deployment, &base, &edge_token, i, &mut processes))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    api.wait_live(args.edges).await?;
+    Ok(Deployment {
+        api,
+        edges,
+        running,
+        cancel,
+        _processes: processes,
+        _dir: dir,
+    })
+}
 
+async fn propagation(args: PropagationArgs) -> anyhow::Result<ExitCode> {
+    if args.edges == 0 || args.revocations == 0 {
+        bail!("--edges and --revocations: at least 1");
+    }
+    let deployment = deploy(&args).await?;
+    let (api, edges) = (&deployment.api, &deployment.edges);
     let total = WARMUP + args.revocations;
-    eprintln!("issuing {total} keys ...");
-    let mut ids = Vec::with_capacity(total);
-    for _ in 0..total {
-        let created = api
-            .post("/v1/keys?wait=all", json!({"owner": "bench"}))
-            .await?;
-        ids.push((
-            created["id"].as_str().context("id")?.to_owned(),
-            created["key"].as_str().context("key")?.to_owned(),
-        ));
-    }
-
-    let mut per_edge: Vec<Vec<f64>> = vec![Vec::new(); edges.len()];
-    let mut last_edge = Vec::new();
-    let mut last_after_commit = Vec::new();
-    let mut commits = Vec::new();
-    let mut call = Vec::new();
-    let reporter = api
-        .post("/v1/tokens", json!({"scopes": ["leaks:report"]}))
-        .await?["token"]
-        .as_str()
-        .context("reporter token")?
-        .to_owned();
-    for (n, (id, key)) in ids.iter().enumerate() {
+    let keys = api.issue_keys(total).await?;
+    let reporter = api.token(&["leaks:report"]).await?;
+    let mut samples = Samples::new(edges.len());
+    for (n, (id, key)) in keys.iter().enumerate() {
         let started = now_us();
         let clock = Instant::now();
         let (revoked, committed) = if args.leaks {
-            let report = json!({"keys": [{"key": key, "source": "quench bench"}]});
-            let (body, _) = api
-                .post_as(&reporter, "/v1/leaks?wait=all&timeout_ms=10000", report)
-                .await?;
-            if body["results"][0]["outcome"] != "revoked" {
-                bail!("the leak report did not revoke the key: {body}");
-            }
-            (body, None)
+            api.report_leak(&reporter, key).await?
         } else {
-            api.post_timed(
-                &format!("/v1/keys/{id}/revoke?wait=all&timeout_ms=10000"),
-                json!({"reason": "bench"}),
-            )
-            .await?
+            api.revoke(id).await?
         };
         let call_ms = clock.elapsed().as_secs_f64() * 1000.0;
         if revoked["propagation"]["complete"] != true {
@@ -342,57 +250,21 @@ async fn propagation(args: PropagationArgs) -> anyhow::Result<ExitCode> {
             );
         }
         let seq = revoked["propagation"]["seq"].as_u64().context("seq")?;
-        let mut slowest = 0.0f64;
-        for (i, edge) in edges.iter().enumerate() {
-            let health = api.get(&format!("{edge}/healthz")).await?;
-            if health["applied_seq"].as_u64() != Some(seq) {
-                bail!("edge {i} moved past the revocation before it was read: {health}");
-            }
-            let ms = (health["applied_at_us"].as_i64().unwrap_or(0) - started) as f64 / 1000.0;
-            slowest = slowest.max(ms);
-            if n >= WARMUP {
-                per_edge[i].push(ms);
-            }
-        }
+        let applied = api.applied_at(edges, seq).await?;
         if n >= WARMUP {
-            last_edge.push(slowest);
-            if let Some(committed) = committed {
-                last_after_commit.push(slowest - (committed - started) as f64 / 1000.0);
-                commits.push((committed - started) as f64 / 1000.0);
-            }
-            call.push(call_ms);
+            samples.record(started, committed, call_ms, &applied);
         }
         if (n + 1) % 50 == 0 {
             eprintln!("  {}/{total} revocations", n + 1);
         }
     }
-
-    let bulk = if args.bulk > 0 {
-        Some(bulk_revocation(&api, &running.manager, &edges, args.bulk).await?)
-    } else {
-        None
+    let bulk = match args.bulk {
+        0 => None,
+        count => Some(bulk_revocation(api, &deployment.running.manager, edges, count).await?),
     };
-
-    let mut all: Vec<f64> = per_edge.iter().flatten().copied().collect();
-    let edges_json: Vec<Value> = per_edge
-        .iter_mut()
-        .enumerate()
-        .map(|(i, samples)| json!({"edge": format!("bench-e{i}"), "applied": summary(samples)}))
-        .collect();
-    let result = json!({
-        "revoked_by": if args.leaks { "leak report" } else { "revoke call" },
-        "edges": args.edges,
-        "revocations": args.revocations,
-        "all_edges": summary(&mut all),
-        "last_edge": summary(&mut last_edge),
-        "call_start_to_commit": summary(&mut commits),
-        "commit_to_last_edge": summary(&mut last_after_commit),
-        "revoke_call_with_wait_all": summary(&mut call),
-        "per_edge": edges_json,
-        "bulk": bulk,
-    });
-    cancel.cancel();
-    running.finished().await;
+    let result = samples.report(&args, bulk);
+    deployment.cancel.cancel();
+    deployment.running.finished().await;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&result)?);
     } else {
@@ -410,31 +282,12 @@ async fn bulk_revocation(
     edges: &[String],
     count: usize,
 ) -> anyhow::Result<Value> {
-    eprintln!("issuing {count} keys for the bulk revocation ...");
-    let owner = quench_core::Owner::parse(&format!("bulk-{}", now_us()))?;
-    let mut issued = 0;
-    while issued < count {
-        let batch = (count - issued).min(10_000);
-        let actor = quench_store::Actor::system(quench_core::Timestamp::now());
-        let records = (0..batch)
-            .map(|_| bulk_key(&owner, actor.at))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let events = manager.store.create_keys(&records, &actor).await?;
-        manager.publish(&events).await;
-        issued += batch;
-        if issued % 100_000 == 0 || issued == count {
-            eprintln!("  {issued}/{count} keys");
-        }
-    }
+    let owner = issue_bulk(manager, count).await?;
     let head = manager.store.head().await?.get();
-    let end = Instant::now() + Duration::from_secs(900);
     for edge in edges {
-        while api.get(&format!("{edge}/healthz")).await?["applied_seq"].as_u64() < Some(head) {
-            if Instant::now() > end {
-                bail!("{edge} did not catch up with the issued keys");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        api.wait_applied(edge, head, Duration::from_secs(900))
+            .await
+            .with_context(|| format!("{edge} did not catch up with the issued keys"))?;
     }
     let owner = owner.to_string();
     let started = now_us();
@@ -466,6 +319,31 @@ async fn bulk_revocation(
     }))
 }
 
+/// Issues `count` keys of a new owner straight into the store, 10,000 per transaction, each batch
+/// published like any change; returns the owner.
+async fn issue_bulk(
+    manager: &quench_manager::Manager,
+    count: usize,
+) -> anyhow::Result<quench_core::Owner> {
+    eprintln!("issuing {count} keys for the bulk revocation ...");
+    let owner = quench_core::Owner::parse(&format!("bulk-{}", now_us()))?;
+    let mut issued = 0;
+    while issued < count {
+        let batch = (count - issued).min(10_000);
+        let actor = quench_store::Actor::system(quench_core::Timestamp::now());
+        let records = (0..batch)
+            .map(|_| bulk_key(&owner, actor.at))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let events = manager.store.create_keys(&records, &actor).await?;
+        manager.publish(&events).await;
+        issued += batch;
+        if issued % 100_000 == 0 || issued == count {
+            eprintln!("  {issued}/{count} keys");
+        }
+    }
+    Ok(owner)
+}
+
 fn bulk_key(
     owner: &quench_core::Owner,
     at: quench_core::Timestamp,
@@ -487,45 +365,4 @@ fn bulk_key(
         replaced_by: None,
         verifier: Verifier::create(HashAlg::Sha256, key.secret())?,
     })
-}
-
-fn print_table(result: &Value) {
-    let row = |name: &str, s: &Value| {
-        println!(
-            "{name:<28} {:>6} {:>10} {:>10} {:>10}",
-            s["n"], s["p50_ms"], s["p99_ms"], s["max_ms"]
-        );
-    };
-    println!(
-        "propagation: {} edge(s), {} revocation(s); ms from the start of the revoke call",
-        result["edges"], result["revocations"]
-    );
-    println!(
-        "{:<28} {:>6} {:>10} {:>10} {:>10}",
-        "", "n", "p50", "p99", "max"
-    );
-    row("every edge applied", &result["all_edges"]);
-    row("last edge applied", &result["last_edge"]);
-    row("  of which: until commit", &result["call_start_to_commit"]);
-    row(
-        "  of which: commit to last edge",
-        &result["commit_to_last_edge"],
-    );
-    row(
-        "revoke call (wait=all)",
-        &result["revoke_call_with_wait_all"],
-    );
-    for edge in result["per_edge"].as_array().into_iter().flatten() {
-        row(
-            &format!("  {}", edge["edge"].as_str().unwrap_or("")),
-            &edge["applied"],
-        );
-    }
-    if !result["bulk"].is_null() {
-        let bulk = &result["bulk"];
-        println!(
-            "bulk: {} keys revoked in one call; committed after {} ms; call {} ms; every edge enforcing after {} ms",
-            bulk["revoked"], bulk["commit_ms"], bulk["call_ms"], bulk["last_edge_enforced_ms"]
-        );
-    }
 }

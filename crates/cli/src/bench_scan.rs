@@ -239,7 +239,41 @@ pub fn run(args: ScanBenchArgs) -> anyhow::Result<ExitCode> {
         args.size_mib, args.keys
     );
     let planted = corpus(&text_dir, args.size_mib << 20, args.keys)?;
-    let files = sources::files_under(&text_dir)?;
+    let (total, quench) = scan_corpus(&text_dir, &planted)?;
+    let mib = total as f64 / (1 << 20) as f64;
+    let baseline = if args.no_baseline {
+        Value::Null
+    } else {
+        eprintln!("running detect-secrets on the same corpus ...");
+        let mut b = baseline(&text_dir, &planted)?;
+        b["mib_per_s"] = json!(mib / b["seconds"].as_f64().unwrap_or(f64::NAN));
+        b
+    };
+    let git = scan_history(&dir.path().join("repo"), args.commits)?;
+    let speedup = (baseline["seconds"].as_f64())
+        .zip(quench["seconds"].as_f64())
+        .map(|(b, q)| b / q);
+    let result = json!({
+        "corpus_mib": mib,
+        "planted": planted.len(),
+        "decoys": planted.len() * 2,
+        "quench": quench,
+        "detect_secrets": baseline,
+        "speedup": speedup,
+        "git": git,
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        print_table(&result);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Scans every file under `dir` with Quench's scanner: the corpus's size in bytes, and the row of the
+/// result (time, throughput, planted keys found, false positives).
+fn scan_corpus(dir: &Path, planted: &HashSet<String>) -> anyhow::Result<(u64, Value)> {
+    let files = sources::files_under(dir)?;
     let total: u64 = files.iter().map(|(_, len)| len).sum();
     // Read once so both scanners start from the page cache.
     for (file, _) in &files {
@@ -252,51 +286,28 @@ pub fn run(args: ScanBenchArgs) -> anyhow::Result<ExitCode> {
     }
     let seconds = started.elapsed().as_secs_f64();
     let found_keys: HashSet<String> = found.iter().map(|f| f.key_text().to_owned()).collect();
-    let quench = json!({
+    let row = json!({
         "seconds": seconds,
         "mib_per_s": total as f64 / (1 << 20) as f64 / seconds,
-        "found_planted": found_keys.intersection(&planted).count(),
-        "false_positives": found_keys.difference(&planted).count(),
+        "found_planted": found_keys.intersection(planted).count(),
+        "false_positives": found_keys.difference(planted).count(),
     });
+    Ok((total, row))
+}
 
-    let baseline = if args.no_baseline {
-        Value::Null
-    } else {
-        eprintln!("running detect-secrets on the same corpus ...");
-        let mut b = baseline(&text_dir, &planted)?;
-        b["mib_per_s"] =
-            json!(total as f64 / (1 << 20) as f64 / b["seconds"].as_f64().unwrap_or(f64::NAN));
-        b
-    };
-
-    eprintln!(
-        "building a git repository with {} commits ...",
-        args.commits
-    );
-    let repo = dir.path().join("repo");
-    std::fs::create_dir_all(&repo)?;
-    let (git_bytes, git_planted) = git_repo(&repo, args.commits)?;
+/// Builds a git repository of `commits` commits at `repo` and times scanning its history.
+fn scan_history(repo: &Path, commits: usize) -> anyhow::Result<Value> {
+    eprintln!("building a git repository with {commits} commits ...");
+    std::fs::create_dir_all(repo)?;
+    let (git_bytes, git_planted) = git_repo(repo, commits)?;
     let started = Instant::now();
-    let history = sources::scan_git(&repo, |_, _| {})?;
+    let history = sources::scan_git(repo, |_, _| {})?;
     let git_seconds = started.elapsed().as_secs_f64();
     let git_found: HashSet<String> = history.iter().map(|f| f.key_id.clone()).collect();
-
-    let result = json!({
-        "corpus_mib": total as f64 / (1 << 20) as f64,
-        "planted": planted.len(),
-        "decoys": planted.len() * 2,
-        "quench": quench,
-        "detect_secrets": baseline,
-        "speedup": baseline["seconds"].as_f64().map(|s| s / seconds),
-        "git": {"commits": args.commits, "blob_mib": git_bytes as f64 / (1 << 20) as f64,
-                "seconds": git_seconds, "planted": git_planted, "found": git_found.len()},
-    });
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&result)?);
-    } else {
-        print_table(&result);
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(
+        json!({"commits": commits, "blob_mib": git_bytes as f64 / (1 << 20) as f64,
+              "seconds": git_seconds, "planted": git_planted, "found": git_found.len()}),
+    )
 }
 
 fn print_table(result: &Value) {

@@ -15,6 +15,8 @@ use crate::{alerts, bench, client, edge, manager, scan, up, webhooks};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    #[command(flatten)]
+    pub log: crate::logging::LogArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -217,9 +219,9 @@ pub struct VerifyArgs {
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Up(args) => up::run(args).await,
-        Command::Manager(args) => manager::run(args).await,
-        Command::Edge(args) => edge::run(args).await,
+        Command::Up(args) => up::run(args, cli.log).await,
+        Command::Manager(args) => manager::run(args, cli.log).await,
+        Command::Edge(args) => edge::run(args, cli.log).await,
         Command::Keys(command) => client::keys(command).await,
         Command::Tokens(TokensCommand::Create(args)) => client::create_token(args).await,
         Command::Tokens(TokensCommand::Revoke(args)) => client::revoke_token(args).await,

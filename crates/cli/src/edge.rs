@@ -4,14 +4,17 @@ use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
 use anyhow::{Context, bail};
 use clap::Args;
+use quench_api::listener::ServerCertificate;
 use quench_bus::Role;
 use quench_core::sign::{PublicKey, Trust};
 use quench_edge::{Replica, follow};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    logging::{self, LogArgs},
     node::{self, BusArgs, EdgeArgs, ListenArgs},
     remote::HttpUpstream,
+    settings::Problems,
 };
 
 #[derive(Debug, Args)]
@@ -55,8 +58,21 @@ pub struct EdgeCommand {
     pub insecure_http: bool,
 }
 
-pub async fn run(args: EdgeCommand) -> anyhow::Result<ExitCode> {
-    node::init_logging();
+/// An edge's configuration, checked before anything is written or bound.
+#[derive(Debug)]
+struct EdgeSettings {
+    config: quench_edge::EdgeConfig,
+    /// Where the acknowledgement key lives (made there on first start), if it is kept.
+    key_file: Option<PathBuf>,
+    manager: crate::remote::ManagerUrl,
+    /// `--trust-key`, or `None` to fetch the keys from the manager.
+    trust: Option<Trust>,
+    certificate: Option<Arc<ServerCertificate>>,
+    access: Option<quench_bus::NatsAccess>,
+}
+
+/// Reads and checks every option; writes nothing. Every bad setting is reported at once.
+fn check(args: &EdgeCommand) -> anyhow::Result<EdgeSettings> {
     if args.bus.nats.is_none() {
         bail!("--nats: an edge follows the deployment's NATS");
     }
@@ -64,30 +80,76 @@ pub async fn run(args: EdgeCommand) -> anyhow::Result<ExitCode> {
         .id
         .clone()
         .unwrap_or_else(|| format!("edge-{}", std::process::id()));
-    let mut config = node::edge_config(&args.edge, id)?;
+    let mut problems = Problems::default();
+    let config = problems.take(node::edge_config(&args.edge, id));
+    let manager = problems.take(manager_url(args));
+    let trust = problems.take(trust_keys(&args.trust_keys));
+    let certificate = problems.take(args.serving.certificate());
+    let access = problems.take(node::bus_access(&args.bus));
+    let (Some(config), Some(manager), Some(trust), Some(certificate), Some(access)) =
+        (config, manager, trust, certificate, access)
+    else {
+        return Err(problems.into_error());
+    };
     let key_file = args.key_file.clone().or_else(|| {
         args.id
             .as_ref()
             .map(|id| args.data_dir.join(format!("edge-{id}.key")))
     });
-    if let Some(path) = key_file {
-        config.ack_key = Some(node::edge_key(&path)?);
-    }
+    Ok(EdgeSettings {
+        config,
+        key_file,
+        manager,
+        trust,
+        certificate,
+        access,
+    })
+}
+
+/// `--manager`, refused over plain HTTP to another host unless `--insecure-http` and `--trust-key` say so.
+fn manager_url(args: &EdgeCommand) -> anyhow::Result<crate::remote::ManagerUrl> {
     let manager = crate::remote::manager_url(&args.manager, args.insecure_http)?;
+    if manager.plain_remote() && args.trust_keys.is_empty() {
+        bail!(
+            "--insecure-http needs --trust-key: over plain HTTP the manager's signing keys could be \
+             anyone's"
+        );
+    }
+    Ok(manager)
+}
+
+fn trust_keys(texts: &[String]) -> anyhow::Result<Option<Trust>> {
+    if texts.is_empty() {
+        return Ok(None);
+    }
+    let keys = texts
+        .iter()
+        .map(|k| PublicKey::parse(k))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("--trust-key: {e}"))?;
+    Ok(Some(Trust::new(keys)))
+}
+
+pub async fn run(args: EdgeCommand, log: LogArgs) -> anyhow::Result<ExitCode> {
+    logging::init(log);
+    let EdgeSettings {
+        mut config,
+        key_file,
+        manager,
+        trust,
+        certificate,
+        access,
+    } = check(&args)?;
     if manager.plain_remote() {
-        if args.trust_keys.is_empty() {
-            bail!(
-                "--insecure-http needs --trust-key: over plain HTTP the manager's signing keys could be \
-                 anyone's"
-            );
-        }
         tracing::warn!(
             manager = %manager,
             "following a remote manager over plain HTTP (--insecure-http): the edge token and key \
              verifiers cross the network in the clear"
         );
     }
-    let certificate = args.serving.certificate()?;
+    if let Some(path) = key_file {
+        config.ack_key = Some(node::edge_key(&path)?);
+    }
     let listeners = node::listeners(
         &args.listen,
         args.ops_listen.as_deref(),
@@ -98,28 +160,42 @@ pub async fn run(args: EdgeCommand) -> anyhow::Result<ExitCode> {
     .await?;
     node::raise_open_file_limit(args.serving.max_connections * 2);
     let upstream = HttpUpstream::new(manager.as_str(), args.token.clone())?;
-    let trust = if args.trust_keys.is_empty() {
-        upstream
+    let trust = match trust {
+        Some(trust) => trust,
+        None => upstream
             .trust()
             .await
-            .context("--manager: fetching the signing keys")?
-    } else {
-        let keys = args
-            .trust_keys
-            .iter()
-            .map(|k| PublicKey::parse(k))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| anyhow::anyhow!("--trust-key: {e}"))?;
-        Trust::new(keys)
+            .context("--manager: fetching the signing keys")?,
     };
-    let bus = node::connect_bus(&args.bus, Role::Edge(config.id.clone())).await?;
+    let bus = node::connect_bus(&args.bus, access, Role::Edge(config.id.clone())).await?;
     let cancel = CancellationToken::new();
     node::watch_certificate(&args.serving, &certificate, &cancel)?;
     node::announce(
         &format!("edge {} ({})", config.id, config.region),
         &listeners,
     )?;
-    let replica = Replica::new(config);
+    serve(
+        Replica::new(config),
+        bus,
+        upstream,
+        trust,
+        listeners,
+        cancel,
+    )
+    .await;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Follows the manager and serves the edge API until SIGTERM or Ctrl-C.
+async fn serve(
+    replica: Arc<Replica>,
+    bus: Arc<dyn quench_bus::Bus>,
+    upstream: HttpUpstream,
+    trust: Trust,
+    listeners: quench_api::listener::Listeners,
+    cancel: CancellationToken,
+) {
     let follower = tokio::spawn(follow(
         replica.clone(),
         bus,
@@ -127,19 +203,14 @@ pub async fn run(args: EdgeCommand) -> anyhow::Result<ExitCode> {
         trust,
         cancel.clone(),
     ));
-    let server = {
-        let cancel = cancel.clone();
-        tokio::spawn(quench_api::listener::serve_listeners(
-            listeners,
-            quench_edge::http::router(replica),
-            cancel,
-        ))
-    };
+    let server = tokio::spawn(quench_api::listener::serve_listeners(
+        listeners,
+        quench_edge::http::router(replica),
+        cancel.clone(),
+    ));
     node::shutdown_signal(cancel).await;
     let _ = follower.await;
     if let Ok(Err(error)) = server.await {
         tracing::error!(%error, "the edge API failed");
     }
-    tracing::info!("stopped");
-    Ok(ExitCode::SUCCESS)
 }

@@ -99,7 +99,7 @@ pub async fn start_on(
     ))];
     let mut replica = None;
     if let (Some((config, listeners)), Some((id, region))) = (edge, expected) {
-        manager.propagation.expect(&id, &region);
+        manager.propagation.track_edge(&id, &region);
         let embedded = Replica::new(config);
         tasks.push(tokio::spawn(follow(
             embedded.clone(),

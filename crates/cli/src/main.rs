@@ -6,10 +6,12 @@ mod bench_scan;
 mod client;
 mod commands;
 mod edge;
+mod logging;
 mod manager;
 mod node;
 mod remote;
 mod scan;
+mod settings;
 mod up;
 mod webhooks;
 

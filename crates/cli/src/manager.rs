@@ -8,7 +8,11 @@ use quench_bus::Role;
 use quench_cli::embedded;
 use tokio_util::sync::CancellationToken;
 
-use crate::node::{self, BusArgs, ListenArgs, ManagerArgs};
+use crate::{
+    logging::{self, LogArgs},
+    node::{self, BusArgs, ListenArgs, ManagerArgs},
+    settings::{ManagerSettings, Problems},
+};
 
 #[derive(Debug, Args)]
 pub struct ManagerCommand {
@@ -23,14 +27,22 @@ pub struct ManagerCommand {
     pub id: Option<String>,
 }
 
-pub async fn run(args: ManagerCommand) -> anyhow::Result<ExitCode> {
-    node::init_logging();
+pub async fn run(args: ManagerCommand, log: LogArgs) -> anyhow::Result<ExitCode> {
+    logging::init(log);
     if args.bus.nats.is_none() {
         bail!("--nats: a standalone manager needs NATS to reach its edges (or run `quench up`)");
     }
+    // Every setting is checked before anything is written or bound.
+    let mut problems = Problems::default();
+    let settings = problems.take(ManagerSettings::check(&args.manager).await);
+    let certificate = problems.take(args.listen.certificate());
+    let access = problems.take(node::bus_access(&args.bus));
+    let (Some(settings), Some(certificate), Some(access)) = (settings, certificate, access) else {
+        return Err(problems.into_error());
+    };
+
     node::create_data_dir(&args.manager.data_dir)?;
     let store = node::open_store(&args.manager).await?;
-    let certificate = args.listen.certificate()?;
     let admin = node::listeners(
         &args.manager.admin_listen,
         args.manager.admin_ops_listen.as_deref(),
@@ -44,8 +56,10 @@ pub async fn run(args: ManagerCommand) -> anyhow::Result<ExitCode> {
         .id
         .clone()
         .unwrap_or_else(|| format!("manager-{}", std::process::id()));
-    let config = node::manager_config(&args.manager, &*store, id).await?;
-    let bus = node::connect_bus(&args.bus, Role::Manager("quench-manager".into())).await?;
+    let config = settings
+        .into_config(&*store, &args.manager.data_dir, id)
+        .await?;
+    let bus = node::connect_bus(&args.bus, access, Role::Manager("quench-manager".into())).await?;
     let cancel = CancellationToken::new();
     node::watch_certificate(&args.listen, &certificate, &cancel)?;
     node::announce("manager", &admin)?;

@@ -1,5 +1,5 @@
-//! What `quench up`, `quench manager` and `quench edge` share: their options, logging, signals, and how
-//! each part is built from the options.
+//! What `quench up`, `quench manager` and `quench edge` share: their options, signals, and how each part
+//! is built from the options (the manager's configuration is checked in `settings`).
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -8,18 +8,11 @@ use clap::{Args, ValueEnum};
 use quench_api::listener::{Endpoint, Limits, Listeners, ServerCertificate, TlsFiles};
 use quench_bus::{
     Bus, BusError, NatsAccess, NatsBus, Role,
-    nats::{Credential, NatsAccessOptions, NatsAuth, NatsServers},
+    nats::{Credential, Names, NatsAccessOptions, NatsAuth, NatsServers},
 };
 use quench_cli::embedded;
-use quench_core::usage::UsagePolicy;
 use quench_edge::{EdgeConfig, SlowHashConfig, StalePolicy};
-use quench_manager::{
-    Issuer, ManagerConfig, bootstrap,
-    notify::{
-        WebhookSettings,
-        guard::{AddressGuard, Cidr},
-    },
-};
+use quench_manager::Fault;
 use quench_store::{Store, sqlite::SqliteStore};
 use tokio_util::sync::CancellationToken;
 
@@ -67,6 +60,24 @@ pub struct ManagerArgs {
     /// public; repeat for several. By default deliveries go to public addresses only.
     #[arg(long = "webhook-allow", value_name = "CIDR")]
     pub webhook_allow: Vec<String>,
+    /// For tests only, hidden from help: a fault the manager injects on purpose.
+    #[arg(long, hide = true, value_enum)]
+    pub fault: Option<TestFault>,
+}
+
+/// The faults `--fault` injects (see [`Fault`]); tests of what survives a crash use them.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum TestFault {
+    /// Abort right after a change commits, before it is published.
+    CrashBeforePublish,
+}
+
+impl TestFault {
+    pub fn fault(self) -> Fault {
+        match self {
+            Self::CrashBeforePublish => Fault::CrashBeforePublish,
+        }
+    }
 }
 
 /// Options of an edge (in `up` and `edge`).
@@ -318,15 +329,6 @@ pub enum StaleMode {
     FailOpen,
 }
 
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,async_nats=warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 pub fn create_data_dir(path: &PathBuf) -> anyhow::Result<()> {
     std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
     #[cfg(unix)]
@@ -352,12 +354,24 @@ pub async fn open_store(args: &ManagerArgs) -> anyhow::Result<Arc<dyn Store>> {
     }
 }
 
-/// The deployment's bus: NATS when `--nats` is given (as `role`), else in-process.
-pub async fn connect_bus(args: &BusArgs, role: Role) -> anyhow::Result<Arc<dyn Bus>> {
+/// The NATS settings checked before anything connects: `None` without `--nats` (an in-process bus).
+pub fn bus_access(args: &BusArgs) -> anyhow::Result<Option<NatsAccess>> {
     let Some(servers) = &args.nats else {
+        return Ok(None);
+    };
+    Names::for_deployment(&args.deployment).map_err(|e| anyhow::anyhow!("--deployment: {e}"))?;
+    args.access(servers.clone()).map(Some)
+}
+
+/// The deployment's bus: NATS with `access` (as `role`), else in-process.
+pub async fn connect_bus(
+    args: &BusArgs,
+    access: Option<NatsAccess>,
+    role: Role,
+) -> anyhow::Result<Arc<dyn Bus>> {
+    let Some(access) = access else {
         return Ok(embedded::in_process_bus());
     };
-    let access = args.access(servers.clone())?;
     let bus = NatsBus::connect_as(
         &access,
         &args.deployment,
@@ -393,110 +407,6 @@ fn nats_failure(error: &BusError, access: &NatsAccess) -> anyhow::Error {
         _ => "",
     };
     anyhow::anyhow!("--nats: connecting to {}: {error}{hint}", access.servers())
-}
-
-/// Everything a manager needs from its options, the environment and its data directory. Prints the
-/// bootstrap token when it is made.
-pub async fn manager_config(
-    args: &ManagerArgs,
-    store: &dyn Store,
-    id: String,
-) -> anyhow::Result<ManagerConfig> {
-    let issuers = args
-        .issuers
-        .iter()
-        .map(|i| Issuer::parse(i))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!("--issuer: {e}"))?;
-    let also_trusted = args
-        .also_trust
-        .iter()
-        .map(|k| quench_core::sign::PublicKey::parse(k))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!("--also-trust: {e}"))?;
-    let guard = webhook_guard(&args.webhook_allow)?;
-    let bootstrap_token = std::env::var("QUENCH_BOOTSTRAP_TOKEN")
-        .ok()
-        .filter(|v| !v.is_empty())
-        .map(bootstrap::configured)
-        .transpose()?;
-    let signer = match std::env::var("QUENCH_SIGNING_KEY")
-        .ok()
-        .filter(|v| !v.is_empty())
-    {
-        Some(seed) => quench_core::sign::Signer::from_seed_hex(&seed)
-            .map_err(|e| anyhow::anyhow!("QUENCH_SIGNING_KEY: {e}"))?,
-        None => {
-            let path = args
-                .signing_key_file
-                .clone()
-                .unwrap_or_else(|| args.data_dir.join("signing.key"));
-            bootstrap::signing_key(&path)?
-        }
-    };
-    let first_token = match bootstrap_token {
-        None => bootstrap::first_token(store, &args.data_dir).await?,
-        Some(_) => None,
-    };
-    if let Some(token) = first_token {
-        println!(
-            "Bootstrap admin token (shown once, also saved to {}):",
-            bootstrap::token_path(&args.data_dir).display()
-        );
-        println!("  {token}");
-    }
-    let github_keys = match &args.github_public_keys {
-        Some(location) => Some(
-            quench_manager::github::GithubKeys::load(location)
-                .await
-                .map_err(|e| anyhow::anyhow!("--github-public-keys: {e}"))?,
-        ),
-        None => None,
-    };
-    let usage_policy = match &args.usage_policy {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("--usage-policy: reading {}", path.display()))?;
-            UsagePolicy::from_json(&text)
-                .map_err(|e| anyhow::anyhow!("--usage-policy {}: {e}", path.display()))?
-        }
-        None => UsagePolicy::default(),
-    };
-    let webhooks = WebhookSettings {
-        guard,
-        give_up_after: Duration::from_secs(args.webhook_give_up),
-        first_retry: Duration::from_secs(args.webhook_first_retry),
-        ..WebhookSettings::default()
-    };
-    Ok(ManagerConfig {
-        id,
-        github_keys,
-        usage_policy,
-        webhooks,
-        issuers,
-        bootstrap_token,
-        signer: Arc::new(signer),
-        also_trusted,
-        ..ManagerConfig::default()
-    })
-}
-
-/// The address guard from `--webhook-allow`, every bad range reported at once.
-fn webhook_guard(ranges: &[String]) -> anyhow::Result<AddressGuard> {
-    let (good, bad): (Vec<_>, Vec<_>) = ranges
-        .iter()
-        .map(|r| Cidr::parse(r).map_err(|e| format!("{r:?}: {e}")))
-        .partition(Result::is_ok);
-    if !bad.is_empty() {
-        let bad: Vec<String> = bad.into_iter().filter_map(Result::err).collect();
-        bail!("--webhook-allow: {}", bad.join("; "));
-    }
-    let allow: Vec<Cidr> = good.into_iter().filter_map(Result::ok).collect();
-    if !allow.is_empty() {
-        let shown: Vec<String> = allow.iter().map(Cidr::to_string).collect();
-        tracing::info!(ranges = %shown.join(","), "webhooks may reach these non-public ranges");
-    }
-    Ok(AddressGuard::new(allow))
 }
 
 pub fn edge_config(args: &EdgeArgs, id: String) -> anyhow::Result<EdgeConfig> {

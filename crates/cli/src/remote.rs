@@ -94,8 +94,12 @@ pub struct HttpUpstream {
     http: reqwest::Client,
 }
 
-fn failed(error: impl std::fmt::Display) -> UpstreamError {
-    UpstreamError(error.to_string())
+fn failed(error: reqwest::Error) -> UpstreamError {
+    UpstreamError::Unreachable(error.into())
+}
+
+fn invalid(error: impl std::error::Error + Send + Sync + 'static) -> UpstreamError {
+    UpstreamError::Invalid(error.into())
 }
 
 impl HttpUpstream {
@@ -123,10 +127,11 @@ impl HttpUpstream {
             .await
             .map_err(failed)?;
         if !response.status().is_success() {
-            return Err(UpstreamError(format!(
-                "GET {path}: HTTP {}",
-                response.status().as_u16()
-            )));
+            return Err(UpstreamError::Status {
+                request: format!("GET {path}"),
+                status: response.status().as_u16(),
+                message: None,
+            });
         }
         Ok(response)
     }
@@ -137,8 +142,8 @@ impl HttpUpstream {
             .headers()
             .get("quench-signature")
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| UpstreamError(format!("GET {path}: no signature")))?;
-        let signature = Signature::decode(signature).map_err(failed)?;
+            .ok_or_else(|| UpstreamError::Unsigned { path: path.into() })?;
+        let signature = Signature::decode(signature).map_err(invalid)?;
         let body = response.bytes().await.map_err(failed)?;
         Ok(Sealed::from_parts(body.to_vec(), signature))
     }
@@ -162,13 +167,11 @@ impl HttpUpstream {
         }
         let status = response.status().as_u16();
         let body = response.json::<ErrorResponse>().await.ok();
-        Err(UpstreamError(format!(
-            "{what}: HTTP {status}{}",
-            body.as_ref()
-                .map(error_message)
-                .map(|m| format!(": {m}"))
-                .unwrap_or_default()
-        )))
+        Err(UpstreamError::Status {
+            request: what.into(),
+            status,
+            message: body.as_ref().map(error_message),
+        })
     }
 
     /// The manager keys to trust, as the manager lists them. Fetch them over TLS, or pin them with
@@ -209,9 +212,9 @@ impl Upstream for HttpUpstream {
             .bytes_stream();
         let mut reader = SnapshotReader::new();
         while let Some(chunk) = body.next().await {
-            reader.feed(&chunk.map_err(failed)?).map_err(failed)?;
+            reader.feed(&chunk.map_err(failed)?).map_err(invalid)?;
         }
-        reader.finish(trust, nonce).map_err(failed)
+        reader.finish(trust, nonce).map_err(invalid)
     }
 
     async fn events_after(
@@ -237,7 +240,7 @@ impl Upstream for HttpUpstream {
             .text()
             .await
             .map_err(failed)?;
-        UsagePolicy::from_json(&text).map_err(failed)
+        UsagePolicy::from_json(&text).map_err(invalid)
     }
 
     async fn report_alerts(&self, report: &AlertReport) -> Result<(), UpstreamError> {

@@ -7,7 +7,11 @@ use quench_bus::Role;
 use quench_cli::embedded;
 use tokio_util::sync::CancellationToken;
 
-use crate::node::{self, BusArgs, EdgeArgs, ListenArgs, ManagerArgs};
+use crate::{
+    logging::{self, LogArgs},
+    node::{self, BusArgs, EdgeArgs, ListenArgs, ManagerArgs},
+    settings::{ManagerSettings, Problems},
+};
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
@@ -35,9 +39,42 @@ pub struct UpArgs {
     pub edge_key_file: Option<std::path::PathBuf>,
 }
 
-pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
-    node::init_logging();
-    let mut edge_config = node::edge_config(&args.edge, args.edge_id.clone())?;
+/// The configuration of `up`, checked before anything is written or bound: a bad flag is reported as
+/// such even when a port is taken or the database is unreachable.
+#[derive(Debug)]
+struct Checked {
+    edge_config: quench_edge::EdgeConfig,
+    settings: ManagerSettings,
+    certificate: Option<std::sync::Arc<quench_api::listener::ServerCertificate>>,
+    access: Option<quench_bus::NatsAccess>,
+}
+
+/// Reads and checks every option; writes nothing. Every bad setting is reported at once.
+async fn check(args: &UpArgs) -> anyhow::Result<Checked> {
+    let mut problems = Problems::default();
+    let edge_config = problems.take(node::edge_config(&args.edge, args.edge_id.clone()));
+    let settings = problems.take(ManagerSettings::check(&args.manager).await);
+    let certificate = problems.take(args.listen.certificate());
+    let access = problems.take(node::bus_access(&args.bus));
+    match (edge_config, settings, certificate, access) {
+        (Some(edge_config), Some(settings), Some(certificate), Some(access)) => Ok(Checked {
+            edge_config,
+            settings,
+            certificate,
+            access,
+        }),
+        _ => Err(problems.into_error()),
+    }
+}
+
+pub async fn run(args: UpArgs, log: LogArgs) -> anyhow::Result<ExitCode> {
+    logging::init(log);
+    let Checked {
+        mut edge_config,
+        settings,
+        certificate,
+        access,
+    } = check(&args).await?;
     node::create_data_dir(&args.manager.data_dir)?;
     let key_file = args.edge_key_file.clone().unwrap_or_else(|| {
         args.manager
@@ -46,7 +83,6 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     });
     edge_config.ack_key = Some(node::edge_key(&key_file)?);
     let store = node::open_store(&args.manager).await?;
-    let certificate = args.listen.certificate()?;
     let admin = node::listeners(
         &args.manager.admin_listen,
         args.manager.admin_ops_listen.as_deref(),
@@ -64,8 +100,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     )
     .await?;
     node::raise_open_file_limit(args.listen.max_connections * 4);
-    let config = node::manager_config(&args.manager, &*store, "manager-embedded".into()).await?;
-    let bus = node::connect_bus(&args.bus, Role::Manager("quench-up".into())).await?;
+    let config = settings
+        .into_config(&*store, &args.manager.data_dir, "manager-embedded".into())
+        .await?;
+    let bus = node::connect_bus(&args.bus, access, Role::Manager("quench-up".into())).await?;
     let cancel = CancellationToken::new();
     node::watch_certificate(&args.listen, &certificate, &cancel)?;
     node::announce("manager", &admin)?;

@@ -28,14 +28,10 @@ impl Upstream for ManagerUpstream {
         let mut reader = SnapshotReader::new();
         let mut chunks = std::pin::pin!(self.0.snapshot_stream(Some(nonce.clone())));
         while let Some(chunk) = chunks.next().await {
-            let chunk = chunk.map_err(|e| UpstreamError(e.to_string()))?;
-            reader
-                .feed(&chunk)
-                .map_err(|e| UpstreamError(e.to_string()))?;
+            let chunk = chunk.map_err(UpstreamError::manager)?;
+            reader.feed(&chunk).map_err(UpstreamError::manager)?;
         }
-        reader
-            .finish(trust, nonce)
-            .map_err(|e| UpstreamError(e.to_string()))
+        reader.finish(trust, nonce).map_err(UpstreamError::manager)
     }
 
     async fn events_after(
@@ -47,17 +43,17 @@ impl Upstream for ManagerUpstream {
         self.0
             .signed_page(after, limit, Some(nonce))
             .await
-            .map_err(|e| UpstreamError(e.to_string()))
+            .map_err(UpstreamError::manager)
     }
 
     async fn register(&self, edge: &EdgeRegistration) -> Result<(), UpstreamError> {
-        let registration = quench_manager::edges::Registration::parse(edge)
-            .map_err(|e| UpstreamError(e.to_string()))?;
+        let registration =
+            quench_manager::edges::Registration::parse(edge).map_err(UpstreamError::manager)?;
         self.0
             .edge_keys
             .register(&registration)
             .await
-            .map_err(|e| UpstreamError(e.to_string()))
+            .map_err(UpstreamError::manager)
     }
 
     async fn usage_policy(&self) -> Result<UsagePolicy, UpstreamError> {
@@ -69,6 +65,6 @@ impl Upstream for ManagerUpstream {
             .receive_alerts(report, None)
             .await
             .map(|_| ())
-            .map_err(|e| UpstreamError(e.to_string()))
+            .map_err(UpstreamError::manager)
     }
 }

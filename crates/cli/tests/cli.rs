@@ -424,16 +424,30 @@ fn walk_through_survives_restart_and_keeps_secrets_out_of_logs() {
 fn bad_flags_and_unreachable_servers_fail_clearly() {
     let dir = tempfile::tempdir().expect("temp dir");
     let bad_issuer = Command::new(QUENCH)
-        .args(["up", "--issuer", "BAD!", "--data-dir"])
+        .args([
+            "up",
+            "--issuer",
+            "BAD!",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--edge-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .output()
         .expect("run");
-    assert_eq!(bad_issuer.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&bad_issuer.stderr).contains("--issuer"));
+    let stderr = String::from_utf8_lossy(&bad_issuer.stderr);
+    assert_eq!(bad_issuer.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--issuer"), "{stderr}");
 
     let bad_ranges = Command::new(QUENCH)
         .args([
             "up",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--edge-listen",
+            "127.0.0.1:0",
             "--webhook-allow",
             "10.1.2.3/8",
             "--webhook-allow",
@@ -445,8 +459,8 @@ fn bad_flags_and_unreachable_servers_fail_clearly() {
         .arg(dir.path())
         .output()
         .expect("run");
-    assert_eq!(bad_ranges.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&bad_ranges.stderr);
+    assert_eq!(bad_ranges.status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains("--webhook-allow")
             && stderr.contains("did you mean 10.0.0.0/8")
@@ -472,8 +486,9 @@ fn bad_flags_and_unreachable_servers_fail_clearly() {
         .arg(dir.path())
         .output()
         .expect("run");
-    assert_eq!(unsupported.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&unsupported.stderr).contains("--database"));
+    let stderr = String::from_utf8_lossy(&unsupported.stderr);
+    assert_eq!(unsupported.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--database"), "{stderr}");
 
     let policy = dir.path().join("usage.json");
     std::fs::write(&policy, r#"{"rules": [{"name": "x", "kind": "teleport"}]}"#).expect("write");
@@ -495,8 +510,8 @@ fn bad_flags_and_unreachable_servers_fail_clearly() {
             .arg(dir.path())
             .output()
             .expect("run");
-        assert_eq!(bad_policy.status.code(), Some(2));
         let stderr = String::from_utf8_lossy(&bad_policy.stderr);
+        assert_eq!(bad_policy.status.code(), Some(2), "{stderr}");
         assert!(stderr.contains(expected), "{stderr}");
     }
 
@@ -513,8 +528,9 @@ fn bad_flags_and_unreachable_servers_fail_clearly() {
         .env("QUENCH_BOOTSTRAP_TOKEN", "short")
         .output()
         .expect("run");
-    assert_eq!(short.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&short.stderr).contains("QUENCH_BOOTSTRAP_TOKEN"));
+    let stderr = String::from_utf8_lossy(&short.stderr);
+    assert_eq!(short.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("QUENCH_BOOTSTRAP_TOKEN"), "{stderr}");
 
     let nowhere = Command::new(QUENCH)
         .args([
@@ -527,8 +543,9 @@ fn bad_flags_and_unreachable_servers_fail_clearly() {
         ])
         .output()
         .expect("run");
-    assert_eq!(nowhere.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&nowhere.stderr).contains("calling http://127.0.0.1:1"));
+    let stderr = String::from_utf8_lossy(&nowhere.stderr);
+    assert_eq!(nowhere.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("calling http://127.0.0.1:1"), "{stderr}");
 
     let no_token = Command::new(QUENCH)
         .args(["keys", "list", "--data-dir"])
@@ -536,8 +553,9 @@ fn bad_flags_and_unreachable_servers_fail_clearly() {
         .env_remove("QUENCH_TOKEN")
         .output()
         .expect("run");
-    assert_eq!(no_token.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&no_token.stderr).contains("no token"));
+    let stderr = String::from_utf8_lossy(&no_token.stderr);
+    assert_eq!(no_token.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no token"), "{stderr}");
 
     let usage = Command::new(QUENCH)
         .args(["keys", "revoke", "abc"])
@@ -546,8 +564,109 @@ fn bad_flags_and_unreachable_servers_fail_clearly() {
     assert_eq!(
         usage.status.code(),
         Some(2),
-        "clap reports a missing --reason"
+        "clap reports a missing --reason: {}",
+        String::from_utf8_lossy(&usage.stderr)
     );
+}
+
+/// Every process checks all of its configuration before it migrates a database or binds a port, so a
+/// bad flag is reported as such even where the port is taken (say, by a `quench up` already running).
+#[test]
+fn a_bad_flag_is_reported_before_a_taken_port() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = taken.local_addr().expect("address").to_string();
+    let output = Command::new(QUENCH)
+        .args(["up", "--issuer", "BAD!", "--admin-listen", &address])
+        .args(["--edge-listen", &address, "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--issuer"), "{stderr}");
+    assert!(!stderr.contains("binding"), "{stderr}");
+    assert!(
+        std::fs::read_dir(dir.path()).expect("dir").next().is_none(),
+        "nothing was written to the data directory"
+    );
+
+    // Several bad settings at once: each is named in one run.
+    let output = Command::new(QUENCH)
+        .args(["up", "--issuer", "BAD!", "--also-trust", "zz"])
+        .args(["--admin-listen", &address, "--edge-listen", &address])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--issuer") && stderr.contains("--also-trust"),
+        "{stderr}"
+    );
+
+    let output = Command::new(QUENCH)
+        .args([
+            "manager",
+            "--nats",
+            "nats://127.0.0.1:1",
+            "--issuer",
+            "qk:md5",
+        ])
+        .args(["--admin-listen", &address, "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--issuer") && stderr.contains("md5"),
+        "{stderr}"
+    );
+
+    let output = Command::new(QUENCH)
+        .args(["edge", "--nats", "nats://127.0.0.1:1", "--manager"])
+        .args([
+            "http://127.0.0.1:1",
+            "--token",
+            "qt_unused",
+            "--region",
+            "no spaces",
+        ])
+        .args(["--listen", &address])
+        .env_remove("QUENCH_MANAGER")
+        .env_remove("QUENCH_TOKEN")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("--region"), "{stderr}");
+    assert!(!stderr.contains("binding"), "{stderr}");
+    drop(taken);
+}
+
+/// The servers' log carries no colour codes when it goes to a pipe or a file, and `--log-format json`
+/// writes one JSON object per line for log collectors.
+#[test]
+fn logs_to_a_pipe_are_plain_text_or_json_lines() {
+    for format in ["text", "json"] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let node = up(dir.path(), &["--log-format", format]);
+        let log = stop(node);
+        assert!(!log.trim().is_empty(), "the node logged nothing");
+        assert!(
+            !log.contains("\x1b["),
+            "no colour codes in a piped log: {log}"
+        );
+        if format == "json" {
+            for line in log.lines().filter(|l| !l.trim().is_empty()) {
+                let parsed: serde_json::Value = serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("{e}: not a JSON line: {line:?}\n{log}"));
+                assert!(parsed["level"].is_string(), "{line}");
+            }
+        }
+    }
 }
 
 #[test]

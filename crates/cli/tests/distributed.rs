@@ -324,12 +324,14 @@ async fn a_manager_crash_between_commit_and_publish_loses_nothing() {
     );
 
     m.kill9();
-    let (mut crashing, admin) = support::manager_at(
+    // A test-only flag, hidden from help: the manager aborts after the commit, before the publish.
+    let (mut crashing, admin) = support::manager_with(
         &listen,
         &nats.url(),
         dir.path(),
         None,
-        &[("QUENCH_FAULT", "crash-before-publish")],
+        &[],
+        &["--fault", "crash-before-publish"],
     );
     let (status, _) = client
         .post(

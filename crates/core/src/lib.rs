@@ -14,6 +14,7 @@ pub mod scope;
 pub mod sign;
 pub mod time;
 pub mod usage;
+pub mod webhook;
 pub mod whole;
 
 pub use event::{Change, Event, Seq};
@@ -23,3 +24,4 @@ pub use keyset::{Check, KeySet, Reason, SlowCheck, Verdict};
 pub use names::{EdgeId, KeyName, Label, NameError, Owner, Region};
 pub use record::{EdgeKey, KeyRecord, KeyStatus, Revocation};
 pub use time::Timestamp;
+pub use webhook::WebhookEvent;

@@ -72,9 +72,43 @@ pub trait Upstream: Send + Sync + 'static {
     ) -> Result<(), UpstreamError>;
 }
 
+/// Any error a source of errors can be boxed into: the transports behind [`Upstream`] differ (HTTP, the
+/// manager's own store in one process), and the follower only retries, so it keeps them as sources.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why the manager gave no usable answer. The follower treats every variant alike (it backs off and
+/// retries); they differ in what an operator reads in the log.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UpstreamError(pub String);
+#[non_exhaustive]
+pub enum UpstreamError {
+    /// The manager could not be reached, or the connection broke mid-answer.
+    #[error("{0}")]
+    Unreachable(#[source] BoxError),
+    /// The manager answered `request` (`GET /v1/...`, or what was being done) with an HTTP error status.
+    #[error("{request}: HTTP {status}{}", message.as_ref().map(|m| format!(": {m}")).unwrap_or_default())]
+    Status {
+        request: String,
+        status: u16,
+        /// The message of the manager's JSON error, if it sent one.
+        message: Option<String>,
+    },
+    /// An answer that must be signed came without a signature.
+    #[error("GET {path}: no signature")]
+    Unsigned { path: String },
+    /// The answer could not be read: a malformed signature, snapshot or policy.
+    #[error("{0}")]
+    Invalid(#[source] BoxError),
+    /// The manager in this process could not answer (its store failed, or it turned the request down).
+    #[error("{0}")]
+    Manager(#[source] BoxError),
+}
+
+impl UpstreamError {
+    /// A failure of the manager in this process, for `map_err`.
+    pub fn manager(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Manager(Box::new(error))
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 enum FollowError {

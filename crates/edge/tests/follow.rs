@@ -135,7 +135,7 @@ impl FakeManager {
 
     fn link(&self) -> Result<(), UpstreamError> {
         if self.offline.load(Ordering::Acquire) {
-            return Err(UpstreamError("connection refused".into()));
+            return Err(UpstreamError::Unreachable("connection refused".into()));
         }
         Ok(())
     }
@@ -156,10 +156,10 @@ impl Upstream for FakeManager {
         let mut reader = SnapshotReader::new();
         reader
             .feed(&bytes)
-            .map_err(|e| UpstreamError(e.to_string()))?;
+            .map_err(|e| UpstreamError::Invalid(e.into()))?;
         reader
             .finish(trust, nonce)
-            .map_err(|e| UpstreamError(e.to_string()))
+            .map_err(|e| UpstreamError::Invalid(e.into()))
     }
 
     async fn events_after(
@@ -177,7 +177,7 @@ impl Upstream for FakeManager {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
             .is_ok()
         {
-            return Err(UpstreamError("reset by peer".into()));
+            return Err(UpstreamError::Unreachable("reset by peer".into()));
         }
         if let Some(recorded) = self.replayed_page.lock().expect("lock").clone() {
             return Ok(recorded);
@@ -265,7 +265,10 @@ impl Harness {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        panic!("condition not reached in 10 s; applied {}", self.replica.applied());
+        panic!(
+            "condition not reached in 10 s; applied {}",
+            self.replica.applied()
+        );
     }
 
     fn reason(&self, key: &ApiKey) -> Option<Reason> {

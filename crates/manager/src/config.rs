@@ -3,7 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use quench_core::{
-    HashAlg, Prefix,
+    HashAlg, KeyError, Prefix,
     sign::{PublicKey, Signer},
     usage::UsagePolicy,
 };
@@ -24,18 +24,34 @@ impl Default for Issuer {
     }
 }
 
+/// Why an `--issuer` is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IssuerError {
+    #[error("unknown hash {0:?}; use sha256, argon2id or bcrypt")]
+    UnknownHash(String),
+    #[error("issuer prefix {prefix:?}: {source}")]
+    Prefix {
+        prefix: String,
+        #[source]
+        source: KeyError,
+    },
+}
+
 impl Issuer {
     /// `PREFIX` or `PREFIX:ALG`, as given on the command line.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, IssuerError> {
         let (prefix, hash) = match text.split_once(':') {
             Some((p, h)) => (
                 p,
-                HashAlg::parse(h)
-                    .ok_or_else(|| format!("unknown hash {h:?}; use sha256, argon2id or bcrypt"))?,
+                HashAlg::parse(h).ok_or_else(|| IssuerError::UnknownHash(h.to_owned()))?,
             ),
             None => (text, HashAlg::Sha256),
         };
-        let prefix = Prefix::parse(prefix).map_err(|e| format!("issuer prefix {prefix:?}: {e}"))?;
+        let prefix = Prefix::parse(prefix).map_err(|source| IssuerError::Prefix {
+            prefix: prefix.to_owned(),
+            source,
+        })?;
         Ok(Self { prefix, hash })
     }
 }
@@ -68,7 +84,18 @@ pub struct ManagerConfig {
     pub github_keys: Option<crate::github::GithubKeys>,
     /// The usage rules every edge applies, and what each does when it fires.
     pub usage_policy: UsagePolicy,
-    pub webhooks: crate::notify::WebhookSettings,
+    pub webhooks: crate::webhooks::WebhookSettings,
+    /// For tests only: a fault to inject on purpose. `None` in every real deployment.
+    pub fault: Option<Fault>,
+}
+
+/// A fault the manager injects on purpose, so tests can check what survives a crash at a chosen moment.
+/// The CLI sets it only from a flag its help does not show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fault {
+    /// Abort the process right after a change commits, before it is published on the bus.
+    CrashBeforePublish,
 }
 
 impl Default for ManagerConfig {
@@ -84,7 +111,8 @@ impl Default for ManagerConfig {
             also_trusted: Vec::new(),
             github_keys: None,
             usage_policy: UsagePolicy::default(),
-            webhooks: crate::notify::WebhookSettings::default(),
+            webhooks: crate::webhooks::WebhookSettings::default(),
+            fault: None,
         }
     }
 }
@@ -99,5 +127,30 @@ impl ManagerConfig {
                 .find(|i| i.prefix.as_str() == p)
                 .copied(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_issuer_is_a_prefix_and_an_optional_hash() {
+        let issuer = Issuer::parse("qs:argon2id").expect("valid");
+        assert_eq!(issuer.prefix.as_str(), "qs");
+        assert_eq!(issuer.hash, HashAlg::Argon2id);
+        assert_eq!(Issuer::parse("qk").expect("valid").hash, HashAlg::Sha256);
+    }
+
+    #[test]
+    fn a_bad_issuer_says_which_part_is_wrong() {
+        assert_eq!(
+            Issuer::parse("qk:md5"),
+            Err(IssuerError::UnknownHash("md5".into()))
+        );
+        assert!(matches!(
+            Issuer::parse("BAD!"),
+            Err(IssuerError::Prefix { prefix, .. }) if prefix == "BAD!"
+        ));
     }
 }

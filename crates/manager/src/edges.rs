@@ -80,26 +80,35 @@ pub enum RegisterError {
 /// edges); a key still speaks only for the ids registered with it.
 #[derive(Default)]
 struct Cache {
-    by_signer: HashMap<String, (PublicKey, Vec<EdgeId>)>,
+    by_signer: HashMap<String, KnownKey>,
     loaded: Option<Instant>,
     tried: Option<Instant>,
 }
 
+/// A registered acknowledgement key and the edge ids registered with it.
+struct KnownKey {
+    key: PublicKey,
+    edges: Vec<EdgeId>,
+}
+
 impl Cache {
     fn add(&mut self, edge: EdgeId, key: PublicKey) {
-        let entry = self
+        let known = self
             .by_signer
             .entry(key.id().to_string())
-            .or_insert_with(|| (key, Vec::new()));
-        if !entry.1.contains(&edge) {
-            entry.1.push(edge);
+            .or_insert_with(|| KnownKey {
+                key,
+                edges: Vec::new(),
+            });
+        if !known.edges.contains(&edge) {
+            known.edges.push(edge);
         }
     }
 
     fn remove(&mut self, edge: &EdgeId, key: &PublicKey) {
-        if let Some(entry) = self.by_signer.get_mut(key.id().as_str()) {
-            entry.1.retain(|e| e != edge);
-            if entry.1.is_empty() {
+        if let Some(known) = self.by_signer.get_mut(key.id().as_str()) {
+            known.edges.retain(|e| e != edge);
+            if known.edges.is_empty() {
                 self.by_signer.remove(key.id().as_str());
             }
         }
@@ -196,7 +205,7 @@ impl EdgeKeys {
 
     fn check(&self, sealed: &SignedAck) -> Option<Result<VerifiedAck, String>> {
         let cache = self.lock();
-        let (key, edges) = cache.by_signer.get(sealed.signature().signer().as_str())?;
+        let KnownKey { key, edges } = cache.by_signer.get(sealed.signature().signer().as_str())?;
         let ack = match sealed.open(key) {
             Ok(ack) => ack,
             Err(e) => return Some(Err(e.to_string())),

@@ -19,11 +19,32 @@ pub const KEY_ID_HEADER: &str = "github-public-key-identifier";
 pub const SIGNATURE_HEADER: &str = "github-public-key-signature";
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum GithubKeysError {
-    #[error("reading {0}: {1}")]
-    Read(String, String),
+    #[error("reading {location}: {source}")]
+    ReadFile {
+        location: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading {location}: {source}")]
+    Fetch {
+        location: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("reading {location}: HTTP {status}")]
+    Status { location: String, status: u16 },
     #[error("not GitHub's public keys document: {0}")]
-    Format(String),
+    NotJson(#[source] serde_json::Error),
+    #[error("not GitHub's public keys document: key {key_id}: {source}")]
+    Key {
+        key_id: String,
+        #[source]
+        source: p256::pkcs8::spki::Error,
+    },
+    #[error("not GitHub's public keys document: no public keys")]
+    NoKeys,
 }
 
 #[derive(Deserialize)]
@@ -65,15 +86,19 @@ impl GithubKeys {
     /// Parses GitHub's public keys document.
     pub fn parse(document: &str) -> Result<Self, GithubKeysError> {
         let document: Document =
-            serde_json::from_str(document).map_err(|e| GithubKeysError::Format(e.to_string()))?;
+            serde_json::from_str(document).map_err(GithubKeysError::NotJson)?;
         let mut keys = HashMap::new();
         for key in document.public_keys {
-            let parsed = VerifyingKey::from_public_key_pem(&key.key)
-                .map_err(|e| GithubKeysError::Format(format!("key {}: {e}", key.key_identifier)))?;
+            let parsed = VerifyingKey::from_public_key_pem(&key.key).map_err(|source| {
+                GithubKeysError::Key {
+                    key_id: key.key_identifier.clone(),
+                    source,
+                }
+            })?;
             keys.insert(key.key_identifier, parsed);
         }
         if keys.is_empty() {
-            return Err(GithubKeysError::Format("no public keys".into()));
+            return Err(GithubKeysError::NoKeys);
         }
         Ok(Self { keys })
     }
@@ -82,22 +107,23 @@ impl GithubKeys {
     pub async fn load(location: &str) -> Result<Self, GithubKeysError> {
         let text = if location.starts_with("https://") || location.starts_with("http://") {
             let _ = rustls::crypto::ring::default_provider().install_default();
-            let response = reqwest::get(location)
-                .await
-                .map_err(|e| GithubKeysError::Read(location.into(), e.to_string()))?;
+            let fetch = |source| GithubKeysError::Fetch {
+                location: location.into(),
+                source,
+            };
+            let response = reqwest::get(location).await.map_err(fetch)?;
             if !response.status().is_success() {
-                return Err(GithubKeysError::Read(
-                    location.into(),
-                    format!("HTTP {}", response.status().as_u16()),
-                ));
+                return Err(GithubKeysError::Status {
+                    location: location.into(),
+                    status: response.status().as_u16(),
+                });
             }
-            response
-                .text()
-                .await
-                .map_err(|e| GithubKeysError::Read(location.into(), e.to_string()))?
+            response.text().await.map_err(fetch)?
         } else {
-            std::fs::read_to_string(location)
-                .map_err(|e| GithubKeysError::Read(location.into(), e.to_string()))?
+            std::fs::read_to_string(location).map_err(|source| GithubKeysError::ReadFile {
+                location: location.into(),
+                source,
+            })?
         };
         Self::parse(&text)
     }
@@ -121,5 +147,40 @@ impl GithubKeys {
         let signature = Signature::from_der(&der).map_err(|_| SignatureError::Malformed)?;
         key.verify(body, &signature)
             .map_err(|_| SignatureError::Mismatch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_keys_document_says_what_is_wrong() {
+        assert!(matches!(
+            GithubKeys::parse("not json"),
+            Err(GithubKeysError::NotJson(_))
+        ));
+        assert!(matches!(
+            GithubKeys::parse(r#"{"public_keys": []}"#),
+            Err(GithubKeysError::NoKeys)
+        ));
+        let bad_key = r#"{"public_keys": [{"key_identifier": "k1", "key": "not PEM"}]}"#;
+        assert!(matches!(
+            GithubKeys::parse(bad_key),
+            Err(GithubKeysError::Key { key_id, .. }) if key_id == "k1"
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_keys_file_names_its_location() {
+        let Err(error) = GithubKeys::load("/nonexistent/github-keys.json").await else {
+            panic!("a missing file loaded");
+        };
+        assert!(matches!(error, GithubKeysError::ReadFile { .. }), "{error}");
+        assert!(
+            error
+                .to_string()
+                .starts_with("reading /nonexistent/github-keys.json")
+        );
     }
 }

@@ -14,8 +14,8 @@ pub mod config;
 pub mod edges;
 pub mod github;
 pub mod metrics;
-pub mod notify;
 pub mod propagation;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -28,7 +28,7 @@ use quench_core::{
 use quench_store::Store;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{Issuer, ManagerConfig};
+pub use config::{Fault, Issuer, IssuerError, ManagerConfig};
 pub use propagation::Propagation;
 
 /// Most events in one signed bus message: keeps a bulk revocation's messages far below NATS's 1 MB
@@ -42,17 +42,6 @@ pub const SNAPSHOT_PAGE: u32 = 2_000;
 /// committed it to have published it itself.
 pub const OUTBOX_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
-mod fault {
-    /// Fault injection for the failover tests: `QUENCH_FAULT=crash-before-publish` makes the manager
-    /// abort right after a change commits and before it is published.
-    pub fn crash_before_publish() -> bool {
-        static SET: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *SET.get_or_init(|| {
-            std::env::var("QUENCH_FAULT").is_ok_and(|v| v == "crash-before-publish")
-        })
-    }
-}
-
 /// Everything a request handler needs.
 pub struct Manager {
     pub store: Arc<dyn Store>,
@@ -62,7 +51,7 @@ pub struct Manager {
     pub metrics: metrics::ManagerMetrics,
     pub auth: auth::Authenticator,
     pub edge_keys: edges::EdgeKeys,
-    pub notifications: notify::Notifications,
+    pub notifications: webhooks::Notifications,
     pub alert_metrics: alerts::AlertMetrics,
 }
 
@@ -80,7 +69,7 @@ impl Manager {
         Arc::new(Self {
             propagation: Arc::new(Propagation::new(config.edge_liveness)),
             edge_keys: edges::EdgeKeys::new(store.clone()),
-            notifications: notify::Notifications::new(&config.webhooks),
+            notifications: webhooks::Notifications::new(&config.webhooks),
             alert_metrics: alerts::AlertMetrics::default(),
             store,
             bus,
@@ -100,7 +89,7 @@ impl Manager {
     /// Publishes committed events as one signed batch. A failure is not the caller's: the events are
     /// durable in the log and edges fetch them from there.
     pub async fn publish(&self, events: &[Event]) {
-        if fault::crash_before_publish() {
+        if self.config.fault == Some(config::Fault::CrashBeforePublish) {
             tracing::error!("fault injection: crashing between commit and publish");
             std::process::abort();
         }
@@ -171,15 +160,7 @@ impl Manager {
         nonce: Option<Nonce>,
     ) -> impl futures::Stream<Item = Result<Vec<u8>, quench_store::StoreError>> + Send + 'static
     {
-        struct Paging {
-            manager: Arc<Manager>,
-            nonce: Option<Nonce>,
-            writer: Option<quench_bus::SnapshotWriter>,
-            through: quench_core::Seq,
-            after: u64,
-            done: bool,
-        }
-        let start = Paging {
+        let start = SnapshotPaging {
             manager: self.clone(),
             nonce,
             writer: None,
@@ -187,47 +168,9 @@ impl Manager {
             after: 0,
             done: false,
         };
-        futures::stream::unfold(start, |mut state| async move {
-            if state.done {
-                return None;
-            }
-            let Some(writer) = state.writer.as_mut() else {
-                let fresh = match state.manager.freshness().await {
-                    Ok(fresh) => fresh,
-                    Err(error) => {
-                        state.done = true;
-                        return Some((Err(error), state));
-                    }
-                };
-                let (writer, header) = quench_bus::SnapshotWriter::start(
-                    state.manager.config.signer.clone(),
-                    fresh,
-                    state.nonce.take(),
-                );
-                state.writer = Some(writer);
-                state.through = fresh.head;
-                return Some((Ok(header), state));
-            };
-            let page = match state
-                .manager
-                .store
-                .snapshot_page(state.through, state.after, SNAPSHOT_PAGE)
-                .await
-            {
-                Ok(page) => page,
-                Err(error) => {
-                    state.done = true;
-                    return Some((Err(error), state));
-                }
-            };
-            let Some((last, _)) = page.last() else {
-                state.done = true;
-                let end = state.writer.take().map(quench_bus::SnapshotWriter::finish);
-                return Some((Ok(end.unwrap_or_default()), state));
-            };
-            state.after = *last;
-            let keys: Vec<quench_core::EdgeKey> = page.into_iter().map(|(_, key)| key).collect();
-            Some((Ok(writer.keys(&keys)), state))
+        futures::stream::unfold(start, |mut paging| async move {
+            let chunk = paging.next_chunk().await?;
+            Some((chunk, paging))
         })
     }
 
@@ -257,7 +200,7 @@ impl Manager {
     ) -> Result<(), quench_bus::BusError> {
         let acks = self.bus.acks().await?;
         tokio::spawn(self.clone().track(acks, cancel.clone()));
-        tokio::spawn(notify::run(self.clone(), cancel.clone()));
+        tokio::spawn(webhooks::run(self.clone(), cancel.clone()));
         tokio::spawn(self.clone().heartbeats(cancel));
         Ok(())
     }
@@ -314,5 +257,68 @@ impl Manager {
                 tracing::warn!(%error, "the outbox sweep failed");
             }
         }
+    }
+}
+
+/// Where a streamed snapshot is: the header first (which fixes the log head it is taken at), then a
+/// page of keys per chunk, then the signed end.
+struct SnapshotPaging {
+    manager: Arc<Manager>,
+    nonce: Option<Nonce>,
+    /// `None` until the header is written.
+    writer: Option<quench_bus::SnapshotWriter>,
+    through: quench_core::Seq,
+    /// The last key row sent.
+    after: u64,
+    done: bool,
+}
+
+impl SnapshotPaging {
+    /// The next chunk, or `None` after the end (or after an error, which ends the stream).
+    async fn next_chunk(&mut self) -> Option<Result<Vec<u8>, quench_store::StoreError>> {
+        if self.done {
+            return None;
+        }
+        let chunk = if self.writer.is_none() {
+            self.header().await
+        } else {
+            self.keys().await
+        };
+        if chunk.is_err() {
+            self.done = true;
+        }
+        Some(chunk)
+    }
+
+    async fn header(&mut self) -> Result<Vec<u8>, quench_store::StoreError> {
+        let fresh = self.manager.freshness().await?;
+        let (writer, header) = quench_bus::SnapshotWriter::start(
+            self.manager.config.signer.clone(),
+            fresh,
+            self.nonce.take(),
+        );
+        self.writer = Some(writer);
+        self.through = fresh.head;
+        Ok(header)
+    }
+
+    async fn keys(&mut self) -> Result<Vec<u8>, quench_store::StoreError> {
+        let page = self
+            .manager
+            .store
+            .snapshot_page(self.through, self.after, SNAPSHOT_PAGE)
+            .await?;
+        let Some((last, _)) = page.last() else {
+            self.done = true;
+            let end = self.writer.take().map(quench_bus::SnapshotWriter::finish);
+            return Ok(end.unwrap_or_default());
+        };
+        self.after = *last;
+        let keys: Vec<quench_core::EdgeKey> = page.into_iter().map(|(_, key)| key).collect();
+        Ok(self
+            .writer
+            .as_mut()
+            .map(|writer| writer.keys(&keys))
+            .unwrap_or_default())
     }
 }

@@ -109,7 +109,7 @@ impl Propagation {
 
     /// Registers an edge known to exist before it first reports (the embedded edge), so a change made
     /// at start-up waits for it.
-    pub fn expect(&self, id: &EdgeId, region: &Region) {
+    pub fn track_edge(&self, id: &EdgeId, region: &Region) {
         self.edges().entry(id.clone()).or_insert(EdgeState {
             region: region.clone(),
             applied: Seq::ZERO,
@@ -171,30 +171,11 @@ impl Propagation {
         let started = Instant::now();
         let deadline = started + timeout;
         let mut changes = self.changed.subscribe();
-        let waiting: Vec<(EdgeId, Region)> = {
-            let now = Timestamp::now();
-            let edges = self.edges();
-            edges
-                .iter()
-                .filter(|(_, s)| self.is_live(s, now))
-                .map(|(id, s)| (id.clone(), s.region.clone()))
-                .collect()
-        };
-        let mut confirmed: BTreeMap<EdgeId, (Timestamp, f64)> = BTreeMap::new();
+        let waiting = self.live_edges();
+        let mut confirmed: Confirmed = BTreeMap::new();
         loop {
             changes.borrow_and_update();
-            {
-                let edges = self.edges();
-                for (id, _) in &waiting {
-                    if confirmed.contains_key(id) {
-                        continue;
-                    }
-                    if edges.get(id).is_some_and(|s| s.applied >= seq) {
-                        let elapsed = started.elapsed().as_secs_f64() * 1000.0;
-                        confirmed.insert(id.clone(), (Timestamp::now(), elapsed));
-                    }
-                }
-            }
+            self.note_applied(&waiting, seq, started, &mut confirmed);
             if confirmed.len() == waiting.len() {
                 break;
             }
@@ -207,24 +188,60 @@ impl Propagation {
                 break;
             }
         }
-        let edges: Vec<EdgeConfirmation> = waiting
-            .into_iter()
-            .map(|(edge, region)| {
-                let done = confirmed.get(&edge);
-                EdgeConfirmation {
-                    confirmed: done.is_some(),
-                    confirmed_at: done.map(|(at, _)| at.to_string()),
-                    latency_ms: done.map(|(_, ms)| (ms * 1000.0).round() / 1000.0),
-                    edge: edge.to_string(),
-                    region: region.to_string(),
-                }
-            })
-            .collect();
-        Confirmation {
-            seq: seq.get(),
-            complete: edges.iter().all(|e| e.confirmed),
-            edges,
+        confirmation(seq, waiting, &confirmed)
+    }
+
+    /// The edges live now, with their regions.
+    fn live_edges(&self) -> Vec<(EdgeId, Region)> {
+        let now = Timestamp::now();
+        self.edges()
+            .iter()
+            .filter(|(_, s)| self.is_live(s, now))
+            .map(|(id, s)| (id.clone(), s.region.clone()))
+            .collect()
+    }
+
+    /// Adds to `confirmed` those of `waiting` that have now applied `seq`, with when and how long after
+    /// `started`.
+    fn note_applied(
+        &self,
+        waiting: &[(EdgeId, Region)],
+        seq: Seq,
+        started: std::time::Instant,
+        confirmed: &mut Confirmed,
+    ) {
+        let edges = self.edges();
+        for (id, _) in waiting {
+            if !confirmed.contains_key(id) && edges.get(id).is_some_and(|s| s.applied >= seq) {
+                let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+                confirmed.insert(id.clone(), (Timestamp::now(), elapsed));
+            }
         }
+    }
+}
+
+/// The edges that confirmed a change: when, and milliseconds after the wait began.
+type Confirmed = BTreeMap<EdgeId, (Timestamp, f64)>;
+
+/// What a wait for `seq` reports: every edge waited for, confirmed or not, latencies to the microsecond.
+fn confirmation(seq: Seq, waiting: Vec<(EdgeId, Region)>, confirmed: &Confirmed) -> Confirmation {
+    let edges: Vec<EdgeConfirmation> = waiting
+        .into_iter()
+        .map(|(edge, region)| {
+            let done = confirmed.get(&edge);
+            EdgeConfirmation {
+                confirmed: done.is_some(),
+                confirmed_at: done.map(|(at, _)| at.to_string()),
+                latency_ms: done.map(|(_, ms)| (ms * 1000.0).round() / 1000.0),
+                edge: edge.to_string(),
+                region: region.to_string(),
+            }
+        })
+        .collect();
+    Confirmation {
+        seq: seq.get(),
+        complete: edges.iter().all(|e| e.confirmed),
+        edges,
     }
 }
 
@@ -342,6 +359,23 @@ mod tests {
             .map(|e| e.edge.as_str())
             .collect();
         assert_eq!(pending, vec!["b"]);
+    }
+
+    #[test]
+    fn a_confirmation_lists_every_edge_waited_for_and_is_complete_only_when_all_confirmed() {
+        let id = |t: &str| EdgeId::parse(t).expect("id");
+        let eu = Region::parse("eu").expect("region");
+        let waiting = vec![(id("a"), eu.clone()), (id("b"), eu.clone())];
+        let mut confirmed = Confirmed::new();
+        confirmed.insert(id("a"), (Timestamp::from_millis(0), 1.234_567_8));
+        let partial = confirmation(Seq::new(4), waiting.clone(), &confirmed);
+        assert_eq!(partial.seq, 4);
+        assert!(!partial.complete);
+        assert_eq!(partial.edges[0].latency_ms, Some(1.235));
+        assert!(!partial.edges[1].confirmed && partial.edges[1].confirmed_at.is_none());
+        confirmed.insert(id("b"), (Timestamp::from_millis(1), 2.0));
+        assert!(confirmation(Seq::new(4), waiting, &confirmed).complete);
+        assert!(confirmation(Seq::new(4), Vec::new(), &Confirmed::new()).complete);
     }
 
     #[tokio::test]

@@ -15,14 +15,26 @@ use crate::find::find_in;
 pub const LARGE_FILE: u64 = 256 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ScanError {
     #[error("{path}: {source}")]
     Io {
         path: String,
         source: std::io::Error,
     },
+    /// `git` could not be started.
+    #[error("git: cannot run git {command}: {source}")]
+    GitMissing {
+        command: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `git` ran and failed (not a repository, say): what it printed.
     #[error("git: {0}")]
-    Git(String),
+    GitFailed(String),
+    /// `git cat-file` answered something other than a blob header.
+    #[error("git: unexpected cat-file output: {0:?}")]
+    CatFile(String),
 }
 
 /// Where a key was found.
@@ -163,39 +175,19 @@ pub fn scan_git(
     repo: &Path,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Vec<Finding>, ScanError> {
-    let listed = git(repo)
-        .args([
-            "rev-list",
-            "--all",
-            "--objects",
-            "--filter=object:type=blob",
-        ])
-        .output()
-        .map_err(|e| ScanError::Git(format!("cannot run git: {e}")))?;
-    if !listed.status.success() {
-        return Err(ScanError::Git(
-            String::from_utf8_lossy(&listed.stderr).trim().to_owned(),
-        ));
-    }
-    let mut paths: HashMap<String, String> = HashMap::new();
-    let mut blobs = Vec::new();
-    for line in String::from_utf8_lossy(&listed.stdout).lines() {
-        if let Some((sha, path)) = line.split_once(' ')
-            && paths.insert(sha.to_owned(), path.to_owned()).is_none()
-        {
-            blobs.push(sha.to_owned());
-        }
-    }
+    let (blobs, paths) = list_blobs(repo)?;
     let mut child = git(repo)
         .args(["cat-file", "--batch"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
-        .map_err(|e| ScanError::Git(format!("cannot run git cat-file: {e}")))?;
-    let mut stdin = child
-        .stdin
-        .take()
-        .ok_or_else(|| ScanError::Git("no stdin".into()))?;
+        .map_err(|source| ScanError::GitMissing {
+            command: "cat-file",
+            source,
+        })?;
+    let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err(ScanError::GitFailed("cat-file without pipes".into()));
+    };
     let wanted = blobs.clone();
     let writer = std::thread::spawn(move || {
         for sha in wanted {
@@ -204,23 +196,10 @@ pub fn scan_git(
             }
         }
     });
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| ScanError::Git("no stdout".into()))?;
     let mut reader = BufReader::with_capacity(1 << 20, stdout);
     let mut found = Vec::new();
     for (n, sha) in blobs.iter().enumerate() {
-        let mut header = String::new();
-        reader.read_line(&mut header).map_err(io(repo))?;
-        let size: usize = header
-            .split_whitespace()
-            .nth(2)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| ScanError::Git(format!("unexpected cat-file output: {header:?}")))?;
-        let mut data = vec![0; size + 1];
-        reader.read_exact(&mut data).map_err(io(repo))?;
-        data.truncate(size);
+        let data = read_blob(&mut reader, repo)?;
         let mut hits = scan_bytes(paths.get(sha).map_or("", String::as_str), &data, None);
         if !hits.is_empty() {
             let commit = introducing_commit(repo, sha)?;
@@ -236,6 +215,60 @@ pub fn scan_git(
     Ok(found)
 }
 
+/// Every blob of the repository (`git rev-list --all --objects`), with the path each was first seen at.
+fn list_blobs(repo: &Path) -> Result<(Vec<String>, HashMap<String, String>), ScanError> {
+    let listed = git(repo)
+        .args([
+            "rev-list",
+            "--all",
+            "--objects",
+            "--filter=object:type=blob",
+        ])
+        .output()
+        .map_err(|source| ScanError::GitMissing {
+            command: "rev-list",
+            source,
+        })?;
+    if !listed.status.success() {
+        return Err(ScanError::GitFailed(
+            String::from_utf8_lossy(&listed.stderr).trim().to_owned(),
+        ));
+    }
+    Ok(blob_list(&String::from_utf8_lossy(&listed.stdout)))
+}
+
+/// `<sha> <path>` lines as blob ids in first-seen order (each once), and the first path of each. Lines
+/// without a path (commits and trees, were any listed) are not blobs.
+fn blob_list(listing: &str) -> (Vec<String>, HashMap<String, String>) {
+    let mut paths: HashMap<String, String> = HashMap::new();
+    let mut blobs = Vec::new();
+    for line in listing.lines() {
+        if let Some((sha, path)) = line.split_once(' ')
+            && !paths.contains_key(sha)
+        {
+            paths.insert(sha.to_owned(), path.to_owned());
+            blobs.push(sha.to_owned());
+        }
+    }
+    (blobs, paths)
+}
+
+/// The next blob from `git cat-file --batch`: its header line, its bytes and the newline after them.
+fn read_blob(reader: &mut impl BufRead, repo: &Path) -> Result<Vec<u8>, ScanError> {
+    let mut header = String::new();
+    reader.read_line(&mut header).map_err(io(repo))?;
+    let size = blob_size(&header).ok_or(ScanError::CatFile(header))?;
+    let mut data = vec![0; size + 1];
+    reader.read_exact(&mut data).map_err(io(repo))?;
+    data.truncate(size);
+    Ok(data)
+}
+
+/// The size in a `<sha> blob <size>` header.
+fn blob_size(header: &str) -> Option<usize> {
+    header.split_whitespace().nth(2)?.parse().ok()
+}
+
 /// The oldest commit on any ref that added this blob.
 fn introducing_commit(repo: &Path, blob: &str) -> Result<Option<String>, ScanError> {
     let out = git(repo)
@@ -247,9 +280,44 @@ fn introducing_commit(repo: &Path, blob: &str) -> Result<Option<String>, ScanErr
             &format!("--find-object={blob}"),
         ])
         .output()
-        .map_err(|e| ScanError::Git(e.to_string()))?;
+        .map_err(|source| ScanError::GitMissing {
+            command: "log",
+            source,
+        })?;
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .next()
         .map(str::to_owned))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_blob_listing_keeps_each_blob_once_with_its_first_path() {
+        let listing = "aaa src/a.txt\nccc\nbbb b.txt\naaa renamed/a.txt\nddd dir/with space.txt\n";
+        let (blobs, paths) = blob_list(listing);
+        assert_eq!(blobs, ["aaa", "bbb", "ddd"]);
+        assert_eq!(paths["aaa"], "src/a.txt");
+        assert_eq!(paths["ddd"], "dir/with space.txt");
+        assert_eq!(blob_list(""), (Vec::new(), HashMap::new()));
+    }
+
+    #[test]
+    fn a_cat_file_header_gives_the_blob_size() {
+        assert_eq!(blob_size("0123abcd blob 42\n"), Some(42));
+        assert_eq!(blob_size("0123abcd missing\n"), None);
+        assert_eq!(blob_size("0123abcd blob many\n"), None);
+        let mut batch: &[u8] = b"0123 blob 5\nhello\n0123 blob 0\n\n";
+        assert_eq!(
+            read_blob(&mut batch, Path::new(".")).expect("blob"),
+            b"hello"
+        );
+        assert_eq!(read_blob(&mut batch, Path::new(".")).expect("blob"), b"");
+        assert!(matches!(
+            read_blob(&mut batch, Path::new(".")),
+            Err(ScanError::CatFile(_))
+        ));
+    }
 }

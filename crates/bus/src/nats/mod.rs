@@ -33,7 +33,9 @@ use quench_core::{hash::hex, hash::sha256, sign::Signature};
 pub use access::{AccessError, Credential, NatsAccess, NatsAccessOptions, NatsAuth, NatsServers};
 pub use names::Names;
 
-use crate::{Ack, Bus, BusError, Delivery, EventBatch, Sealed, SignedAck, SignedHeartbeat};
+use crate::{
+    Ack, Bus, BusError, Delivery, EventBatch, Sealed, SignedAck, SignedHeartbeat, Unreadable,
+};
 
 pub const SIGNATURE_HEADER: &str = "Quench-Signature";
 /// How long JetStream keeps events. Edges that are behind by more repair from the manager's log.
@@ -71,8 +73,48 @@ pub struct NatsBus {
     names: Names,
 }
 
-fn transport(error: impl std::fmt::Display) -> BusError {
-    BusError::Transport(error.to_string())
+/// What the bus was doing when NATS failed it, named in [`BusError::Nats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Operation {
+    CreateStream,
+    DeleteStream,
+    Publish,
+    ConfirmPublish,
+    Heartbeat,
+    Subscribe,
+    OpenStream,
+    CreateConsumer,
+    Consume,
+    Ack,
+}
+
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::CreateStream => "creating the stream",
+            Self::DeleteStream => "deleting the stream",
+            Self::Publish => "publishing events",
+            Self::ConfirmPublish => "confirming published events",
+            Self::Heartbeat => "publishing a heartbeat",
+            Self::Subscribe => "subscribing",
+            Self::OpenStream => "opening the stream",
+            Self::CreateConsumer => "creating a consumer",
+            Self::Consume => "reading the stream",
+            Self::Ack => "sending an acknowledgement",
+        })
+    }
+}
+
+/// Maps a NATS client error to [`BusError::Nats`] for `operation`.
+fn failed<E>(operation: Operation) -> impl FnOnce(E) -> BusError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    move |source| BusError::Nats {
+        operation,
+        source: Box::new(source),
+    }
 }
 
 fn signed_headers(signature: &Signature) -> HeaderMap {
@@ -82,16 +124,22 @@ fn signed_headers(signature: &Signature) -> HeaderMap {
 }
 
 /// A received payload and its signature header, not yet verified.
-fn sealed<const P: u8>(payload: &[u8], headers: Option<&HeaderMap>) -> Result<Sealed<P>, String> {
+fn sealed<const P: u8>(
+    payload: &[u8],
+    headers: Option<&HeaderMap>,
+) -> Result<Sealed<P>, Unreadable> {
     let header = headers.and_then(|h| h.get(SIGNATURE_HEADER));
     unseal(payload, header.map(|value| value.as_str()))
 }
 
 /// Reads a message as it came off NATS: its payload and the text of its `Quench-Signature` header (if
 /// any). Pure, so the fuzz targets reach exactly what a subscriber runs on untrusted bytes.
-pub fn unseal<const P: u8>(payload: &[u8], signature: Option<&str>) -> Result<Sealed<P>, String> {
-    let header = signature.ok_or_else(|| "a message without a signature".to_owned())?;
-    let signature = Signature::decode(header).map_err(|e| e.to_string())?;
+pub fn unseal<const P: u8>(
+    payload: &[u8],
+    signature: Option<&str>,
+) -> Result<Sealed<P>, Unreadable> {
+    let header = signature.ok_or(Unreadable::NoSignature)?;
+    let signature = Signature::decode(header).map_err(Unreadable::Signature)?;
     Ok(Sealed::from_parts(payload.to_vec(), signature))
 }
 
@@ -169,7 +217,7 @@ impl NatsBus {
         self.jetstream
             .get_or_create_stream(config)
             .await
-            .map_err(transport)?;
+            .map_err(failed(Operation::CreateStream))?;
         Ok(())
     }
 
@@ -177,11 +225,9 @@ impl NatsBus {
         self.jetstream
             .get_stream(&self.names.stream)
             .await
-            .map_err(|e| {
-                BusError::Transport(format!(
-                    "the deployment's stream {}: {e} (a manager makes it)",
-                    self.names.stream
-                ))
+            .map_err(|source| BusError::StreamMissing {
+                stream: self.names.stream.clone(),
+                source,
             })?;
         Ok(())
     }
@@ -195,7 +241,7 @@ impl NatsBus {
         self.jetstream
             .delete_stream(&self.names.stream)
             .await
-            .map_err(transport)?;
+            .map_err(failed(Operation::DeleteStream))?;
         Ok(())
     }
 }
@@ -211,8 +257,8 @@ impl Bus for NatsBus {
             .jetstream
             .send_publish(self.names.events.clone(), publish)
             .await
-            .map_err(transport)?;
-        ack.await.map_err(transport)?;
+            .map_err(failed(Operation::Publish))?;
+        ack.await.map_err(failed(Operation::ConfirmPublish))?;
         Ok(())
     }
 
@@ -224,7 +270,7 @@ impl Bus for NatsBus {
                 heartbeat.body().to_vec().into(),
             )
             .await
-            .map_err(transport)
+            .map_err(failed(Operation::Heartbeat))
     }
 
     async fn subscribe(&self) -> Result<BoxStream<'static, Delivery>, BusError> {
@@ -233,7 +279,7 @@ impl Bus for NatsBus {
             .client
             .subscribe(self.names.heartbeats.clone())
             .await
-            .map_err(transport)?
+            .map_err(failed(Operation::Subscribe))?
             .map(
                 |message| match sealed(&message.payload, message.headers.as_ref()) {
                     Ok(beat) => Delivery::Heartbeat(beat),
@@ -244,7 +290,7 @@ impl Bus for NatsBus {
             .jetstream
             .get_stream(&self.names.stream)
             .await
-            .map_err(transport)?;
+            .map_err(failed(Operation::OpenStream))?;
         let consumer = stream
             .create_consumer(jetstream::consumer::pull::OrderedConfig {
                 filter_subject: self.names.events.clone(),
@@ -252,11 +298,11 @@ impl Bus for NatsBus {
                 ..Default::default()
             })
             .await
-            .map_err(transport)?;
+            .map_err(failed(Operation::CreateConsumer))?;
         let events = consumer
             .messages()
             .await
-            .map_err(transport)?
+            .map_err(failed(Operation::Consume))?
             .map(|message| match message {
                 Ok(message) => match sealed(&message.payload, message.headers.as_ref()) {
                     Ok(batch) => Delivery::Events(batch),
@@ -271,8 +317,7 @@ impl Bus for NatsBus {
     }
 
     async fn ack(&self, ack: &SignedAck) -> Result<(), BusError> {
-        let edge = claimed_edge(ack.body())
-            .ok_or_else(|| BusError::Transport("an acknowledgement without an edge".into()))?;
+        let edge = claimed_edge(ack.body()).ok_or(BusError::AckWithoutEdge)?;
         self.client
             .publish_with_headers(
                 self.names.acks_of(&edge),
@@ -280,7 +325,7 @@ impl Bus for NatsBus {
                 ack.body().to_vec().into(),
             )
             .await
-            .map_err(transport)
+            .map_err(failed(Operation::Ack))
     }
 
     async fn acks(&self) -> Result<BoxStream<'static, SignedAck>, BusError> {
@@ -289,7 +334,7 @@ impl Bus for NatsBus {
             .client
             .subscribe(self.names.acks.clone())
             .await
-            .map_err(transport)?
+            .map_err(failed(Operation::Subscribe))?
             .filter_map(move |message| {
                 let names = names.clone();
                 async move {
@@ -344,33 +389,35 @@ pub async fn connect_client(
             Err(error) => error,
         };
         let servers = access.servers();
-        match classify(&error) {
-            Some(permanent) => return Err(permanent),
-            None if attempt < CONNECT_ATTEMPTS => {
+        match classify(error) {
+            Ok(permanent) => return Err(permanent),
+            Err(error) if attempt < CONNECT_ATTEMPTS => {
                 attempt += 1;
                 tracing::warn!(%servers, %error, attempt, "NATS is not reachable yet; retrying");
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
-            None => {
-                return Err(BusError::Transport(format!(
-                    "cannot reach NATS at {servers}: {error}"
-                )));
+            Err(source) => {
+                return Err(BusError::Unreachable {
+                    servers: servers.to_string(),
+                    source,
+                });
             }
         }
     }
 }
 
-/// A connection error that retrying will not fix, as the error to stop with; `None` for one that may pass
-/// (a server not up yet). A TLS handshake failure arrives as an I/O error wrapping the TLS error.
-fn classify(error: &async_nats::ConnectError) -> Option<BusError> {
+/// A connection error that retrying will not fix, as the error to stop with; the error itself back for one
+/// that may pass (a server not up yet). A TLS handshake failure arrives as an I/O error wrapping the TLS
+/// error.
+fn classify(error: async_nats::ConnectError) -> Result<BusError, async_nats::ConnectError> {
     match error.kind() {
         ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
-            Some(BusError::Unauthorized(error.to_string()))
+            Ok(BusError::Unauthorized(error))
         }
-        ConnectErrorKind::Tls => Some(BusError::Tls(error.to_string())),
-        ConnectErrorKind::ServerParse => Some(BusError::Transport(error.to_string())),
-        _ if is_tls_failure(error) => Some(BusError::Tls(error.to_string())),
-        _ => None,
+        ConnectErrorKind::Tls => Ok(BusError::Tls(error)),
+        ConnectErrorKind::ServerParse => Ok(BusError::Protocol(error)),
+        _ if is_tls_failure(&error) => Ok(BusError::Tls(error)),
+        _ => Err(error),
     }
 }
 

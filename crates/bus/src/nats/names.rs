@@ -32,9 +32,7 @@ impl Names {
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
             && deployment.as_bytes()[0].is_ascii_alphanumeric();
         if !valid {
-            return Err(BusError::Transport(format!(
-                "deployment {deployment:?}: use 1 to 32 of a-z, 0-9, _ and -"
-            )));
+            return Err(BusError::InvalidDeployment(deployment.to_owned()));
         }
         Ok(Self {
             deployment: deployment.to_owned(),

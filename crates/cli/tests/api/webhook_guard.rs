@@ -19,7 +19,7 @@ use std::{
 use quench_core::Timestamp;
 use quench_manager::{
     ManagerConfig,
-    notify::{
+    webhooks::{
         connect::WebhookResolver,
         guard::{AddressGuard, Cidr},
     },

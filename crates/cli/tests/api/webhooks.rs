@@ -16,7 +16,7 @@ use hmac::{Hmac, Mac};
 use quench_cli::embedded;
 use quench_manager::{
     ManagerConfig, bootstrap,
-    notify::{
+    webhooks::{
         WebhookSettings,
         guard::{AddressGuard, Cidr},
     },

@@ -295,6 +295,18 @@ pub fn manager_at(
     database: Option<&str>,
     extra_env: &[(&str, &str)],
 ) -> (Proc, String) {
+    manager_with(listen, nats, data_dir, database, extra_env, &[])
+}
+
+/// [`manager_at`] with further command-line arguments.
+pub fn manager_with(
+    listen: &str,
+    nats: &str,
+    data_dir: &Path,
+    database: Option<&str>,
+    extra_env: &[(&str, &str)],
+    extra_args: &[&str],
+) -> (Proc, String) {
     let mut args: Vec<String> = [
         "manager",
         "--nats",
@@ -310,6 +322,7 @@ pub fn manager_at(
     if let Some(db) = database {
         args.extend(["--database".to_owned(), db.to_owned()]);
     }
+    args.extend(extra_args.iter().map(|a| a.to_string()));
     let mut env = vec![
         ("QUENCH_BOOTSTRAP_TOKEN".to_owned(), BOOTSTRAP.to_owned()),
         ("QUENCH_SIGNING_KEY".to_owned(), SIGNING_SEED.to_owned()),

@@ -62,66 +62,66 @@ pub(crate) async fn handle(
     actor: &quench_store::Actor,
     leaked: &LeakedKey,
 ) -> Result<(LeakResult, Option<quench_core::Seq>), ApiError> {
+    let answer = |key_id, outcome| Ok((LeakResult { key_id, outcome }, None));
     let text = leaked.key.trim();
     let Ok(key) = PresentedKey::parse(text) else {
-        let result = LeakResult {
-            key_id: None,
-            outcome: LeakOutcome::NotQuenchKey,
-        };
-        return Ok((result, None));
+        return answer(None, LeakOutcome::NotQuenchKey);
     };
     let key_id = Some(key.id().to_string());
     if key.prefix().as_str() == crate::auth::TOKEN_PREFIX {
         let outcome = leaked_token(manager, actor, &key).await?;
-        return Ok((LeakResult { key_id, outcome }, None));
+        return answer(key_id, outcome);
     }
     let record = manager.store.key(key.id()).await.map_err(store_error)?;
     let record = match record {
         Some(record) if record.prefix == key.prefix() && proves(&record, text).await => record,
-        _ => {
-            let result = LeakResult {
-                key_id,
-                outcome: LeakOutcome::Unknown,
-            };
-            return Ok((result, None));
-        }
+        _ => return answer(key_id, LeakOutcome::Unknown),
     };
     if record.revoked.is_some() {
-        let result = LeakResult {
-            key_id,
-            outcome: LeakOutcome::AlreadyRevoked,
-        };
-        return Ok((result, None));
+        return answer(key_id, LeakOutcome::AlreadyRevoked);
     }
-    let reason: String = format!(
+    let seq = revoke_leaked(manager, actor, &record, &leak_reason(leaked)).await?;
+    let outcome = match seq {
+        Some(_) => LeakOutcome::Revoked,
+        // Revoked by someone else between the read and the write.
+        None => LeakOutcome::AlreadyRevoked,
+    };
+    Ok((LeakResult { key_id, outcome }, seq))
+}
+
+/// The revocation reason of a leak report: who reported it where, within [`REASON_MAX`] characters.
+fn leak_reason(leaked: &LeakedKey) -> String {
+    format!(
         "leaked: reported by {} at {}",
         clean(leaked.source.as_deref()),
         clean(leaked.url.as_deref())
     )
     .chars()
     .take(REASON_MAX)
-    .collect();
+    .collect()
+}
+
+/// Revokes a proven leaked key and publishes the revocation: its sequence, or `None` when it was
+/// already revoked.
+async fn revoke_leaked(
+    manager: &Manager,
+    actor: &quench_store::Actor,
+    record: &quench_core::KeyRecord,
+    reason: &str,
+) -> Result<Option<quench_core::Seq>, ApiError> {
     let revoked = manager
         .store
-        .revoke_key(record.id, &reason, actor)
+        .revoke_key(record.id, reason, actor)
         .await
         .map_err(store_error)?;
     let Some(event) = &revoked.event else {
-        let result = LeakResult {
-            key_id,
-            outcome: LeakOutcome::AlreadyRevoked,
-        };
-        return Ok((result, None));
+        return Ok(None);
     };
     manager.publish(std::slice::from_ref(event)).await;
     ManagerMetrics::add(&manager.metrics.keys_revoked, 1);
     ManagerMetrics::add(&manager.metrics.leaks_revoked, 1);
     tracing::warn!(key = %record.id, principal = %actor.principal, "leaked key revoked");
-    let result = LeakResult {
-        key_id,
-        outcome: LeakOutcome::Revoked,
-    };
-    Ok((result, Some(event.seq)))
+    Ok(Some(event.seq))
 }
 
 /// A leaked manager token (`qt_`) is revoked like a key: only when the whole token proves it. A token
@@ -271,4 +271,30 @@ pub async fn github(
         manager.confirm(last_seq, Wait::All(timeout)).await;
     }
     Ok(Json(feedback))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leak_reason_names_the_reporter_and_place_without_control_characters_and_within_bounds() {
+        let leaked = |source: Option<&str>, url: Option<&str>| LeakedKey {
+            key: String::new(),
+            source: source.map(str::to_owned),
+            url: url.map(str::to_owned),
+        };
+        assert_eq!(
+            leak_reason(&leaked(Some("scanner"), Some("https://paste.example/1"))),
+            "leaked: reported by scanner at https://paste.example/1"
+        );
+        assert_eq!(leak_reason(&leaked(None, None)), "leaked: reported by  at ");
+        assert_eq!(
+            leak_reason(&leaked(Some("a\nb\u{1b}[31m"), None)),
+            "leaked: reported by ab[31m at "
+        );
+        let long = "x".repeat(1_000);
+        let reason = leak_reason(&leaked(Some(&long), Some(&long)));
+        assert!(reason.chars().count() <= REASON_MAX, "{}", reason.len());
+    }
 }

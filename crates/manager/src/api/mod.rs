@@ -1,10 +1,10 @@
 //! The manager's HTTP API. Routes, the OpenAPI document generated from the handlers, and the helpers
 //! every mutation shares (store errors to HTTP, waiting for the edges).
 
+pub mod alerts_and_webhooks;
 mod keys;
 pub mod leaks;
 pub mod model;
-pub mod notify;
 mod system;
 
 use std::{sync::Arc, time::Duration};
@@ -40,14 +40,23 @@ pub fn router(manager: Arc<Manager>) -> Router {
             "/v1/integrations/github/secret-scanning",
             post(leaks::github),
         )
-        .route("/v1/alerts", get(notify::list).post(notify::report))
-        .route("/v1/usage-policy", get(notify::usage_policy))
+        .route(
+            "/v1/alerts",
+            get(alerts_and_webhooks::list).post(alerts_and_webhooks::report),
+        )
+        .route("/v1/usage-policy", get(alerts_and_webhooks::usage_policy))
         .route(
             "/v1/webhooks",
-            get(notify::list_webhooks).post(notify::create_webhook),
+            get(alerts_and_webhooks::list_webhooks).post(alerts_and_webhooks::create_webhook),
         )
-        .route("/v1/webhooks/{id}", delete(notify::delete_webhook))
-        .route("/v1/webhooks/{id}/deliveries", get(notify::deliveries))
+        .route(
+            "/v1/webhooks/{id}",
+            delete(alerts_and_webhooks::delete_webhook),
+        )
+        .route(
+            "/v1/webhooks/{id}/deliveries",
+            get(alerts_and_webhooks::deliveries),
+        )
         .route("/v1/tokens", post(system::create_token))
         .route("/v1/tokens/{id}/revoke", post(system::revoke_token))
         .route("/v1/events", get(system::events))
@@ -72,8 +81,8 @@ pub fn router(manager: Arc<Manager>) -> Router {
     ),
     paths(
         keys::create, keys::list, keys::show, keys::revoke, keys::rotate, keys::bulk_revoke, leaks::report, leaks::github,
-        notify::list, notify::report, notify::usage_policy, notify::create_webhook, notify::list_webhooks,
-        notify::delete_webhook, notify::deliveries,
+        alerts_and_webhooks::list, alerts_and_webhooks::report, alerts_and_webhooks::usage_policy, alerts_and_webhooks::create_webhook, alerts_and_webhooks::list_webhooks,
+        alerts_and_webhooks::delete_webhook, alerts_and_webhooks::deliveries,
         system::create_token, system::revoke_token, system::events, system::snapshot, system::edges, system::register_edge, system::rotate_edge,
         system::signing_keys, system::audit, system::health,
         system::metrics, system::openapi,

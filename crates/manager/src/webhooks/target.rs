@@ -107,7 +107,7 @@ fn encode_name(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::guard::{Cidr, SpecialUse};
+    use crate::webhooks::guard::{Cidr, SpecialUse};
 
     #[test]
     fn only_http_urls_with_a_host_and_no_refused_literal_are_accepted() {

@@ -135,7 +135,7 @@ pub fn refusal(error: &(dyn std::error::Error + 'static)) -> Option<Refused> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::guard::{Cidr, SpecialUse};
+    use crate::webhooks::guard::{Cidr, SpecialUse};
 
     #[test]
     fn screening_keeps_allowed_addresses_and_reports_the_first_refused() {

@@ -24,16 +24,16 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use hmac::{Hmac, Mac};
-use quench_core::{Change, Owner, Seq, Timestamp, hash::hex};
-use quench_store::{Attempt, DeliveryRecord, NewDelivery, NotifyCursor, StoreError, WebhookRecord};
+use quench_core::{
+    Change, Event, KeyId, Owner, Seq, Timestamp, WebhookEvent, hash::hex, usage::Action,
+};
+use quench_store::{
+    AlertRecord, Attempt, DeliveryRecord, NewDelivery, NotifyCursor, StoreError, WebhookRecord,
+};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::{Manager, metrics::ManagerMetrics};
-
-pub const KEY_REVOKED: &str = "key.revoked";
-pub const ALERT_RAISED: &str = "alert.raised";
-pub const EVENT_TYPES: [&str; 2] = [KEY_REVOKED, ALERT_RAISED];
 
 pub const SIGNATURE_HEADER: &str = "quench-signature";
 pub const DELIVERY_HEADER: &str = "quench-delivery";
@@ -122,15 +122,89 @@ struct AlertNotice {
     owner: Option<Owner>,
     rule: String,
     kind: String,
-    action: String,
+    action: Action,
     edge: String,
     raised_at: Timestamp,
     details: serde_json::Value,
 }
 
-fn wants(hook: &WebhookRecord, event_type: &str, owner: Option<&Owner>) -> bool {
-    hook.events.iter().any(|e| e == event_type)
+fn wants(hook: &WebhookRecord, event: WebhookEvent, owner: Option<&Owner>) -> bool {
+    hook.events.iter().any(|e| e == event.as_str())
         && hook.owner.as_ref().is_none_or(|mine| Some(mine) == owner)
+}
+
+/// The revocations among `events`, each with its key's owner (from `owners`) as a webhook receives it.
+fn revocation_notices(events: &[Event], owners: &HashMap<KeyId, Owner>) -> Vec<RevocationNotice> {
+    events
+        .iter()
+        .filter_map(|event| match &event.change {
+            Change::KeyRevoked { id, reason } => Some(RevocationNotice {
+                seq: event.seq,
+                key_id: id.to_string(),
+                owner: owners.get(id).cloned(),
+                reason: reason.clone(),
+                revoked_at: event.at,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+fn alert_notice(record: AlertRecord) -> AlertNotice {
+    let alert = record.alert;
+    AlertNotice {
+        seq: record.seq,
+        id: alert.id,
+        key_id: alert.key_id.to_string(),
+        owner: alert.owner,
+        rule: alert.rule,
+        kind: alert.kind,
+        action: alert.action,
+        edge: alert.edge,
+        raised_at: alert.raised_at,
+        details: serde_json::from_str(&alert.details).unwrap_or(serde_json::Value::Null),
+    }
+}
+
+/// Which webhook gets which revocations and alerts: per hook, at most one delivery of each event type,
+/// holding what is new to it (after where it started) and within its owner, in log order.
+fn plan_deliveries(
+    hooks: &[WebhookRecord],
+    revocations: &[RevocationNotice],
+    alerts: &[AlertNotice],
+    now: Timestamp,
+) -> Vec<NewDelivery> {
+    let delivery =
+        |hook: &WebhookRecord, event: WebhookEvent, data: serde_json::Value| NewDelivery {
+            webhook_id: hook.id.clone(),
+            event_type: event.as_str().into(),
+            payload: data.to_string(),
+            created_at: now,
+        };
+    let mut deliveries = Vec::new();
+    for hook in hooks {
+        let mine: Vec<&RevocationNotice> = revocations
+            .iter()
+            .filter(|r| {
+                r.seq > hook.from_seq && wants(hook, WebhookEvent::KeyRevoked, r.owner.as_ref())
+            })
+            .collect();
+        if !mine.is_empty() {
+            let data = serde_json::json!({ "revocations": mine });
+            deliveries.push(delivery(hook, WebhookEvent::KeyRevoked, data));
+        }
+        let mine: Vec<&AlertNotice> = alerts
+            .iter()
+            .filter(|a| {
+                a.seq > hook.from_alert && wants(hook, WebhookEvent::AlertRaised, a.owner.as_ref())
+            })
+            .collect();
+        if !mine.is_empty() {
+            let data = serde_json::json!({ "alerts": mine });
+            deliveries.push(delivery(hook, WebhookEvent::AlertRaised, data));
+        }
+    }
+    deliveries
 }
 
 /// `t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
@@ -177,112 +251,65 @@ pub async fn run(manager: Arc<Manager>, cancel: CancellationToken) {
 impl Manager {
     /// Turns new revocations and alerts into deliveries, page by page, until caught up.
     pub async fn fan_out(&self) -> Result<(), StoreError> {
-        loop {
-            let from = self.store.notify_cursor().await?;
-            // Heads first: a webhook created after this read starts at or after them, so skipping to
-            // them below cannot skip anything it should get.
-            let head = self.store.head().await?;
-            let last_alert = self.store.last_alert_seq().await?;
-            let hooks = self.store.webhooks().await?;
-            if hooks.is_empty() {
-                let to = NotifyCursor {
-                    event_seq: head,
-                    alert_seq: last_alert,
-                };
-                if to != from {
-                    self.store.advance_notify(from, to, &[]).await?;
-                }
-                return Ok(());
-            }
-            let events = self
-                .store
-                .events_after(from.event_seq, FAN_OUT_PAGE)
-                .await?;
-            let alerts = self
-                .store
-                .alerts_after(from.alert_seq, FAN_OUT_PAGE)
-                .await?;
-            if events.is_empty() && alerts.is_empty() {
-                return Ok(());
-            }
+        while self.fan_out_page().await? {}
+        Ok(())
+    }
+
+    /// Fans out one page from the cursor: `false` when there was nothing left to do.
+    async fn fan_out_page(&self) -> Result<bool, StoreError> {
+        let from = self.store.notify_cursor().await?;
+        // Heads first: a webhook created after this read starts at or after them, so skipping to them
+        // below cannot skip anything it should get.
+        let head = self.store.head().await?;
+        let last_alert = self.store.last_alert_seq().await?;
+        let hooks = self.store.webhooks().await?;
+        if hooks.is_empty() {
             let to = NotifyCursor {
-                event_seq: events.last().map_or(from.event_seq, |e| e.seq),
-                alert_seq: alerts.last().map_or(from.alert_seq, |a| a.seq),
+                event_seq: head,
+                alert_seq: last_alert,
             };
-            let revoked: Vec<quench_core::KeyId> = events
-                .iter()
-                .filter(|e| matches!(e.change, Change::KeyRevoked { .. }))
-                .map(|e| e.change.key_id())
-                .collect();
-            let owners: HashMap<quench_core::KeyId, Owner> = if revoked.is_empty() {
-                HashMap::new()
-            } else {
-                self.store.owners(&revoked).await?.into_iter().collect()
-            };
-            let revocations: Vec<RevocationNotice> = events
-                .iter()
-                .filter_map(|event| match &event.change {
-                    Change::KeyRevoked { id, reason } => Some(RevocationNotice {
-                        seq: event.seq,
-                        key_id: id.to_string(),
-                        owner: owners.get(id).cloned(),
-                        reason: reason.clone(),
-                        revoked_at: event.at,
-                    }),
-                    _ => None,
-                })
-                .collect();
-            let alerts: Vec<AlertNotice> = alerts
-                .into_iter()
-                .map(|a| AlertNotice {
-                    seq: a.seq,
-                    id: a.alert.id,
-                    key_id: a.alert.key_id.to_string(),
-                    owner: a.alert.owner,
-                    rule: a.alert.rule,
-                    kind: a.alert.kind,
-                    action: a.alert.action.as_str().to_owned(),
-                    edge: a.alert.edge,
-                    raised_at: a.alert.raised_at,
-                    details: serde_json::from_str(&a.alert.details)
-                        .unwrap_or(serde_json::Value::Null),
-                })
-                .collect();
-            let now = Timestamp::now();
-            let mut deliveries = Vec::new();
-            for hook in &hooks {
-                let mine: Vec<&RevocationNotice> = revocations
-                    .iter()
-                    .filter(|r| r.seq > hook.from_seq && wants(hook, KEY_REVOKED, r.owner.as_ref()))
-                    .collect();
-                if !mine.is_empty() {
-                    deliveries.push(NewDelivery {
-                        webhook_id: hook.id.clone(),
-                        event_type: KEY_REVOKED.into(),
-                        payload: serde_json::json!({ "revocations": mine }).to_string(),
-                        created_at: now,
-                    });
-                }
-                let mine: Vec<&AlertNotice> = alerts
-                    .iter()
-                    .filter(|a| {
-                        a.seq > hook.from_alert && wants(hook, ALERT_RAISED, a.owner.as_ref())
-                    })
-                    .collect();
-                if !mine.is_empty() {
-                    deliveries.push(NewDelivery {
-                        webhook_id: hook.id.clone(),
-                        event_type: ALERT_RAISED.into(),
-                        payload: serde_json::json!({ "alerts": mine }).to_string(),
-                        created_at: now,
-                    });
-                }
+            if to != from {
+                self.store.advance_notify(from, to, &[]).await?;
             }
-            if self.store.advance_notify(from, to, &deliveries).await? && !deliveries.is_empty() {
-                tracing::debug!(deliveries = deliveries.len(), through = %to.event_seq, "webhook deliveries queued");
-            }
-            // Not advanced: another manager took this range; read the cursor again.
+            return Ok(false);
         }
+        let events = self
+            .store
+            .events_after(from.event_seq, FAN_OUT_PAGE)
+            .await?;
+        let alerts = self
+            .store
+            .alerts_after(from.alert_seq, FAN_OUT_PAGE)
+            .await?;
+        if events.is_empty() && alerts.is_empty() {
+            return Ok(false);
+        }
+        let to = NotifyCursor {
+            event_seq: events.last().map_or(from.event_seq, |e| e.seq),
+            alert_seq: alerts.last().map_or(from.alert_seq, |a| a.seq),
+        };
+        let owners = self.revoked_owners(&events).await?;
+        let revocations = revocation_notices(&events, &owners);
+        let alerts: Vec<AlertNotice> = alerts.into_iter().map(alert_notice).collect();
+        let deliveries = plan_deliveries(&hooks, &revocations, &alerts, Timestamp::now());
+        if self.store.advance_notify(from, to, &deliveries).await? && !deliveries.is_empty() {
+            tracing::debug!(deliveries = deliveries.len(), through = %to.event_seq, "webhook deliveries queued");
+        }
+        // Not advanced: another manager took this range; the next page reads the cursor again.
+        Ok(true)
+    }
+
+    /// The owners of the keys `events` revoke, in one query (none when nothing was revoked).
+    async fn revoked_owners(&self, events: &[Event]) -> Result<HashMap<KeyId, Owner>, StoreError> {
+        let revoked: Vec<KeyId> = events
+            .iter()
+            .filter(|e| matches!(e.change, Change::KeyRevoked { .. }))
+            .map(|e| e.change.key_id())
+            .collect();
+        if revoked.is_empty() {
+            return Ok(HashMap::new());
+        }
+        Ok(self.store.owners(&revoked).await?.into_iter().collect())
     }
 
     /// Sends every delivery that is due, a few at a time, until none is left or `cancel`.
@@ -472,6 +499,152 @@ pub fn retry_delay(settings: &WebhookSettings, attempts: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use proptest::prelude::*;
+
+    fn owner(n: u8) -> Owner {
+        Owner::parse(&format!("team-{n}")).expect("valid owner")
+    }
+
+    fn hook(id: usize, events: &[WebhookEvent], owner_of: Option<u8>, from: u64) -> WebhookRecord {
+        WebhookRecord {
+            id: format!("wh_{id}"),
+            url: "https://hooks.example/quench".into(),
+            secret: "whsec_test".into(),
+            events: events.iter().map(|e| e.as_str().to_owned()).collect(),
+            owner: owner_of.map(owner),
+            created_at: Timestamp::from_millis(0),
+            created_by: "admin".into(),
+            from_seq: Seq::new(from),
+            from_alert: from,
+        }
+    }
+
+    fn revocation(seq: u64, owner_of: Option<u8>) -> RevocationNotice {
+        RevocationNotice {
+            seq: Seq::new(seq),
+            key_id: format!("key-{seq}"),
+            owner: owner_of.map(owner),
+            reason: "leaked".into(),
+            revoked_at: Timestamp::from_millis(0),
+        }
+    }
+
+    fn alert(seq: u64, owner_of: Option<u8>) -> AlertNotice {
+        AlertNotice {
+            seq,
+            id: format!("alert-{seq}"),
+            key_id: format!("key-{seq}"),
+            owner: owner_of.map(owner),
+            rule: "many-addresses".into(),
+            kind: "distinct_addresses".into(),
+            action: Action::Alert,
+            edge: "edge-1".into(),
+            raised_at: Timestamp::from_millis(0),
+            details: serde_json::Value::Null,
+        }
+    }
+
+    /// The `seq`s a planned delivery carries, read back from its payload.
+    fn carried(delivery: &NewDelivery) -> Vec<u64> {
+        let data: serde_json::Value = serde_json::from_str(&delivery.payload).expect("JSON");
+        let list = data
+            .get("revocations")
+            .or_else(|| data.get("alerts"))
+            .and_then(|v| v.as_array())
+            .expect("a list");
+        list.iter()
+            .map(|n| n["seq"].as_u64().expect("seq"))
+            .collect()
+    }
+
+    #[test]
+    fn each_hook_gets_what_it_subscribed_to_after_it_started_within_its_owner() {
+        let both = [WebhookEvent::KeyRevoked, WebhookEvent::AlertRaised];
+        let hooks = [
+            hook(0, &both, None, 0),
+            hook(1, &[WebhookEvent::KeyRevoked], Some(1), 0),
+            hook(2, &[WebhookEvent::AlertRaised], None, 2),
+            hook(3, &both, Some(9), 0),
+        ];
+        let revocations = [
+            revocation(1, Some(1)),
+            revocation(2, None),
+            revocation(3, Some(2)),
+        ];
+        let alerts = [alert(1, Some(1)), alert(2, Some(2)), alert(3, None)];
+        let plan = plan_deliveries(&hooks, &revocations, &alerts, Timestamp::from_millis(7));
+        let summary: Vec<(&str, &str, Vec<u64>)> = plan
+            .iter()
+            .map(|d| (d.webhook_id.as_str(), d.event_type.as_str(), carried(d)))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("wh_0", "key.revoked", vec![1, 2, 3]),
+                ("wh_0", "alert.raised", vec![1, 2, 3]),
+                ("wh_1", "key.revoked", vec![1]),
+                ("wh_2", "alert.raised", vec![3]),
+            ]
+        );
+        assert!(
+            plan.iter()
+                .all(|d| d.created_at == Timestamp::from_millis(7))
+        );
+    }
+
+    proptest! {
+        /// Every notice reaches exactly the hooks that want it, once, and no delivery is empty.
+        #[test]
+        fn a_plan_delivers_each_notice_to_exactly_the_hooks_that_want_it(
+            hooks in prop::collection::vec((any::<bool>(), any::<bool>(), prop::option::of(0u8..3), 0u64..6), 0..5),
+            revoked in prop::collection::vec(prop::option::of(0u8..3), 0..6),
+            raised in prop::collection::vec(prop::option::of(0u8..3), 0..6),
+        ) {
+            let hooks: Vec<WebhookRecord> = hooks
+                .iter()
+                .enumerate()
+                .map(|(n, &(revocations, alerts, owner_of, from))| {
+                    let events: Vec<WebhookEvent> = [
+                        (revocations, WebhookEvent::KeyRevoked),
+                        (alerts, WebhookEvent::AlertRaised),
+                    ]
+                    .into_iter()
+                    .filter_map(|(on, event)| on.then_some(event))
+                    .collect();
+                    hook(n, &events, owner_of, from)
+                })
+                .collect();
+            let revocations: Vec<RevocationNotice> =
+                revoked.iter().enumerate().map(|(n, &o)| revocation(n as u64 + 1, o)).collect();
+            let alerts: Vec<AlertNotice> =
+                raised.iter().enumerate().map(|(n, &o)| alert(n as u64 + 1, o)).collect();
+            let plan = plan_deliveries(&hooks, &revocations, &alerts, Timestamp::from_millis(0));
+            for hook in &hooks {
+                for event in WebhookEvent::ALL {
+                    let expected: Vec<u64> = match event {
+                        WebhookEvent::KeyRevoked => revocations
+                            .iter()
+                            .filter(|r| r.seq > hook.from_seq && wants(hook, event, r.owner.as_ref()))
+                            .map(|r| r.seq.get())
+                            .collect(),
+                        WebhookEvent::AlertRaised => alerts
+                            .iter()
+                            .filter(|a| a.seq > hook.from_alert && wants(hook, event, a.owner.as_ref()))
+                            .map(|a| a.seq)
+                            .collect(),
+                    };
+                    let planned: Vec<&NewDelivery> = plan
+                        .iter()
+                        .filter(|d| d.webhook_id == hook.id && d.event_type == event.as_str())
+                        .collect();
+                    prop_assert!(planned.len() <= 1);
+                    let got = planned.first().map(|d| carried(d)).unwrap_or_default();
+                    prop_assert_eq!(got, expected);
+                }
+            }
+        }
+    }
 
     #[test]
     fn signatures_are_hmac_sha256_over_time_and_body() {

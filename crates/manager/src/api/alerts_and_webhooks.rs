@@ -11,7 +11,7 @@ use quench_api::{
         WEBHOOK_URL_PATTERN, WebhookList, WebhookView,
     },
 };
-use quench_core::{KeyId, Owner, Timestamp, hash::hex, scope::Scope};
+use quench_core::{KeyId, Owner, Timestamp, hash::hex, scope::Scope, webhook};
 use quench_store::{AlertFilter, AlertRecord, DeliveryRecord, WebhookRecord};
 
 use super::{
@@ -22,8 +22,8 @@ use crate::{
     Manager,
     alerts::AlertError,
     auth::Principal,
-    notify::{
-        EVENT_TYPES, confined_error,
+    webhooks::{
+        confined_error,
         target::{self, TargetError, WebhookUrl},
     },
 };
@@ -197,7 +197,9 @@ pub async fn create_webhook(
     principal.require(Scope::KeysWrite)?;
     let url = webhook_url(&manager, &request.url)?;
     let mut events = match request.events {
-        None => EVENT_TYPES.iter().map(|e| (*e).to_owned()).collect(),
+        None => webhook::WebhookEvent::ALL
+            .map(|e| e.as_str().to_owned())
+            .to_vec(),
         Some(events) => events,
     };
     events.sort();
@@ -205,10 +207,16 @@ pub async fn create_webhook(
     if events.is_empty() {
         return Err(ApiError::invalid("events: at least one"));
     }
-    if let Some(unknown) = events.iter().find(|e| !EVENT_TYPES.contains(&e.as_str())) {
+    if let Some(unknown) = events
+        .iter()
+        .find(|e| webhook::WebhookEvent::parse(e).is_none())
+    {
+        let known: Vec<&str> = webhook::WebhookEvent::ALL
+            .map(webhook::WebhookEvent::as_str)
+            .to_vec();
         return Err(ApiError::invalid(format!(
             "events: unknown {unknown:?}; use {}",
-            EVENT_TYPES.join(", ")
+            known.join(", ")
         )));
     }
     let owner = principal.confine(owner_param(request.owner.as_deref())?)?;
