@@ -34,7 +34,7 @@ where
     T::deserialize(deserializer).map(Some)
 }
 
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
     /// Who the key belongs to. Required, except from a token confined to an owner, which may leave it

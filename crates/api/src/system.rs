@@ -61,7 +61,7 @@ pub struct EventPage {
     pub nonce: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct EdgeList {
     pub head_seq: u64,
     pub edges: Vec<EdgeView>,

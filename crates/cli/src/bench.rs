@@ -237,19 +237,17 @@ async fn propagation(args: PropagationArgs) -> anyhow::Result<ExitCode> {
     for (n, (id, key)) in keys.iter().enumerate() {
         let started = now_us();
         let clock = Instant::now();
-        let (revoked, committed) = if args.leaks {
+        let revoked = if args.leaks {
             api.report_leak(&reporter, key).await?
         } else {
             api.revoke(id).await?
         };
         let call_ms = clock.elapsed().as_secs_f64() * 1000.0;
-        if revoked["propagation"]["complete"] != true {
-            bail!(
-                "revocation {n} was not confirmed by every edge: {}",
-                revoked["propagation"]
-            );
-        }
-        let seq = revoked["propagation"]["seq"].as_u64().context("seq")?;
+        let seq = match &revoked.body {
+            Some(confirmation) if confirmation.complete => confirmation.seq,
+            other => bail!("revocation {n} was not confirmed by every edge: {other:?}"),
+        };
+        let committed = revoked.committed_us;
         let applied = api.applied_at(edges, seq).await?;
         if n >= WARMUP {
             samples.record(started, committed, call_ms, &applied);
@@ -292,28 +290,31 @@ async fn bulk_revocation(
     let owner = owner.to_string();
     let started = now_us();
     let clock = Instant::now();
-    let (revoked, committed) = api
-        .post_timed(
-            "/v1/revocations?wait=all&timeout_ms=60000",
-            json!({"owner": owner, "reason": "bench bulk"}),
-        )
-        .await?;
+    let revoked = api.revoke_owner(&owner).await?;
     let call_ms = clock.elapsed().as_secs_f64() * 1000.0;
-    let seq = revoked["propagation"]["seq"].as_u64().context("seq")?;
+    let committed = revoked.committed_us;
+    let propagation = revoked
+        .body
+        .propagation
+        .context("no confirmation in the answer")?;
     let mut slowest = 0.0f64;
     for edge in edges {
-        let health = api.get(&format!("{edge}/healthz")).await?;
-        if health["applied_seq"].as_u64() < Some(seq) {
-            bail!("an edge had not applied the bulk revocation: {health}");
+        let health = api.health(edge).await?;
+        if health.applied_seq < propagation.seq {
+            bail!(
+                "{edge} had not applied the bulk revocation: applied {}, wanted {}",
+                health.applied_seq,
+                propagation.seq
+            );
         }
-        let ms = (health["applied_at_us"].as_i64().unwrap_or(0) - started) as f64 / 1000.0;
+        let ms = (health.applied_at_us - started) as f64 / 1000.0;
         slowest = slowest.max(ms);
     }
     Ok(json!({
         "keys": count,
         "commit_ms": committed.map(|at| ((at - started) as f64 / 1000.0 * 1000.0).round() / 1000.0),
-        "revoked": revoked["revoked"].as_array().map_or(0, Vec::len),
-        "complete": revoked["propagation"]["complete"],
+        "revoked": revoked.body.revoked.len(),
+        "complete": propagation.complete,
         "call_ms": (call_ms * 1000.0).round() / 1000.0,
         "last_edge_enforced_ms": (slowest * 1000.0).round() / 1000.0,
     }))

@@ -1,9 +1,20 @@
-//! The manager and edge HTTP calls the propagation benchmark makes.
+//! The manager and edge HTTP calls the propagation benchmark makes, with the API's own request and
+//! response types.
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use serde_json::{Value, json};
+use anyhow::bail;
+use quench_api::{
+    edge::Health,
+    keys::{
+        BulkRevocation, BulkRevokeRequest, Confirmation, CreateKeyRequest, CreatedKey, Revocation,
+        RevokeRequest,
+    },
+    leaks::{LeakOutcome, LeakReport, LeakResults, LeakedKey},
+    system::EdgeList,
+    tokens::{CreateTokenRequest, CreatedToken},
+};
+use serde::{Serialize, de::DeserializeOwned};
 
 pub(super) struct Api {
     pub http: reqwest::Client,
@@ -11,62 +22,63 @@ pub(super) struct Api {
     pub token: String,
 }
 
-impl Api {
-    pub async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        Ok(self.post_timed(path, body).await?.0)
-    }
+/// A revocation as the benchmark times it: the manager's confirmation, and when the manager says the
+/// change committed (µs, its `Server-Timing` header).
+pub(super) struct Timed<T> {
+    pub body: T,
+    pub committed_us: Option<i64>,
+}
 
-    /// The body, and when the manager says the change committed (its `Server-Timing` header).
-    pub async fn post_timed(
+impl Api {
+    async fn post<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         path: &str,
-        body: Value,
-    ) -> anyhow::Result<(Value, Option<i64>)> {
-        self.post_as(&self.token, path, body).await
+        body: &Req,
+    ) -> anyhow::Result<Resp> {
+        Ok(self.post_as(&self.token, path, body).await?.body)
     }
 
-    pub async fn post_as(
+    async fn post_as<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         token: &str,
         path: &str,
-        body: Value,
-    ) -> anyhow::Result<(Value, Option<i64>)> {
+        body: &Req,
+    ) -> anyhow::Result<Timed<Resp>> {
         let response = self
             .http
             .post(format!("{}{path}", self.base))
             .bearer_auth(token)
-            .json(&body)
+            .json(body)
             .send()
             .await?;
         let status = response.status();
-        let committed = response
-            .headers()
-            .get("server-timing")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split("committed;desc=\"").nth(1))
-            .and_then(|v| v.split('"').next())
-            .and_then(|v| v.parse::<i64>().ok());
-        let body: Value = response.json().await?;
+        let committed_us = committed_at(response.headers());
+        let text = response.text().await?;
         if !status.is_success() {
-            bail!("{path}: HTTP {status}: {body}");
+            bail!("{path}: HTTP {status}: {text}");
         }
-        Ok((body, committed))
+        let body = serde_json::from_str(&text).map_err(|e| {
+            anyhow::anyhow!("{path}: an answer the benchmark cannot read ({e}): {text}")
+        })?;
+        Ok(Timed { body, committed_us })
     }
 
     /// A new manager token with `scopes`.
     pub async fn token(&self, scopes: &[&str]) -> anyhow::Result<String> {
-        let created = self.post("/v1/tokens", json!({ "scopes": scopes })).await?;
-        Ok(created["token"].as_str().context("token")?.to_owned())
+        let request = CreateTokenRequest {
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            owner: None,
+        };
+        let created: CreatedToken = self.post("/v1/tokens", &request).await?;
+        Ok(created.token)
     }
 
     /// Waits (up to a minute) until `count` edges are live.
     pub async fn wait_live(&self, count: usize) -> anyhow::Result<()> {
         let end = Instant::now() + Duration::from_secs(60);
         loop {
-            let listed = self.get(&format!("{}/v1/edges", self.base)).await?;
-            let live = listed["edges"]
-                .as_array()
-                .map_or(0, |e| e.iter().filter(|e| e["live"] == true).count());
+            let listed: EdgeList = self.get(&format!("{}/v1/edges", self.base)).await?;
+            let live = listed.edges.iter().filter(|e| e.live).count();
             if live >= count {
                 return Ok(());
             }
@@ -80,26 +92,29 @@ impl Api {
     /// Issues `total` keys one by one (each waiting for every edge): their ids and plaintexts.
     pub async fn issue_keys(&self, total: usize) -> anyhow::Result<Vec<(String, String)>> {
         eprintln!("issuing {total} keys ...");
+        let request = CreateKeyRequest {
+            owner: Some("bench".into()),
+            ..CreateKeyRequest::default()
+        };
         let mut keys = Vec::with_capacity(total);
         for _ in 0..total {
-            let created = self
-                .post("/v1/keys?wait=all", json!({"owner": "bench"}))
-                .await?;
-            keys.push((
-                created["id"].as_str().context("id")?.to_owned(),
-                created["key"].as_str().context("key")?.to_owned(),
-            ));
+            let created: CreatedKey = self.post("/v1/keys?wait=all", &request).await?;
+            keys.push((created.view.id, created.key));
         }
         Ok(keys)
     }
 
-    /// Revokes key `id`, waiting for every edge.
-    pub async fn revoke(&self, id: &str) -> anyhow::Result<(Value, Option<i64>)> {
-        self.post_timed(
-            &format!("/v1/keys/{id}/revoke?wait=all&timeout_ms=10000"),
-            json!({"reason": "bench"}),
-        )
-        .await
+    /// Revokes key `id`, waiting for every edge: how every edge confirmed it.
+    pub async fn revoke(&self, id: &str) -> anyhow::Result<Timed<Option<Confirmation>>> {
+        let request = RevokeRequest {
+            reason: "bench".into(),
+        };
+        let path = format!("/v1/keys/{id}/revoke?wait=all&timeout_ms=10000");
+        let timed: Timed<Revocation> = self.post_as(&self.token, &path, &request).await?;
+        Ok(Timed {
+            body: timed.body.propagation,
+            committed_us: timed.committed_us,
+        })
     }
 
     /// Reports `key` as leaked with the `reporter` token, waiting for every edge.
@@ -107,26 +122,50 @@ impl Api {
         &self,
         reporter: &str,
         key: &str,
-    ) -> anyhow::Result<(Value, Option<i64>)> {
-        let report = json!({"keys": [{"key": key, "source": "quench bench"}]});
-        let (body, _) = self
-            .post_as(reporter, "/v1/leaks?wait=all&timeout_ms=10000", report)
-            .await?;
-        if body["results"][0]["outcome"] != "revoked" {
-            bail!("the leak report did not revoke the key: {body}");
+    ) -> anyhow::Result<Timed<Option<Confirmation>>> {
+        let report = LeakReport {
+            keys: vec![LeakedKey {
+                key: key.to_owned(),
+                source: Some("quench bench".into()),
+                url: None,
+            }],
+        };
+        let path = "/v1/leaks?wait=all&timeout_ms=10000";
+        let timed: Timed<LeakResults> = self.post_as(reporter, path, &report).await?;
+        let outcome = timed.body.results.first().map(|r| r.outcome);
+        if outcome != Some(LeakOutcome::Revoked) {
+            bail!("the leak report did not revoke the key: {outcome:?}");
         }
-        Ok((body, None))
+        Ok(Timed {
+            body: timed.body.propagation,
+            committed_us: None,
+        })
+    }
+
+    /// Revokes every key of `owner` in one call, waiting (up to a minute) for every edge.
+    pub async fn revoke_owner(&self, owner: &str) -> anyhow::Result<Timed<BulkRevocation>> {
+        let request = BulkRevokeRequest {
+            owner: Some(owner.to_owned()),
+            api: None,
+            ids: None,
+            reason: "bench bulk".into(),
+        };
+        let path = "/v1/revocations?wait=all&timeout_ms=60000";
+        self.post_as(&self.token, path, &request).await
     }
 
     /// When each edge applied `seq` (µs, its `applied_at_us`); an error if one has moved past it.
     pub async fn applied_at(&self, edges: &[String], seq: u64) -> anyhow::Result<Vec<i64>> {
         let mut applied = Vec::with_capacity(edges.len());
         for (i, edge) in edges.iter().enumerate() {
-            let health = self.get(&format!("{edge}/healthz")).await?;
-            if health["applied_seq"].as_u64() != Some(seq) {
-                bail!("edge {i} moved past the revocation before it was read: {health}");
+            let health = self.health(edge).await?;
+            if health.applied_seq != seq {
+                bail!(
+                    "edge {i} moved past the revocation before it was read: applied {}, wanted {seq}",
+                    health.applied_seq
+                );
             }
-            applied.push(health["applied_at_us"].as_i64().unwrap_or(0));
+            applied.push(health.applied_at_us);
         }
         Ok(applied)
     }
@@ -139,7 +178,7 @@ impl Api {
         patience: Duration,
     ) -> anyhow::Result<()> {
         let end = Instant::now() + patience;
-        while self.get(&format!("{edge}/healthz")).await?["applied_seq"].as_u64() < Some(seq) {
+        while self.health(edge).await?.applied_seq < seq {
             if Instant::now() > end {
                 bail!("not applied after {patience:?}");
             }
@@ -148,7 +187,12 @@ impl Api {
         Ok(())
     }
 
-    pub async fn get(&self, url: &str) -> anyhow::Result<Value> {
+    /// An edge's `/healthz` (the same body when it answers 503 for staleness).
+    pub async fn health(&self, edge: &str) -> anyhow::Result<Health> {
+        self.get(&format!("{edge}/healthz")).await
+    }
+
+    async fn get<T: DeserializeOwned>(&self, url: &str) -> anyhow::Result<T> {
         Ok(self
             .http
             .get(url)
@@ -158,4 +202,14 @@ impl Api {
             .json()
             .await?)
     }
+}
+
+/// When the manager committed the change, from `Server-Timing: committed;desc="<µs>"`.
+fn committed_at(headers: &reqwest::header::HeaderMap) -> Option<i64> {
+    headers
+        .get("server-timing")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split("committed;desc=\"").nth(1))
+        .and_then(|v| v.split('"').next())
+        .and_then(|v| v.parse::<i64>().ok())
 }
