@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 
 pub use in_process::InProcessBus;
-pub use nats::{NatsAccess, NatsBus, Role};
+pub use nats::{NatsAccess, NatsBus, Role, StreamPlacement};
 pub use snapshot::{SnapshotReader, SnapshotWriter};
 pub use wire::{
     Ack, EdgeRegistration, EventBatch, Freshness, Heartbeat, OpenError, Page, Sealed, SignedAck,
@@ -71,6 +71,16 @@ pub enum BusError {
         operation: nats::Operation,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The manager asked for more than one copy of the stream from NATS servers that are not a JetStream
+    /// cluster: retrying cannot help.
+    #[error(
+        "bus error: {replicas} copies of the stream need a NATS JetStream cluster; these servers are not one (use --stream-replicas 1): {source}"
+    )]
+    NotClustered {
+        replicas: usize,
+        #[source]
+        source: async_nats::jetstream::context::CreateStreamError,
     },
     /// An acknowledgement to send names no edge, so it has no subject to go to.
     #[error("bus error: an acknowledgement without an edge")]

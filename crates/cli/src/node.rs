@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use quench_api::listener::{Endpoint, Limits, Listeners, ServerCertificate, TlsFiles};
 use quench_bus::{
-    Bus, BusError, NatsAccess, NatsBus, Role,
+    Bus, BusError, NatsAccess, NatsBus, Role, StreamPlacement,
     nats::{Credential, Names, NatsAccessOptions, NatsAuth, NatsServers},
 };
 use quench_cli::embedded;
@@ -256,6 +256,11 @@ pub struct BusArgs {
     /// of the hub that runs JetStream (the hub's `jetstream { domain: ... }`).
     #[arg(long, env = "QUENCH_JETSTREAM_DOMAIN")]
     pub jetstream_domain: Option<String>,
+    /// How many servers of a NATS JetStream cluster keep the deployment's stream, 1 to 5 (3 on a
+    /// three-server cluster lets any one server die). A manager creates the stream so and brings an
+    /// existing one to it; an edge ignores it.
+    #[arg(long, env = "QUENCH_STREAM_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub stream_replicas: u8,
     /// A NATS credentials file (user JWT and nkey seed), for servers in operator mode.
     #[arg(long, env = "QUENCH_NATS_CREDS", value_name = "FILE")]
     pub nats_creds: Option<PathBuf>,
@@ -372,14 +377,13 @@ pub async fn connect_bus(
     let Some(access) = access else {
         return Ok(embedded::in_process_bus());
     };
-    let bus = NatsBus::connect_as(
-        &access,
-        &args.deployment,
-        role,
-        args.jetstream_domain.as_deref(),
-    )
-    .await
-    .map_err(|error| nats_failure(&error, &access))?;
+    let placement = StreamPlacement {
+        domain: args.jetstream_domain.clone(),
+        replicas: usize::from(args.stream_replicas),
+    };
+    let bus = NatsBus::connect_as(&access, &args.deployment, role, &placement)
+        .await
+        .map_err(|error| nats_failure(&error, &access))?;
     tracing::info!(
         servers = %access.servers(),
         credentials = access.auth().kind(),

@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{Client, Nats, edge, manager};
+use support::{Client, Nats, NatsCluster, edge, manager, manager_with};
 
 const SOON: Duration = Duration::from_secs(15);
 
@@ -602,4 +602,87 @@ async fn an_edge_that_lost_its_key_counts_again_only_after_an_admin_rotates_it()
         revoked["propagation"]["edges"][0]["edge"], "e-disk",
         "{revoked}"
     );
+}
+
+/// The recommended hub: three NATS servers in a JetStream cluster keeping the stream on all three. Kill
+/// the stream's leader, then (with it back) another server: each time a revocation issued while a server
+/// is dead is confirmed by every edge and refused by every edge, and edges that started on the dead server
+/// carry on through the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_cluster_keeps_revoking_when_any_one_server_dies() {
+    let Some(mut cluster) = NatsCluster::start(3) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let (_m, admin) = manager_with(
+        "127.0.0.1:0",
+        &cluster.urls_from(0),
+        dir.path(),
+        None,
+        &[],
+        &["--stream-replicas", "3"],
+    );
+    let client = Client::default();
+    let token = client.edge_token(&admin).await;
+    let edges: Vec<_> = (0..3)
+        .map(|i| edge(&cluster.urls_from(i), &admin, &token, &format!("c{i}"), 30))
+        .collect();
+    client.until_edges_live(&admin, 3, SOON).await;
+    let stream = "QUENCH_QUENCH";
+    let info = cluster.stream_info(stream).await.expect("the stream");
+    assert_eq!(info.config.num_replicas, 3, "{info:?}");
+
+    let leader = cluster.stream_leader(stream).await.expect("a leader");
+    for victim in [leader, (leader + 1) % 3] {
+        let (id, key) = client.create(&admin, "team-a").await;
+        cluster.servers[victim].kill();
+        let (status, body) = client
+            .post(
+                &format!("{admin}/v1/keys/{id}/revoke?wait=all&timeout_ms=20000"),
+                json!({"reason": "leaked"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let confirmed: Vec<&str> = body["propagation"]["edges"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["confirmed"] == true)
+            .filter_map(|e| e["edge"].as_str())
+            .collect();
+        assert_eq!(
+            confirmed.len(),
+            3,
+            "with server n{victim} dead every edge confirms: {body}"
+        );
+        for (_, url) in &edges {
+            assert_eq!(client.verify(url, &key).await["reason"], "revoked");
+        }
+        cluster.servers[victim].restart();
+    }
+}
+
+/// Copies of the stream on servers that are not a cluster can never be made: the manager says so at
+/// once instead of retrying as if JetStream were still starting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_copies_on_a_single_server_are_refused_at_once() {
+    let Some(nats) = Nats::start() else { return };
+    let dir = tempfile::tempdir().expect("dir");
+    let started = std::time::Instant::now();
+    let output = std::process::Command::new(support::QUENCH)
+        .args(["manager", "--nats", &nats.url(), "--stream-replicas", "3"])
+        .args(["--admin-listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("QUENCH_SIGNING_KEY", support::SIGNING_SEED)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("need a NATS JetStream cluster") && stderr.contains("--stream-replicas 1"),
+        "{stderr}"
+    );
+    // Not the ten seconds of retries a starting JetStream gets.
+    assert!(!stderr.contains("retrying"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(8), "{stderr}");
 }

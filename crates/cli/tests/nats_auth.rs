@@ -85,7 +85,12 @@ fn tls_url(nats: &Nats) -> String {
 async fn connect(access: &NatsAccess, deployment: &str) -> Result<NatsBus, BusError> {
     tokio::time::timeout(
         Duration::from_secs(60),
-        NatsBus::connect_as(access, deployment, Role::Manager("test".into()), None),
+        NatsBus::connect_as(
+            access,
+            deployment,
+            Role::Manager("test".into()),
+            &Default::default(),
+        ),
     )
     .await
     .expect("connecting ends, one way or the other")

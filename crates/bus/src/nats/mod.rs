@@ -78,6 +78,7 @@ pub struct NatsBus {
 #[non_exhaustive]
 pub enum Operation {
     CreateStream,
+    ReplicateStream,
     DeleteStream,
     Publish,
     ConfirmPublish,
@@ -93,6 +94,7 @@ impl std::fmt::Display for Operation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::CreateStream => "creating the stream",
+            Self::ReplicateStream => "changing how many servers keep the stream",
             Self::DeleteStream => "deleting the stream",
             Self::Publish => "publishing events",
             Self::ConfirmPublish => "confirming published events",
@@ -143,6 +145,27 @@ pub fn unseal<const P: u8>(
     Ok(Sealed::from_parts(payload.to_vec(), signature))
 }
 
+/// Where the deployment's stream lives and how many servers keep it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamPlacement {
+    /// The JetStream domain holding the stream: how a process on a leaf node uses the stream that lives
+    /// in its hub (the hub's `jetstream { domain: ... }`).
+    pub domain: Option<String>,
+    /// How many servers of a JetStream cluster keep a copy of the stream (1 to 5). A manager creates the
+    /// stream so, and brings an existing stream to it; edges only read the stream and ignore this. With 3
+    /// on a three-server cluster any one server may die without losing or stopping the stream.
+    pub replicas: usize,
+}
+
+impl Default for StreamPlacement {
+    fn default() -> Self {
+        Self {
+            domain: None,
+            replicas: 1,
+        }
+    }
+}
+
 impl NatsBus {
     /// Connects as a manager named `client_name` to `servers` (credentials only from the URLs), and makes
     /// sure the deployment's stream exists.
@@ -156,19 +179,18 @@ impl NatsBus {
             &access,
             deployment,
             Role::Manager(client_name.to_owned()),
-            None,
+            &StreamPlacement::default(),
         )
         .await
     }
 
-    /// Connects with `access` in `role`; `domain` is the JetStream domain holding the stream: how a
-    /// process on a leaf node uses the stream that lives in its hub (the hub's `jetstream { domain: ... }`).
-    /// A manager creates the stream if it is missing; an edge waits for it.
+    /// Connects with `access` in `role`, to the stream `placement` says. A manager creates the stream if
+    /// it is missing (and gives it the replica count asked for); an edge waits for it.
     pub async fn connect_as(
         access: &NatsAccess,
         deployment: &str,
         role: Role,
-        domain: Option<&str>,
+        placement: &StreamPlacement,
     ) -> Result<Self, BusError> {
         let names = Names::for_deployment(deployment)?;
         let inbox = match &role {
@@ -176,7 +198,7 @@ impl NatsBus {
             Role::Manager(_) => None,
         };
         let client = connect_client(access, &role.client_name(), inbox).await?;
-        let jetstream = match domain {
+        let jetstream = match placement.domain.as_deref() {
             Some(domain) => jetstream::with_domain(client.clone(), domain),
             None => jetstream::new(client.clone()),
         };
@@ -190,12 +212,17 @@ impl NatsBus {
         let mut attempt = 0;
         loop {
             let ready = match role {
-                Role::Manager(_) => bus.ensure_stream().await,
+                Role::Manager(_) => bus.ensure_stream(placement.replicas).await,
                 Role::Edge(_) => bus.find_stream().await,
             };
             match ready {
                 Ok(()) => return Ok(bus),
-                Err(error) if attempt < STREAM_ATTEMPTS => {
+                // A cluster forming may refuse a stream for a while (no peers to place it on yet); a
+                // single server asked for copies on others never stops refusing.
+                Err(error)
+                    if attempt < STREAM_ATTEMPTS
+                        && !matches!(error, BusError::NotClustered { .. }) =>
+                {
                     attempt += 1;
                     tracing::warn!(%error, attempt, "JetStream is not answering yet; retrying");
                     tokio::time::sleep(Duration::from_millis(250)).await;
@@ -205,19 +232,45 @@ impl NatsBus {
         }
     }
 
-    async fn ensure_stream(&self) -> Result<(), BusError> {
+    async fn ensure_stream(&self, replicas: usize) -> Result<(), BusError> {
         let config = stream::Config {
             name: self.names.stream.clone(),
             subjects: vec![self.names.events.clone()],
             max_age: RETENTION,
             duplicate_window: DUPLICATE_WINDOW,
             storage: stream::StorageType::File,
+            num_replicas: replicas,
             ..Default::default()
         };
-        self.jetstream
+        let stream = self
+            .jetstream
             .get_or_create_stream(config)
             .await
-            .map_err(failed(Operation::CreateStream))?;
+            .map_err(|source| match source.kind() {
+                jetstream::context::CreateStreamErrorKind::JetStream(error)
+                    if error.error_code()
+                        == jetstream::ErrorCode::STREAM_REPLICAS_NOT_SUPPORTED =>
+                {
+                    BusError::NotClustered { replicas, source }
+                }
+                _ => failed(Operation::CreateStream)(source),
+            })?;
+        // A stream made before (by an older manager, or with another count) keeps its replica count until
+        // asked: JetStream copies it to more servers, or fewer, while it keeps serving.
+        let mut current = stream.cached_info().config.clone();
+        if current.num_replicas != replicas {
+            let from = current.num_replicas;
+            current.num_replicas = replicas;
+            self.jetstream
+                .update_stream(&current)
+                .await
+                .map_err(failed(Operation::ReplicateStream))?;
+            tracing::info!(
+                from,
+                to = replicas,
+                "changed how many NATS servers keep the stream"
+            );
+        }
         Ok(())
     }
 

@@ -182,6 +182,66 @@ impl Drop for Nats {
     }
 }
 
+/// A JetStream cluster of NATS servers on loopback (server names `n0`, `n1`, ...), each on free client and
+/// cluster ports with its own store; any one can be killed and started again on the same ports and store.
+pub struct NatsCluster {
+    pub servers: Vec<Nats>,
+}
+
+impl NatsCluster {
+    /// `None` (skipping loudly) when no nats-server is installed, outside CI.
+    pub fn start(size: usize) -> Option<Self> {
+        let routes: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let listed: Vec<String> = routes
+            .iter()
+            .map(|port| format!("nats-route://127.0.0.1:{port}"))
+            .collect();
+        let mut servers = Vec::with_capacity(size);
+        for (i, port) in routes.iter().enumerate() {
+            let config = format!(
+                "server_name: n{i}\nlisten: 127.0.0.1:{{port}}\njetstream {{ store_dir: \"{{dir}}\" }}\n\
+                 cluster {{\n  name: quench-test\n  listen: 127.0.0.1:{port}\n  routes: [{}]\n}}\n",
+                listed.join(", ")
+            );
+            servers.push(Nats::start_config(&config)?);
+        }
+        Some(Self { servers })
+    }
+
+    /// Every server's URL, comma-separated, starting with server `first`: how a process is told of the
+    /// whole cluster but starts on one server of it.
+    pub fn urls_from(&self, first: usize) -> String {
+        let n = self.servers.len();
+        (0..n)
+            .map(|i| self.servers[(first + i) % n].url())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The index of the server leading the deployment's stream (server `n<i>`).
+    pub async fn stream_leader(&self, stream: &str) -> Option<usize> {
+        let info = self.stream_info(stream).await?;
+        let leader = info.cluster?.leader?;
+        leader.strip_prefix('n')?.parse().ok()
+    }
+
+    /// The stream's information, asked of any live server.
+    pub async fn stream_info(&self, stream: &str) -> Option<async_nats::jetstream::stream::Info> {
+        for server in &self.servers {
+            let Ok(client) = async_nats::connect(server.url()).await else {
+                continue;
+            };
+            let jetstream = async_nats::jetstream::new(client);
+            if let Ok(mut found) = jetstream.get_stream(stream).await
+                && let Ok(info) = found.info().await
+            {
+                return Some(info.clone());
+            }
+        }
+        None
+    }
+}
+
 /// A `quench` process whose stdout lines are collected and whose log is drained.
 pub struct Proc {
     child: Child,
