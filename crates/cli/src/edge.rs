@@ -25,7 +25,9 @@ pub struct EdgeCommand {
     pub bus: BusArgs,
     #[command(flatten)]
     pub serving: ListenArgs,
-    /// The manager's URL (any manager of the deployment, or a load balancer in front of them).
+    /// The managers' URLs, comma-separated (managers of the deployment, or a load balancer in front of
+    /// them). The edge reads the one that answered last and moves on to the next when it cannot be reached
+    /// or answers 502, 503 or 504.
     #[arg(long, env = "QUENCH_MANAGER")]
     pub manager: String,
     /// Edge API address.
@@ -64,7 +66,7 @@ struct EdgeSettings {
     config: quench_edge::EdgeConfig,
     /// Where the acknowledgement key lives (made there on first start), if it is kept.
     key_file: Option<PathBuf>,
-    manager: crate::remote::ManagerUrl,
+    managers: Vec<crate::remote::ManagerUrl>,
     /// `--trust-key`, or `None` to fetch the keys from the manager.
     trust: Option<Trust>,
     certificate: Option<Arc<ServerCertificate>>,
@@ -82,12 +84,12 @@ fn check(args: &EdgeCommand) -> anyhow::Result<EdgeSettings> {
         .unwrap_or_else(|| format!("edge-{}", std::process::id()));
     let mut problems = Problems::default();
     let config = problems.take(node::edge_config(&args.edge, id));
-    let manager = problems.take(manager_url(args));
+    let managers = problems.take(manager_urls(args));
     let trust = problems.take(trust_keys(&args.trust_keys));
     let certificate = problems.take(args.serving.certificate());
     let access = problems.take(node::bus_access(&args.bus));
-    let (Some(config), Some(manager), Some(trust), Some(certificate), Some(access)) =
-        (config, manager, trust, certificate, access)
+    let (Some(config), Some(managers), Some(trust), Some(certificate), Some(access)) =
+        (config, managers, trust, certificate, access)
     else {
         return Err(problems.into_error());
     };
@@ -99,7 +101,7 @@ fn check(args: &EdgeCommand) -> anyhow::Result<EdgeSettings> {
     Ok(EdgeSettings {
         config,
         key_file,
-        manager,
+        managers,
         trust,
         certificate,
         access,
@@ -107,15 +109,15 @@ fn check(args: &EdgeCommand) -> anyhow::Result<EdgeSettings> {
 }
 
 /// `--manager`, refused over plain HTTP to another host unless `--insecure-http` and `--trust-key` say so.
-fn manager_url(args: &EdgeCommand) -> anyhow::Result<crate::remote::ManagerUrl> {
-    let manager = crate::remote::manager_url(&args.manager, args.insecure_http)?;
-    if manager.plain_remote() && args.trust_keys.is_empty() {
+fn manager_urls(args: &EdgeCommand) -> anyhow::Result<Vec<crate::remote::ManagerUrl>> {
+    let managers = crate::remote::manager_urls(&args.manager, args.insecure_http)?;
+    if managers.iter().any(|m| m.plain_remote()) && args.trust_keys.is_empty() {
         bail!(
             "--insecure-http needs --trust-key: over plain HTTP the manager's signing keys could be \
              anyone's"
         );
     }
-    Ok(manager)
+    Ok(managers)
 }
 
 fn trust_keys(texts: &[String]) -> anyhow::Result<Option<Trust>> {
@@ -135,12 +137,12 @@ pub async fn run(args: EdgeCommand, log: LogArgs) -> anyhow::Result<ExitCode> {
     let EdgeSettings {
         mut config,
         key_file,
-        manager,
+        managers,
         trust,
         certificate,
         access,
     } = check(&args)?;
-    if manager.plain_remote() {
+    for manager in managers.iter().filter(|m| m.plain_remote()) {
         tracing::warn!(
             manager = %manager,
             "following a remote manager over plain HTTP (--insecure-http): the edge token and key \
@@ -159,7 +161,7 @@ pub async fn run(args: EdgeCommand, log: LogArgs) -> anyhow::Result<ExitCode> {
     )
     .await?;
     node::raise_open_file_limit(args.serving.max_connections * 2);
-    let upstream = HttpUpstream::new(manager.as_str(), args.token.clone())?;
+    let upstream = HttpUpstream::new(&managers, args.token.clone())?;
     let trust = match trust {
         Some(trust) => trust,
         None => upstream

@@ -1,7 +1,10 @@
 //! A remote edge reads the manager over HTTP: its signed snapshot and log pages, its signing keys, and
 //! where to register the edge's own key. The edge authenticates with an `edge`-scope token.
 
-use std::time::Duration;
+use std::{
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
 
 use anyhow::Context;
 use async_trait::async_trait;
@@ -41,7 +44,21 @@ impl std::fmt::Display for ManagerUrl {
     }
 }
 
-/// Parses `--manager`. Refuses other schemes, credentials, queries and fragments in the URL, and plain
+/// Parses `--manager`: one URL or several, comma-separated (the managers of one deployment, tried in
+/// turn). Each is checked as [`manager_url`] checks one.
+pub fn manager_urls(text: &str, insecure_http: bool) -> anyhow::Result<Vec<ManagerUrl>> {
+    let urls = text
+        .split(',')
+        .filter(|part| !part.trim().is_empty())
+        .map(|part| manager_url(part, insecure_http))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if urls.is_empty() {
+        anyhow::bail!("--manager: no URL given; expected https://host:port");
+    }
+    Ok(urls)
+}
+
+/// Parses one `--manager` URL. Refuses other schemes, credentials, queries and fragments in the URL, and plain
 /// HTTP to another host unless `insecure_http`.
 pub fn manager_url(text: &str, insecure_http: bool) -> anyhow::Result<ManagerUrl> {
     let url = reqwest::Url::parse(text.trim())
@@ -88,8 +105,14 @@ fn is_loopback(url: &reqwest::Url) -> bool {
     }
 }
 
+/// The managers an edge reads, over HTTP. With several, a request goes to the one that last answered and
+/// moves on to the next when that one cannot be reached or answers 502, 503 or 504 (it is restarting, or
+/// its database is down); every answer is still checked against the deployment's signing keys, so which
+/// manager answers does not matter to what the edge believes.
 pub struct HttpUpstream {
-    base: String,
+    bases: Vec<String>,
+    /// Index into `bases` of the manager that answered last.
+    current: AtomicUsize,
     token: String,
     http: reqwest::Client,
 }
@@ -102,8 +125,18 @@ fn invalid(error: impl std::error::Error + Send + Sync + 'static) -> UpstreamErr
     UpstreamError::Invalid(error.into())
 }
 
+/// Whether another manager may answer what this one did not: it was never reached, or said it cannot
+/// serve now. A request that reached a manager and timed out is tried elsewhere only when repeating it
+/// is harmless (`repeatable`).
+fn try_another(outcome: &Result<reqwest::Response, reqwest::Error>, repeatable: bool) -> bool {
+    match outcome {
+        Ok(response) => matches!(response.status().as_u16(), 502..=504),
+        Err(error) => error.is_connect() || (repeatable && error.is_timeout()),
+    }
+}
+
 impl HttpUpstream {
-    pub fn new(base: &str, token: String) -> anyhow::Result<Self> {
+    pub fn new(managers: &[ManagerUrl], token: String) -> anyhow::Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .user_agent(concat!("quench-edge/", env!("CARGO_PKG_VERSION")))
@@ -111,21 +144,50 @@ impl HttpUpstream {
             .timeout(Duration::from_secs(120))
             .build()
             .context("building the HTTP client")?;
+        anyhow::ensure!(!managers.is_empty(), "--manager: no URL given");
         Ok(Self {
-            base: base.trim_end_matches('/').to_owned(),
+            bases: managers
+                .iter()
+                .map(|m| m.as_str().trim_end_matches('/').to_owned())
+                .collect(),
+            current: AtomicUsize::new(0),
             token,
             http,
         })
     }
 
+    /// Sends the request `build` makes for a manager's base URL, to each manager in turn from the one
+    /// that answered last, until one answers (see [`try_another`]).
+    async fn send(
+        &self,
+        build: impl Fn(&str) -> reqwest::RequestBuilder,
+        repeatable: bool,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let first = self.current.load(Ordering::Relaxed);
+        let count = self.bases.len();
+        let mut tried = 0;
+        loop {
+            let at = (first + tried) % count;
+            let outcome = build(&self.bases[at]).bearer_auth(&self.token).send().await;
+            tried += 1;
+            if tried < count && try_another(&outcome, repeatable) {
+                tracing::warn!(
+                    manager = %self.bases[at],
+                    next = %self.bases[(at + 1) % count],
+                    "the manager did not answer; trying the next"
+                );
+                continue;
+            }
+            let response = outcome.map_err(failed)?;
+            self.current.store(at, Ordering::Relaxed);
+            return Ok(response);
+        }
+    }
+
     async fn get(&self, path: &str) -> Result<reqwest::Response, UpstreamError> {
         let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(failed)?;
+            .send(|base| self.http.get(format!("{base}{path}")), true)
+            .await?;
         if !response.status().is_success() {
             return Err(UpstreamError::Status {
                 request: format!("GET {path}"),
@@ -155,13 +217,11 @@ impl HttpUpstream {
         what: &str,
     ) -> Result<(), UpstreamError> {
         let response = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .json(body)
-            .send()
-            .await
-            .map_err(failed)?;
+            .send(
+                |base| self.http.post(format!("{base}{path}")).json(body),
+                false,
+            )
+            .await?;
         if response.status().is_success() {
             return Ok(());
         }
@@ -261,7 +321,23 @@ fn error_message(body: &ErrorResponse) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::manager_url;
+    use super::{manager_url, manager_urls};
+
+    #[test]
+    fn several_managers_are_each_checked() {
+        let two =
+            manager_urls("https://m1.example:7600, https://m2.example:7600", false).expect("two");
+        assert_eq!(two.len(), 2);
+        assert_eq!(two[1].as_str(), "https://m2.example:7600/");
+        for bad in [
+            "",
+            " , ",
+            "https://m1.example,ftp://m2.example",
+            "https://m1.example,http://m2.example",
+        ] {
+            assert!(manager_urls(bad, false).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn plain_http_is_for_this_host_only() {

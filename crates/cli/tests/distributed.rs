@@ -686,3 +686,38 @@ async fn stream_copies_on_a_single_server_are_refused_at_once() {
     assert!(!stderr.contains("retrying"), "{stderr}");
     assert!(started.elapsed() < Duration::from_secs(8), "{stderr}");
 }
+
+/// An edge given several managers reads whichever answers: one starts while the first manager on its
+/// list is down, the other keeps learning changes from the log after its manager dies with the bus down
+/// too (so nothing but the second manager's log can tell it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_fails_over_between_managers() {
+    let Some(mut nats) = Nats::start() else {
+        return;
+    };
+    let Some(db) = support::PgDatabase::create("manager_failover") else {
+        return;
+    };
+    let (dir_a, dir_b) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let (mut proc_a, a) = manager(&nats.url(), dir_a.path(), Some(&db.url()), &[]);
+    let (_proc_b, b) = manager(&nats.url(), dir_b.path(), Some(&db.url()), &[]);
+    let client = Client::default();
+    let token = client.edge_token(&a).await;
+    let (_e1, e1) = edge(&nats.url(), &format!("{a},{b}"), &token, "e1", 4);
+    let nobody = format!("http://127.0.0.1:{}", support::free_port());
+    let (_e2, e2) = edge(&nats.url(), &format!("{nobody},{b}"), &token, "e2", 4);
+    client.until_edges_live(&b, 2, SOON).await;
+
+    proc_a.kill9();
+    nats.kill();
+    let (_, key) = client.create(&b, "team-a").await;
+    for url in [&e1, &e2] {
+        let verdict = client
+            .until_verdict(url, &key, None, Duration::from_secs(20))
+            .await;
+        assert_eq!(verdict["valid"], true, "{url}: {verdict}");
+    }
+}
