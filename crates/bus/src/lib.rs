@@ -93,6 +93,13 @@ pub enum BusError {
 
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
+    /// The last batch of events the bus holds, if it keeps any past delivery (a stream does; the
+    /// in-process bus does not). A manager reads it at start: a store whose log ends before it was
+    /// restored from an older backup.
+    async fn last_events(&self) -> Result<Option<EventBatch>, BusError> {
+        Ok(None)
+    }
+
     /// Publishes a batch of consecutive events, in sequence order.
     async fn publish(&self, batch: &EventBatch) -> Result<(), BusError>;
 

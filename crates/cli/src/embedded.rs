@@ -38,6 +38,8 @@ impl Running {
 pub enum StartError {
     #[error(transparent)]
     Bus(#[from] quench_bus::BusError),
+    #[error(transparent)]
+    Manager(#[from] quench_manager::rollback::StartError),
     #[error("the embedded edge's {0}")]
     Name(#[from] quench_core::NameError),
 }

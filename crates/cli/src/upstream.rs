@@ -18,6 +18,16 @@ use quench_manager::Manager;
 
 pub struct ManagerUpstream(pub Arc<Manager>);
 
+impl ManagerUpstream {
+    /// The embedded edge is refused what a remote one would be (see `quench_manager::rollback`).
+    fn refuse_when_log_behind(&self) -> Result<(), UpstreamError> {
+        match self.0.log_behind() {
+            Some(found) => Err(UpstreamError::manager(found.clone())),
+            None => Ok(()),
+        }
+    }
+}
+
 #[async_trait]
 impl Upstream for ManagerUpstream {
     async fn snapshot(
@@ -25,6 +35,7 @@ impl Upstream for ManagerUpstream {
         trust: &Trust,
         nonce: &Nonce,
     ) -> Result<(Snapshot, Freshness), UpstreamError> {
+        self.refuse_when_log_behind()?;
         let mut reader = SnapshotReader::new();
         let mut chunks = std::pin::pin!(self.0.snapshot_stream(Some(nonce.clone())));
         while let Some(chunk) = chunks.next().await {
@@ -40,6 +51,7 @@ impl Upstream for ManagerUpstream {
         limit: u32,
         nonce: &Nonce,
     ) -> Result<SignedPage, UpstreamError> {
+        self.refuse_when_log_behind()?;
         self.0
             .signed_page(after, limit, Some(nonce))
             .await

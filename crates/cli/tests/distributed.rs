@@ -721,3 +721,110 @@ async fn an_edge_fails_over_between_managers() {
         assert_eq!(verdict["valid"], true, "{url}: {verdict}");
     }
 }
+
+/// Copies the SQLite files of a stopped manager's data directory from `from` to `to` (a backup, or its
+/// restore).
+fn copy_database(from: &std::path::Path, to: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let name = format!("quench.db{suffix}");
+        let _ = std::fs::remove_file(to.join(&name));
+        if from.join(&name).exists() {
+            std::fs::copy(from.join(&name), to.join(&name)).expect("copy");
+        }
+    }
+}
+
+/// The database is restored from a backup older than what edges applied: its log would hand out again
+/// the sequence numbers of changes edges hold, and its snapshots would show a key revoked since as valid.
+/// With the revocation's batch still on the bus, the manager refuses to start; with the bus emptied, an
+/// edge's acknowledgement of the lost sequence stops it serving anything but health.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_restored_from_an_older_backup_serves_nothing() {
+    let Some(nats) = Nats::start() else { return };
+    let (dir, backup) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let (mut first, admin) = manager(&nats.url(), dir.path(), None, &[]);
+    let listen = admin.trim_start_matches("http://").to_owned();
+    let client = Client::default();
+    let token = client.edge_token(&admin).await;
+    let (_e1, e1) = edge(&nats.url(), &admin, &token, "e1", 30);
+    client.until_edges_live(&admin, 1, SOON).await;
+    let (id, key) = client.create(&admin, "team-a").await;
+    first.kill9();
+    copy_database(dir.path(), backup.path());
+
+    let (mut second, _) = support::manager_at(&listen, &nats.url(), dir.path(), None, &[]);
+    let (status, body) = client
+        .post(
+            &format!("{admin}/v1/keys/{id}/revoke"),
+            json!({"reason": "leaked"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["propagation"]["complete"], true, "{body}");
+    second.kill9();
+    copy_database(backup.path(), dir.path());
+
+    // Bounded: a manager that wrongly starts would otherwise serve until killed.
+    let log = backup.path().join("restarted.log");
+    let mut restarted = std::process::Command::new(support::QUENCH)
+        .args(["manager", "--nats", &nats.url(), "--admin-listen", &listen])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("QUENCH_SIGNING_KEY", support::SIGNING_SEED)
+        .env("QUENCH_BOOTSTRAP_TOKEN", support::BOOTSTRAP)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("run");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = restarted.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = restarted.kill();
+            let _ = restarted.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the manager started on the restored store: {stderr}"
+    );
+    assert!(
+        stderr.contains("restored from an older backup") && stderr.contains("the bus"),
+        "{stderr}"
+    );
+
+    // Without the bus's copy, the edge that applied the revocation is the witness.
+    quench_bus::NatsBus::connect(&nats.url(), "quench", "test")
+        .await
+        .expect("connect")
+        .delete_stream()
+        .await
+        .expect("delete the stream");
+    let (_third, _) = support::manager_at(&listen, &nats.url(), dir.path(), None, &[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let (status, body) = loop {
+        let (status, body) = client.get(&format!("{admin}/v1/keys/{id}")).await;
+        if status == 503 || std::time::Instant::now() > deadline {
+            break (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("edge e1")),
+        "{body}"
+    );
+    assert_eq!(client.get(&format!("{admin}/healthz")).await.0, 200);
+    // The edge never took the restored log's word: the key stays revoked there.
+    assert_eq!(client.verify(&e1, &key).await["reason"], "revoked");
+}

@@ -15,9 +15,10 @@ pub mod edges;
 pub mod github;
 pub mod metrics;
 pub mod propagation;
+pub mod rollback;
 pub mod webhooks;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, atomic::AtomicU64};
 
 use futures::StreamExt;
 use quench_bus::{Bus, EventBatch, Freshness, Heartbeat, SignedHeartbeat, SignedPage};
@@ -53,6 +54,10 @@ pub struct Manager {
     pub edge_keys: edges::EdgeKeys,
     pub notifications: webhooks::Notifications,
     pub alert_metrics: alerts::AlertMetrics,
+    /// Set when the store's log turned out shorter than what the bus or an edge has seen ([`rollback`]).
+    log_behind: OnceLock<rollback::LogBehind>,
+    /// The highest log head read so far, so acknowledgements at or below it need no store read.
+    known_head: AtomicU64,
 }
 
 impl std::fmt::Debug for Manager {
@@ -76,6 +81,8 @@ impl Manager {
             config,
             metrics: metrics::ManagerMetrics::default(),
             auth,
+            log_behind: OnceLock::new(),
+            known_head: AtomicU64::new(0),
         })
     }
 
@@ -194,10 +201,12 @@ impl Manager {
 
     /// Starts the background work: heartbeats out, acknowledgements in, webhooks out. All stop on
     /// `cancel`.
+    /// Refuses to start on a store whose log is behind the bus's ([`rollback`]).
     pub async fn start(
         self: &Arc<Self>,
         cancel: CancellationToken,
-    ) -> Result<(), quench_bus::BusError> {
+    ) -> Result<(), rollback::StartError> {
+        self.check_log_against_bus().await?;
         let acks = self.bus.acks().await?;
         tokio::spawn(self.clone().track(acks, cancel.clone()));
         tokio::spawn(webhooks::run(self.clone(), cancel.clone()));
@@ -223,6 +232,8 @@ impl Manager {
                 metrics::ManagerMetrics::add(&self.metrics.acks_refused, 1);
                 continue;
             };
+            self.check_log_against_ack(ack.edge.as_str(), ack.applied)
+                .await;
             if let Err(why) = self.propagation.record(&ack, Timestamp::now()) {
                 metrics::ManagerMetrics::add(&self.metrics.acks_refused, 1);
                 tracing::warn!(edge = %ack.edge, at = %ack.at, %why, "ignored an acknowledgement");
@@ -236,6 +247,10 @@ impl Manager {
             tokio::select! {
                 () = cancel.cancelled() => return,
                 _ = tick.tick() => {}
+            }
+            // A heartbeat vouches for the log's head: none from a store that is behind.
+            if self.log_behind().is_some() {
+                continue;
             }
             let head = match self.store.head().await {
                 Ok(head) => head,

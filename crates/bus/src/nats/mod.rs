@@ -301,6 +301,29 @@ impl NatsBus {
 
 #[async_trait]
 impl Bus for NatsBus {
+    async fn last_events(&self) -> Result<Option<EventBatch>, BusError> {
+        let stream = self
+            .jetstream
+            .get_stream(&self.names.stream)
+            .await
+            .map_err(failed(Operation::OpenStream))?;
+        match stream
+            .get_last_raw_message_by_subject(&self.names.events)
+            .await
+        {
+            Ok(message) => Ok(sealed(&message.payload, Some(&message.headers)).ok()),
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    jetstream::stream::LastRawMessageErrorKind::NoMessageFound
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(error) => Err(failed(Operation::OpenStream)(error)),
+        }
+    }
+
     async fn publish(&self, batch: &EventBatch) -> Result<(), BusError> {
         let publish = jetstream::message::PublishMessage::build()
             .payload(batch.body().to_vec().into())

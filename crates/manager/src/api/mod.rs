@@ -68,8 +68,31 @@ pub fn router(manager: Arc<Manager>) -> Router {
         .route("/healthz", get(system::health))
         .route("/metrics", get(system::metrics))
         .route("/openapi.json", get(system::openapi))
+        .route_layer(axum::middleware::from_fn_with_state(
+            manager.clone(),
+            refuse_when_log_behind,
+        ))
         .with_state(manager);
     web::finish(routes)
+}
+
+/// A manager whose store is behind what edges or the bus have seen answers nothing but health and
+/// metrics ([`crate::rollback`]): its snapshots, pages and writes would contradict the log edges hold.
+async fn refuse_when_log_behind(
+    axum::extract::State(manager): axum::extract::State<Arc<Manager>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+
+    let open = matches!(
+        request.uri().path(),
+        "/healthz" | "/metrics" | "/openapi.json"
+    );
+    match manager.log_behind() {
+        Some(found) if !open => ApiError::unavailable(found.to_string()).into_response(),
+        _ => next.run(request).await,
+    }
 }
 
 #[derive(OpenApi)]
