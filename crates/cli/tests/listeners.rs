@@ -393,6 +393,9 @@ async fn a_remote_edge_reads_its_manager_over_https_and_serves_https() {
     .iter()
     .map(|s| s.to_string())
     .collect();
+    // The edge's key goes with the test's files, not into the working directory.
+    let keys = tempfile::tempdir().expect("dir");
+    args.extend(["--data-dir".to_owned(), keys.path().display().to_string()]);
     args.extend(tls.iter().map(|s| s.to_string()));
     // The edge trusts the manager's private certificate the standard way, through SSL_CERT_FILE.
     let edge = Proc::spawn(
