@@ -240,6 +240,29 @@ async fn start_manager(nats: &str, dir: &Path, deployment: &str) -> anyhow::Resu
     })
 }
 
+/// Starts `count` edges on `nats`, spread over three region names.
+fn start_edges(
+    count: usize,
+    nats: &str,
+    manager: &str,
+    deployment: &str,
+    token: &str,
+    processes: &mut Processes,
+) -> anyhow::Result<Vec<String>> {
+    eprintln!("starting {count} edge(s) on {nats} ...");
+    (0..count)
+        .map(|i| {
+            let link = EdgeLink {
+                nats,
+                manager,
+                region: format!("r{}", i % 3),
+                domain: None,
+            };
+            start_edge(&link, deployment, token, &format!("bench-e{i}"), processes)
+        })
+        .collect()
+}
+
 /// Starts NATS (unless given; a hub when `--regions`), a manager in this process and the edges (per
 /// region with `--regions`), and waits until every edge is live.
 async fn deploy(args: &PropagationArgs) -> anyhow::Result<Deployment> {
@@ -268,31 +291,18 @@ async fn deploy(args: &PropagationArgs) -> anyhow::Result<Deployment> {
             };
             regions::start_regions(hub, &args.regions, args.edges, &launch, &mut processes).await?
         }
-        None => {
-            eprintln!("starting {} edge(s) on {nats} ...", args.edges);
-            let edges = (0..args.edges)
-                .map(|i| {
-                    let link = EdgeLink {
-                        nats: &nats,
-                        manager: &base,
-                        region: format!("r{}", i % 3),
-                        domain: None,
-                    };
-                    start_edge(
-                        &link,
-                        &deployment,
-                        &edge_token,
-                        &format!("bench-e{i}"),
-                        &mut processes,
-                    )
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            regions::Started {
-                edges,
-                regions: Vec::new(),
-                proxies: Vec::new(),
-            }
-        }
+        None => regions::Started {
+            edges: start_edges(
+                args.edges,
+                &nats,
+                &base,
+                &deployment,
+                &edge_token,
+                &mut processes,
+            )?,
+            regions: Vec::new(),
+            proxies: Vec::new(),
+        },
     };
     manager.api.wait_live(started.edges.len()).await?;
     Ok(Deployment {

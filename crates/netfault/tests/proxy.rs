@@ -36,7 +36,9 @@ async fn proxy(latency_ms: u64) -> Proxy {
     let link = Link {
         latency: Duration::from_millis(latency_ms),
     };
-    Proxy::start(echo_server().await, link).await.expect("proxy")
+    Proxy::start(echo_server().await, link)
+        .await
+        .expect("proxy")
 }
 
 async fn round_trip(socket: &mut TcpStream, message: &[u8]) -> Vec<u8> {
@@ -68,9 +70,7 @@ async fn bytes_arrive_in_order_without_one_chunk_per_latency() {
     let proxy = proxy(50).await;
     let socket = TcpStream::connect(proxy.addr()).await.expect("connect");
     let (mut read, mut write) = socket.into_split();
-    let sent: Vec<u8> = (0..4 * 1024 * 1024u32)
-        .map(|i| (i % 251) as u8)
-        .collect();
+    let sent: Vec<u8> = (0..4 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
     let expected = sent.clone();
     let started = Instant::now();
     let writer = tokio::spawn(async move { write.write_all(&sent).await });
@@ -105,7 +105,10 @@ async fn a_partition_silences_and_healing_resumes() {
     during.write_all(b"new").await.expect("write");
     let mut fresh = [0; 3];
     let silent = timeout(QUIET, during.read_exact(&mut fresh)).await;
-    assert!(silent.is_err(), "nothing crosses on a new connection either");
+    assert!(
+        silent.is_err(),
+        "nothing crosses on a new connection either"
+    );
 
     proxy.set(LinkState::Open);
     timeout(DEADLINE, before.read_exact(&mut answer))
