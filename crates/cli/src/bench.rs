@@ -156,6 +156,9 @@ struct EdgeLink<'a> {
     region: String,
     /// The JetStream domain holding the stream, when the edge's NATS is a leaf node of it.
     domain: Option<&'a str>,
+    /// Where the edge keeps its acknowledgement key: the benchmark's temporary directory, not the
+    /// directory it was started from.
+    data_dir: &'a Path,
 }
 
 fn start_edge(
@@ -170,6 +173,8 @@ fn start_edge(
         .args(["edge", "--nats", link.nats, "--deployment", deployment])
         .args(["--manager", link.manager, "--listen", "127.0.0.1:0"])
         .args(["--id", id, "--region", &link.region])
+        .arg("--data-dir")
+        .arg(link.data_dir)
         .args(domain.iter().flatten())
         .env("QUENCH_TOKEN", token)
         .env("RUST_LOG", "warn")
@@ -240,13 +245,13 @@ async fn start_manager(nats: &str, dir: &Path, deployment: &str) -> anyhow::Resu
     })
 }
 
-/// Starts `count` edges on `nats`, spread over three region names.
+/// Starts `count` edges on `nats`, spread over three region names, their keys in `dir`.
 fn start_edges(
     count: usize,
-    nats: &str,
-    manager: &str,
+    (nats, manager): (&str, &str),
     deployment: &str,
     token: &str,
+    dir: &Path,
     processes: &mut Processes,
 ) -> anyhow::Result<Vec<String>> {
     eprintln!("starting {count} edge(s) on {nats} ...");
@@ -257,6 +262,7 @@ fn start_edges(
                 manager,
                 region: format!("r{}", i % 3),
                 domain: None,
+                data_dir: dir,
             };
             start_edge(&link, deployment, token, &format!("bench-e{i}"), processes)
         })
@@ -294,10 +300,10 @@ async fn deploy(args: &PropagationArgs) -> anyhow::Result<Deployment> {
         None => regions::Started {
             edges: start_edges(
                 args.edges,
-                &nats,
-                &base,
+                (&nats, &base),
                 &deployment,
                 &edge_token,
+                dir.path(),
                 &mut processes,
             )?,
             regions: Vec::new(),

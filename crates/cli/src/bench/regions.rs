@@ -102,6 +102,7 @@ pub(super) async fn start_regions(
             manager: &manager,
             region: name.clone(),
             domain: Some(HUB_DOMAIN),
+            data_dir: launch.dir,
         };
         eprintln!(
             "starting region {name} ({latency_ms} ms one-way): {per_region} edge(s) on {nats} ..."
