@@ -8,7 +8,7 @@
 
 use std::{
     io::{BufRead, BufReader},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, ExitCode, Stdio},
     sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -47,14 +47,19 @@ pub struct PropagationArgs {
     #[arg(long)]
     pub leaks: bool,
     /// Use this NATS instead of starting one.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "regions")]
     pub nats: Option<String>,
+    /// Regions by one-way latency in ms (e.g. `40,80,110`): the NATS started becomes a hub and each
+    /// region a leaf node reached through a proxy with that latency, with `--edges` edges per region.
+    #[arg(long, value_delimiter = ',')]
+    pub regions: Vec<u64>,
     /// Print the results as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
 mod api;
+mod regions;
 mod report;
 
 use api::Api;
@@ -92,8 +97,8 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-fn start_nats(dir: &std::path::Path, processes: &mut Processes) -> anyhow::Result<String> {
-    let binary = [
+fn nats_binary() -> anyhow::Result<PathBuf> {
+    [
         "nats-server",
         "/usr/sbin/nats-server",
         "/usr/bin/nats-server",
@@ -106,11 +111,13 @@ fn start_nats(dir: &std::path::Path, processes: &mut Processes) -> anyhow::Resul
             .output()
             .is_ok_and(|o| o.status.success())
     })
-    .context("no nats-server found: install it (scripts/services) or pass --nats")?;
-    let port = free_port()?;
-    let child = Command::new(binary)
-        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-        .arg(dir.join("nats"))
+    .context("no nats-server found: install it (scripts/services) or pass --nats")
+}
+
+/// Starts a NATS server with `args`, listening on `port`, and waits until it accepts connections.
+fn spawn_nats(args: &[String], port: u16, processes: &mut Processes) -> anyhow::Result<String> {
+    let child = Command::new(nats_binary()?)
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -119,38 +126,56 @@ fn start_nats(dir: &std::path::Path, processes: &mut Processes) -> anyhow::Resul
     let end = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if Instant::now() > end {
-            bail!("nats-server did not start");
+            bail!("nats-server did not start on port {port}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(format!("nats://127.0.0.1:{port}"))
 }
 
+fn start_nats(dir: &std::path::Path, processes: &mut Processes) -> anyhow::Result<String> {
+    let port = free_port()?;
+    let store = dir.join("nats").display().to_string();
+    let args = [
+        "-a",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-js",
+        "-sd",
+        &store,
+    ]
+    .map(String::from);
+    spawn_nats(&args, port, processes)
+}
+
+/// Where an edge finds its bus and its manager, and which region it reports.
+struct EdgeLink<'a> {
+    nats: &'a str,
+    manager: &'a str,
+    region: String,
+    /// The JetStream domain holding the stream, when the edge's NATS is a leaf node of it.
+    domain: Option<&'a str>,
+    /// Where the edge keeps its acknowledgement key: the benchmark's temporary directory, not the
+    /// directory it was started from.
+    data_dir: &'a Path,
+}
+
 fn start_edge(
-    nats: &str,
+    link: &EdgeLink<'_>,
     deployment: &str,
-    manager: &str,
     token: &str,
-    index: usize,
+    id: &str,
     processes: &mut Processes,
 ) -> anyhow::Result<String> {
+    let domain = link.domain.map(|d| ["--jetstream-domain", d]);
     let mut child = Command::new(std::env::current_exe()?)
-        .args([
-            "edge",
-            "--nats",
-            nats,
-            "--deployment",
-            deployment,
-            "--manager",
-            manager,
-        ])
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--id",
-            &format!("bench-e{index}"),
-        ])
-        .args(["--region", &format!("r{}", index % 3)])
+        .args(["edge", "--nats", link.nats, "--deployment", deployment])
+        .args(["--manager", link.manager, "--listen", "127.0.0.1:0"])
+        .args(["--id", id, "--region", &link.region])
+        .arg("--data-dir")
+        .arg(link.data_dir)
+        .args(domain.iter().flatten())
         .env("QUENCH_TOKEN", token)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -165,39 +190,43 @@ fn start_edge(
             return Ok(line[at..].trim().to_owned());
         }
     }
-    bail!("edge {index} exited before listening")
+    bail!("edge {id} exited before listening")
 }
 
 /// A manager in this process, its API, and the edges following it.
 struct Deployment {
     api: Api,
     edges: Vec<String>,
+    /// With `--regions`: the regions, which edges are in each.
+    regions: Vec<regions::Region>,
     running: embedded::Running,
     cancel: CancellationToken,
+    /// The regions' links: they stop when dropped.
+    _proxies: Vec<quench_netfault::Proxy>,
     /// The edges (and NATS, if started here): killed on drop.
     _processes: Processes,
     _dir: tempfile::TempDir,
 }
 
-/// Starts NATS (unless given), a manager in this process and `args.edges` edge processes, and waits until
-/// every edge is live.
-async fn deploy(args: &PropagationArgs) -> anyhow::Result<Deployment> {
-    let dir = tempfile::tempdir().context("temporary directory")?;
-    let mut processes = Processes(Vec::new());
-    let nats = match &args.nats {
-        Some(url) => url.clone(),
-        None => start_nats(dir.path(), &mut processes)?,
-    };
-    let deployment = format!("bench-{}", std::process::id());
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("quench.db")).await?);
-    let bus: Arc<dyn Bus> = Arc::new(NatsBus::connect(&nats, &deployment, "quench-bench").await?);
+/// The manager running in this process.
+struct Manager {
+    api: Api,
+    addr: std::net::SocketAddr,
+    running: embedded::Running,
+    cancel: CancellationToken,
+}
+
+/// Starts a manager in this process (SQLite in `dir`, the bus on `nats`) with a fresh bootstrap token.
+async fn start_manager(nats: &str, dir: &Path, deployment: &str) -> anyhow::Result<Manager> {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("quench.db")).await?);
+    let bus: Arc<dyn Bus> = Arc::new(NatsBus::connect(nats, deployment, "quench-bench").await?);
     let token = format!("bench-{}-{}", now_us(), "x".repeat(32));
     let config = ManagerConfig {
         bootstrap_token: Some(bootstrap::configured(token.clone())?),
         ..ManagerConfig::default()
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
+    let addr = listener.local_addr()?;
     let cancel = CancellationToken::new();
     let running = embedded::start(store, bus, config, listener, None, cancel.clone()).await?;
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -205,20 +234,90 @@ async fn deploy(args: &PropagationArgs) -> anyhow::Result<Deployment> {
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(120))
             .build()?,
-        base: base.clone(),
+        base: format!("http://{addr}"),
         token,
     };
-    let edge_token = api.token(&["edge"]).await?;
-    eprintln!("starting {} edge(s) on {nats} ...", args.edges);
-    let edges = (0..args.edges)
-        .map(|i| start_edge(&nats, &deployment, &base, &edge_token, i, &mut processes))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    api.wait_live(args.edges).await?;
-    Ok(Deployment {
+    Ok(Manager {
         api,
-        edges,
+        addr,
         running,
         cancel,
+    })
+}
+
+/// Starts `count` edges on `nats`, spread over three region names, their keys in `dir`.
+fn start_edges(
+    count: usize,
+    (nats, manager): (&str, &str),
+    deployment: &str,
+    token: &str,
+    dir: &Path,
+    processes: &mut Processes,
+) -> anyhow::Result<Vec<String>> {
+    eprintln!("starting {count} edge(s) on {nats} ...");
+    (0..count)
+        .map(|i| {
+            let link = EdgeLink {
+                nats,
+                manager,
+                region: format!("r{}", i % 3),
+                domain: None,
+                data_dir: dir,
+            };
+            start_edge(&link, deployment, token, &format!("bench-e{i}"), processes)
+        })
+        .collect()
+}
+
+/// Starts NATS (unless given; a hub when `--regions`), a manager in this process and the edges (per
+/// region with `--regions`), and waits until every edge is live.
+async fn deploy(args: &PropagationArgs) -> anyhow::Result<Deployment> {
+    let dir = tempfile::tempdir().context("temporary directory")?;
+    let mut processes = Processes(Vec::new());
+    let hub = match args.regions.is_empty() {
+        true => None,
+        false => Some(regions::start_hub(dir.path(), &mut processes)?),
+    };
+    let nats = match (&args.nats, &hub) {
+        (Some(url), _) => url.clone(),
+        (None, Some(hub)) => hub.url.clone(),
+        (None, None) => start_nats(dir.path(), &mut processes)?,
+    };
+    let deployment = format!("bench-{}", std::process::id());
+    let manager = start_manager(&nats, dir.path(), &deployment).await?;
+    let base = manager.api.base.clone();
+    let edge_token = manager.api.token(&["edge"]).await?;
+    let started = match &hub {
+        Some(hub) => {
+            let launch = regions::Launch {
+                dir: dir.path(),
+                deployment: &deployment,
+                token: &edge_token,
+                manager: manager.addr,
+            };
+            regions::start_regions(hub, &args.regions, args.edges, &launch, &mut processes).await?
+        }
+        None => regions::Started {
+            edges: start_edges(
+                args.edges,
+                (&nats, &base),
+                &deployment,
+                &edge_token,
+                dir.path(),
+                &mut processes,
+            )?,
+            regions: Vec::new(),
+            proxies: Vec::new(),
+        },
+    };
+    manager.api.wait_live(started.edges.len()).await?;
+    Ok(Deployment {
+        api: manager.api,
+        edges: started.edges,
+        regions: started.regions,
+        running: manager.running,
+        cancel: manager.cancel,
+        _proxies: started.proxies,
         _processes: processes,
         _dir: dir,
     })
@@ -233,7 +332,7 @@ async fn propagation(args: PropagationArgs) -> anyhow::Result<ExitCode> {
     let total = WARMUP + args.revocations;
     let keys = api.issue_keys(total).await?;
     let reporter = api.token(&["leaks:report"]).await?;
-    let mut samples = Samples::new(edges.len());
+    let mut samples = Samples::new(edges.len(), deployment.regions.clone());
     for (n, (id, key)) in keys.iter().enumerate() {
         let started = now_us();
         let clock = Instant::now();
