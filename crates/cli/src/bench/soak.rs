@@ -256,19 +256,20 @@ impl Load {
     }
 
     /// Verifies `key` at `edge` and judges the answer: valid unless `revoked` says when its revocation
-    /// was confirmed. Returns how long the call took (ms); a violation is recorded, not returned.
+    /// was confirmed. Returns how long a right answer took (ms), or None for a violation (recorded
+    /// here, apart from errors).
     async fn check(
         &self,
         edge: &str,
         id: &str,
         key: &str,
         revoked: Option<Instant>,
-    ) -> Result<f64, Failure> {
+    ) -> Result<Option<f64>, Failure> {
         let asked = Instant::now();
         let answer = self.verify(edge, key).await?;
         let ms = asked.elapsed().as_secs_f64() * 1000.0;
         match judge(&answer, revoked.is_some()) {
-            Judged::Right => Ok(ms),
+            Judged::Right => Ok(Some(ms)),
             Judged::Wrong(what) => {
                 Err((ErrorKind::WrongAnswer, format!("{edge}, key {id}: {what}")))
             }
@@ -281,7 +282,7 @@ impl Load {
                 };
                 eprintln!("VIOLATION: {violation:?}");
                 self.record(|r| r.violation(violation));
-                Ok(ms)
+                Ok(None)
             }
         }
     }
@@ -304,10 +305,11 @@ impl Load {
             }
         };
         match result {
-            Ok(ms) => {
+            Ok(Some(ms)) => {
                 let at = self.started.elapsed();
                 self.record(|r| r.verify(at, ms));
             }
+            Ok(None) => {}
             Err(failure) => self.fail(failure),
         }
     }
@@ -327,18 +329,17 @@ impl Load {
             return Err((ErrorKind::Unconfirmed, what));
         }
         let confirmed = Instant::now();
-        let violations = self.record(|r| r.violations());
+        let mut refused_everywhere = true;
         for edge in &self.edges {
-            self.check(edge, &id, &key, Some(confirmed)).await?;
+            let refused = self.check(edge, &id, &key, Some(confirmed)).await?;
+            refused_everywhere &= refused.is_some();
         }
-        let ms = started.elapsed().as_secs_f64() * 1000.0;
-        let at = self.started.elapsed();
-        self.record(|r| {
-            // A sample counts only when every edge refused the key.
-            if r.violations() == violations {
-                r.revoke(at, ms);
-            }
-        });
+        // A time is taken only when every edge refused the key; a violation is counted instead.
+        if refused_everywhere {
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            let at = self.started.elapsed();
+            self.record(|r| r.revoke(at, ms));
+        }
         let mut kept = self.revoked.lock().unwrap_or_else(PoisonError::into_inner);
         kept.push_back(Revoked { id, key, confirmed });
         if kept.len() > REVOKED_KEPT {
