@@ -76,6 +76,12 @@ pub(super) fn print_report(report: &Value) {
         report["revoke_rate"],
         report["achieved_revoke_per_s"].as_f64().unwrap_or(0.0),
     );
+    print_errors(report);
+    print_intervals(report);
+    print_memory(report);
+}
+
+fn print_errors(report: &Value) {
     let errors = &report["errors"];
     println!(
         "errors: {} ({} during warm-up) by kind {}",
@@ -92,6 +98,10 @@ pub(super) fn print_report(report: &Value) {
     {
         println!("  {violation}");
     }
+}
+
+/// Latency percentiles and errors per interval, and overall.
+fn print_intervals(report: &Value) {
     println!(
         "{:<10} {:>8} {:>9} {:>9} {:>9} {:>7} {:>9} {:>9} {:>9} {:>7}",
         "from (s)", "verify", "p50", "p99", "max", "revoke", "p50", "p99", "max", "errors"
@@ -120,7 +130,15 @@ pub(super) fn print_report(report: &Value) {
         row(&from, &interval["verify"], revoke, &interval["errors"]);
     }
     let revoke = &report["revoke_to_every_edge"];
-    row("overall", &report["verify"], revoke, &errors["total"]);
+    row(
+        "overall",
+        &report["verify"],
+        revoke,
+        &report["errors"]["total"],
+    );
+}
+
+fn print_memory(report: &Value) {
     println!("resident memory (kB, after the warm-up and at the end):");
     for memory in report["memory"].as_array().into_iter().flatten() {
         println!(
