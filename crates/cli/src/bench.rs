@@ -131,7 +131,10 @@ fn start_nats(dir: &std::path::Path, processes: &mut Processes) -> anyhow::Resul
     Ok(format!("nats://127.0.0.1:{port}"))
 }
 
+/// Starts edge `index`; its key file goes under `dir` (the run's temporary directory), never into the
+/// directory the benchmark was started from.
 fn start_edge(
+    dir: &std::path::Path,
     nats: &str,
     deployment: &str,
     manager: &str,
@@ -156,6 +159,8 @@ fn start_edge(
             &format!("bench-e{index}"),
         ])
         .args(["--region", &format!("r{}", index % 3)])
+        .arg("--data-dir")
+        .arg(dir.join("edges"))
         .env("QUENCH_TOKEN", token)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -216,7 +221,17 @@ async fn deploy(args: &PropagationArgs) -> anyhow::Result<Deployment> {
     let edge_token = api.token(&["edge"]).await?;
     eprintln!("starting {} edge(s) on {nats} ...", args.edges);
     let edges = (0..args.edges)
-        .map(|i| start_edge(&nats, &deployment, &base, &edge_token, i, &mut processes))
+        .map(|i| {
+            start_edge(
+                dir.path(),
+                &nats,
+                &deployment,
+                &base,
+                &edge_token,
+                i,
+                &mut processes,
+            )
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     api.wait_live(args.edges).await?;
     Ok(Deployment {

@@ -176,6 +176,7 @@ async fn deploy(args: &SoakArgs) -> anyhow::Result<Deployment> {
     let mut edges = Vec::with_capacity(args.edges);
     for i in 0..args.edges {
         edges.push(start_edge(
+            dir.path(),
             &nats,
             &deployment,
             &base,
