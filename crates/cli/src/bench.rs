@@ -1,4 +1,5 @@
-//! `quench bench propagation`: how long a revocation takes to reach every edge.
+//! `quench bench propagation`: how long a revocation takes to reach every edge (and, in [`soak`], `quench
+//! bench soak`: a long run under steady load).
 //!
 //! Starts (or uses) a NATS server, runs a manager in this process (SQLite in a temporary directory, NATS
 //! bus) and N edges as separate `quench edge` processes. Each revocation is a real HTTP call with
@@ -27,6 +28,8 @@ use tokio_util::sync::CancellationToken;
 pub enum BenchCommand {
     /// Time from each revoke call to each edge applying it.
     Propagation(PropagationArgs),
+    /// A long run at steady verify and revocation rates: errors, latency over time, memory growth.
+    Soak(soak::SoakArgs),
     /// Scanner throughput, recall and false positives, against detect-secrets.
     Scan(crate::bench_scan::ScanBenchArgs),
 }
@@ -61,6 +64,7 @@ pub struct PropagationArgs {
 mod api;
 mod regions;
 mod report;
+mod soak;
 
 use api::Api;
 use report::{Samples, print_table};
@@ -70,6 +74,7 @@ const WARMUP: usize = 10;
 pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Propagation(args) => propagation(args).await,
+        BenchCommand::Soak(args) => soak::run(args).await,
         BenchCommand::Scan(args) => crate::bench_scan::run(args),
     }
 }

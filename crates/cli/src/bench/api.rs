@@ -1,4 +1,4 @@
-//! The manager and edge HTTP calls the propagation benchmark makes, with the API's own request and
+//! The manager and edge HTTP calls the propagation and soak benchmarks make, with the API's own request and
 //! response types.
 
 use std::time::{Duration, Instant};
@@ -16,6 +16,7 @@ use quench_api::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 
+#[derive(Clone)]
 pub(super) struct Api {
     pub http: reqwest::Client,
     pub base: String,
@@ -92,16 +93,21 @@ impl Api {
     /// Issues `total` keys one by one (each waiting for every edge): their ids and plaintexts.
     pub async fn issue_keys(&self, total: usize) -> anyhow::Result<Vec<(String, String)>> {
         eprintln!("issuing {total} keys ...");
-        let request = CreateKeyRequest {
-            owner: Some("bench".into()),
-            ..CreateKeyRequest::default()
-        };
         let mut keys = Vec::with_capacity(total);
         for _ in 0..total {
-            let created: CreatedKey = self.post("/v1/keys?wait=all", &request).await?;
-            keys.push((created.view.id, created.key));
+            keys.push(self.create_key("bench").await?);
         }
         Ok(keys)
+    }
+
+    /// Issues one key of `owner`, waiting for every edge: its id and plaintext.
+    pub async fn create_key(&self, owner: &str) -> anyhow::Result<(String, String)> {
+        let request = CreateKeyRequest {
+            owner: Some(owner.into()),
+            ..CreateKeyRequest::default()
+        };
+        let created: CreatedKey = self.post("/v1/keys?wait=all", &request).await?;
+        Ok((created.view.id, created.key))
     }
 
     /// Revokes key `id`, waiting for every edge: how every edge confirmed it.
