@@ -740,12 +740,29 @@ fn copy_database(from: &std::path::Path, to: &std::path::Path) {
 /// edge's acknowledgement of the lost sequence stops it serving anything but health.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_restored_from_an_older_backup_serves_nothing() {
+    restored_from_an_older_backup(None).await;
+}
+
+/// The same with PostgreSQL, the backup a copy of the database taken while the manager was stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgresql_store_restored_from_an_older_backup_serves_nothing() {
+    let Some(db) = support::PgDatabase::create("restored") else {
+        return;
+    };
+    restored_from_an_older_backup(Some(db)).await;
+}
+
+/// A backup of the store: the SQLite files, or a copy of the PostgreSQL database.
+enum Backup {
+    Sqlite(tempfile::TempDir),
+    Postgres(support::PgDatabase),
+}
+
+async fn restored_from_an_older_backup(postgres: Option<support::PgDatabase>) {
     let Some(nats) = Nats::start() else { return };
-    let (dir, backup) = (
-        tempfile::tempdir().expect("dir"),
-        tempfile::tempdir().expect("dir"),
-    );
-    let (mut first, admin) = manager(&nats.url(), dir.path(), None, &[]);
+    let dir = tempfile::tempdir().expect("dir");
+    let database = postgres.as_ref().map(support::PgDatabase::url);
+    let (mut first, admin) = manager(&nats.url(), dir.path(), database.as_deref(), &[]);
     let listen = admin.trim_start_matches("http://").to_owned();
     let client = Client::default();
     let token = client.edge_token(&admin).await;
@@ -753,9 +770,17 @@ async fn a_store_restored_from_an_older_backup_serves_nothing() {
     client.until_edges_live(&admin, 1, SOON).await;
     let (id, key) = client.create(&admin, "team-a").await;
     first.kill9();
-    copy_database(dir.path(), backup.path());
+    let backup = match &postgres {
+        None => {
+            let files = tempfile::tempdir().expect("dir");
+            copy_database(dir.path(), files.path());
+            Backup::Sqlite(files)
+        }
+        Some(db) => Backup::Postgres(db.copy("restored_backup")),
+    };
 
-    let (mut second, _) = support::manager_at(&listen, &nats.url(), dir.path(), None, &[]);
+    let (mut second, _) =
+        support::manager_at(&listen, &nats.url(), dir.path(), database.as_deref(), &[]);
     let (status, body) = client
         .post(
             &format!("{admin}/v1/keys/{id}/revoke"),
@@ -765,12 +790,19 @@ async fn a_store_restored_from_an_older_backup_serves_nothing() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["propagation"]["complete"], true, "{body}");
     second.kill9();
-    copy_database(backup.path(), dir.path());
+    let restored = match &backup {
+        Backup::Sqlite(files) => {
+            copy_database(files.path(), dir.path());
+            None
+        }
+        Backup::Postgres(copy) => Some(copy.url()),
+    };
 
     // Bounded: a manager that wrongly starts would otherwise serve until killed.
-    let log = backup.path().join("restarted.log");
+    let log = dir.path().join("restarted.log");
     let mut restarted = std::process::Command::new(support::QUENCH)
         .args(["manager", "--nats", &nats.url(), "--admin-listen", &listen])
+        .args(restored.iter().flat_map(|url| ["--database", url.as_str()]))
         .arg("--data-dir")
         .arg(dir.path())
         .env("QUENCH_SIGNING_KEY", support::SIGNING_SEED)
@@ -808,7 +840,8 @@ async fn a_store_restored_from_an_older_backup_serves_nothing() {
         .delete_stream()
         .await
         .expect("delete the stream");
-    let (_third, _) = support::manager_at(&listen, &nats.url(), dir.path(), None, &[]);
+    let (_third, _) =
+        support::manager_at(&listen, &nats.url(), dir.path(), restored.as_deref(), &[]);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let (status, body) = loop {
         let (status, body) = client.get(&format!("{admin}/v1/keys/{id}")).await;

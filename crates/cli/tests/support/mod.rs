@@ -650,6 +650,40 @@ impl PgDatabase {
         Some(Self { admin, name })
     }
 
+    /// A copy of this database as it stands (`CREATE DATABASE ... TEMPLATE`): a backup. Nothing may be
+    /// connected to it, so a process that just died gets a few seconds to be noticed.
+    pub fn copy(&self, tag: &str) -> Self {
+        use sqlx::Connection;
+        let name = format!("quench_{tag}_{}", std::process::id());
+        let (url, copy, source) = (self.admin.clone(), name.clone(), self.name.clone());
+        let copied = block_on(async move {
+            let mut conn = sqlx::PgConnection::connect(&url).await?;
+            let drop = format!("DROP DATABASE IF EXISTS \"{copy}\" WITH (FORCE)");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
+                .execute(&mut conn)
+                .await?;
+            let mut tries = 0;
+            loop {
+                let create = format!("CREATE DATABASE \"{copy}\" TEMPLATE \"{source}\"");
+                match sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+                    .execute(&mut conn)
+                    .await
+                {
+                    Err(_) if tries < 50 => {
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    done => return done,
+                }
+            }
+        });
+        copied.expect("copying the test database");
+        Self {
+            admin: self.admin.clone(),
+            name,
+        }
+    }
+
     pub fn url(&self) -> String {
         let base = self
             .admin
