@@ -366,12 +366,8 @@ async fn two_managers_on_one_postgresql_serve_at_once() {
     let Some(db) = support::PgDatabase::create("two_managers") else {
         return;
     };
-    let (dir_a, dir_b) = (
-        tempfile::tempdir().expect("dir"),
-        tempfile::tempdir().expect("dir"),
-    );
-    let (mut proc_a, a) = manager(&nats.url(), dir_a.path(), Some(&db.url()), &[]);
-    let (_proc_b, b) = manager(&nats.url(), dir_b.path(), Some(&db.url()), &[]);
+    let mut managers = TwoManagers::start(&nats, &db);
+    let (a, b) = (managers.a.clone(), managers.b.clone());
     let client = Client::default();
     let token = client.edge_token(&a).await;
     let (_e1, e1) = edge(&nats.url(), &a, &token, "e1", 10);
@@ -416,7 +412,7 @@ async fn two_managers_on_one_postgresql_serve_at_once() {
     assert_eq!(client.verify(&e1, key).await["reason"], "revoked");
 
     // With A gone, B alone keeps revocations flowing to the edge.
-    proc_a.kill9();
+    managers.proc_a.kill9();
     let (id, key) = &keys[1];
     let (status, body) = client
         .post(
@@ -698,12 +694,8 @@ async fn an_edge_fails_over_between_managers() {
     let Some(db) = support::PgDatabase::create("manager_failover") else {
         return;
     };
-    let (dir_a, dir_b) = (
-        tempfile::tempdir().expect("dir"),
-        tempfile::tempdir().expect("dir"),
-    );
-    let (mut proc_a, a) = manager(&nats.url(), dir_a.path(), Some(&db.url()), &[]);
-    let (_proc_b, b) = manager(&nats.url(), dir_b.path(), Some(&db.url()), &[]);
+    let mut managers = TwoManagers::start(&nats, &db);
+    let (a, b) = (managers.a.clone(), managers.b.clone());
     let client = Client::default();
     let token = client.edge_token(&a).await;
     let (_e1, e1) = edge(&nats.url(), &format!("{a},{b}"), &token, "e1", 4);
@@ -711,7 +703,7 @@ async fn an_edge_fails_over_between_managers() {
     let (_e2, e2) = edge(&nats.url(), &format!("{nobody},{b}"), &token, "e2", 4);
     client.until_edges_live(&b, 2, SOON).await;
 
-    proc_a.kill9();
+    managers.proc_a.kill9();
     nats.kill();
     let (_, key) = client.create(&b, "team-a").await;
     for url in [&e1, &e2] {
@@ -860,4 +852,31 @@ async fn restored_from_an_older_backup(postgres: Option<support::PgDatabase>) {
     assert_eq!(client.get(&format!("{admin}/healthz")).await.0, 200);
     // The edge never took the restored log's word: the key stays revoked there.
     assert_eq!(client.verify(&e1, &key).await["reason"], "revoked");
+}
+
+/// Two managers on one PostgreSQL database and one NATS, each with a data directory of its own.
+struct TwoManagers {
+    proc_a: support::Proc,
+    a: String,
+    _proc_b: support::Proc,
+    b: String,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+impl TwoManagers {
+    fn start(nats: &Nats, db: &support::PgDatabase) -> Self {
+        let dirs = (
+            tempfile::tempdir().expect("dir"),
+            tempfile::tempdir().expect("dir"),
+        );
+        let (proc_a, a) = manager(&nats.url(), dirs.0.path(), Some(&db.url()), &[]);
+        let (proc_b, b) = manager(&nats.url(), dirs.1.path(), Some(&db.url()), &[]);
+        Self {
+            proc_a,
+            a,
+            _proc_b: proc_b,
+            b,
+            _dirs: dirs,
+        }
+    }
 }
