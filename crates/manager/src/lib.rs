@@ -104,6 +104,8 @@ impl Manager {
             let (Some(first), Some(last)) = (chunk.first(), chunk.last()) else {
                 continue;
             };
+            // Committed, so the store holds it: acknowledgements up to here need no read of the head.
+            self.note_head(last.seq);
             let batch = EventBatch::seal_events(&self.config.signer, chunk);
             match self.bus.publish(&batch).await {
                 Ok(()) => {
@@ -259,6 +261,7 @@ impl Manager {
                     continue;
                 }
             };
+            self.note_head(head);
             let beat = Heartbeat {
                 manager: self.config.id.clone(),
                 head,

@@ -75,6 +75,13 @@ impl Manager {
         self.log_behind.get()
     }
 
+    /// Remembers that the store's log reaches `head` (read from it, or just committed to it), so that
+    /// acknowledgements up to there are checked without a read: only one past every head this manager
+    /// has seen, normally a change another manager just committed, costs a read of the store.
+    pub(crate) fn note_head(&self, head: Seq) {
+        self.known_head.fetch_max(head.get(), Ordering::Relaxed);
+    }
+
     fn halt(&self, found: LogBehind) {
         if self.log_behind.set(found.clone()).is_ok() {
             tracing::error!(%found, "refusing to serve");
@@ -107,7 +114,7 @@ impl Manager {
             return Ok(());
         };
         let head = self.store.head().await?;
-        self.known_head.fetch_max(head.get(), Ordering::Relaxed);
+        self.note_head(head);
         if let Some(found) = behind(head, seen, Witness::Bus) {
             self.halt(found.clone());
             return Err(found.into());
@@ -128,7 +135,7 @@ impl Manager {
                 return;
             }
         };
-        self.known_head.fetch_max(head.get(), Ordering::Relaxed);
+        self.note_head(head);
         if let Some(found) = behind(head, applied, Witness::Edge(edge.to_owned())) {
             self.halt(found);
         }
