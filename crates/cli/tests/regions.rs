@@ -43,9 +43,7 @@ fn loopback(port: u16) -> SocketAddr {
 }
 
 async fn region(leaf_port: u16, admin: &str, token: &str, name: &str, latency_ms: u64) -> Region {
-    let link = Link {
-        latency: Duration::from_millis(latency_ms),
-    };
+    let link = Link::latency(Duration::from_millis(latency_ms));
     let to_hub = Proxy::start(loopback(leaf_port), link)
         .await
         .expect("proxy");

@@ -9,6 +9,9 @@
 //!   written no earlier than that. Each direction has a queue, so many chunks are in flight at once (as on
 //!   a real link) rather than one chunk per latency; the queue holds at most [`QUEUE_CHUNKS`] chunks of
 //!   [`CHUNK`] bytes, and a full queue stops reading, so TCP's own flow control pushes back on the sender.
+//! - **Loss**: TCP does not lose data, it retransmits, so a lost segment shows on a connection as a stall:
+//!   each chunk is, with the link's loss probability, held back a further [`RETRANSMIT`] (Linux's
+//!   smallest retransmission timeout) and, as in TCP, everything behind it waits too.
 //! - **Partitioned** holds every connection silent: nothing is read or written, the sockets stay open (as
 //!   when a router drops packets); new connections are accepted but not forwarded. Healing resumes them
 //!   where they stopped.
@@ -39,11 +42,26 @@ pub const QUEUE_CHUNKS: usize = 64;
 /// The most connections forwarded at once; further ones are closed when accepted.
 pub const MAX_CONNECTIONS: usize = 1024;
 
-/// What the link does to data while it is open.
+/// How long a lost chunk takes to arrive after all: Linux's smallest TCP retransmission timeout.
+pub const RETRANSMIT: Duration = Duration::from_millis(200);
+
+/// What the link does to data while it is open; [`Proxy::set_link`] changes it on a running proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Link {
     /// One-way delay, applied in each direction.
     pub latency: Duration,
+    /// Chunks lost (and so retransmitted, [`RETRANSMIT`] later) per thousand, 0 to 1000.
+    pub loss_per_mille: u16,
+}
+
+impl Link {
+    /// A link with this one-way latency and no loss.
+    pub fn latency(latency: Duration) -> Self {
+        Self {
+            latency,
+            loss_per_mille: 0,
+        }
+    }
 }
 
 /// Whether the link carries anything at all.
@@ -71,6 +89,7 @@ pub enum ProxyError {
 pub struct Proxy {
     addr: SocketAddr,
     state: watch::Sender<LinkState>,
+    link: watch::Sender<Link>,
     accepting: JoinHandle<()>,
 }
 
@@ -86,10 +105,12 @@ impl Proxy {
             .map_err(ProxyError::Bind)?;
         let addr = listener.local_addr().map_err(ProxyError::Bind)?;
         let (state, watching) = watch::channel(LinkState::Open);
-        let accepting = tokio::spawn(accept(listener, upstream, link, watching));
+        let (link, links) = watch::channel(link);
+        let accepting = tokio::spawn(accept(listener, upstream, links, watching));
         Ok(Self {
             addr,
             state,
+            link,
             accepting,
         })
     }
@@ -107,6 +128,15 @@ impl Proxy {
     pub fn state(&self) -> LinkState {
         *self.state.borrow()
     }
+
+    /// Changes the link's latency and loss; data read from now on follows the new link.
+    pub fn set_link(&self, link: Link) {
+        self.link.send_replace(link);
+    }
+
+    pub fn link(&self) -> Link {
+        *self.link.borrow()
+    }
 }
 
 impl Drop for Proxy {
@@ -119,7 +149,7 @@ impl Drop for Proxy {
 async fn accept(
     listener: TcpListener,
     upstream: SocketAddr,
-    link: Link,
+    link: watch::Receiver<Link>,
     state: watch::Receiver<LinkState>,
 ) {
     let mut connections = JoinSet::new();
@@ -134,7 +164,7 @@ async fn accept(
                 if *state.borrow() == LinkState::Cut || connections.len() >= MAX_CONNECTIONS {
                     continue;
                 }
-                connections.spawn(connection(client, upstream, link, state.clone()));
+                connections.spawn(connection(client, upstream, link.clone(), state.clone()));
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
@@ -145,7 +175,7 @@ async fn accept(
 async fn connection(
     client: TcpStream,
     upstream: SocketAddr,
-    link: Link,
+    link: watch::Receiver<Link>,
     state: watch::Receiver<LinkState>,
 ) {
     let mut cut = state.clone();
@@ -162,8 +192,8 @@ async fn connection(
         let (client_read, client_write) = client.into_split();
         let (server_read, server_write) = server.into_split();
         tokio::join!(
-            pipe(client_read, server_write, link.latency, state.clone()),
-            pipe(server_read, client_write, link.latency, state),
+            pipe(client_read, server_write, link.clone(), state.clone()),
+            pipe(server_read, client_write, link, state),
         );
     };
     tokio::select! {
@@ -179,12 +209,12 @@ type Timed = (Instant, Vec<u8>);
 async fn pipe(
     from: OwnedReadHalf,
     to: OwnedWriteHalf,
-    latency: Duration,
+    link: watch::Receiver<Link>,
     state: watch::Receiver<LinkState>,
 ) {
     let (queue, queued) = mpsc::channel(QUEUE_CHUNKS);
     tokio::join!(
-        read_side(from, queue, latency, state.clone()),
+        read_side(from, queue, link, state.clone()),
         write_side(queued, to, state),
     );
 }
@@ -192,9 +222,10 @@ async fn pipe(
 async fn read_side(
     mut from: OwnedReadHalf,
     queue: mpsc::Sender<Timed>,
-    latency: Duration,
+    link: watch::Receiver<Link>,
     mut state: watch::Receiver<LinkState>,
 ) {
+    let mut dice = Dice::new();
     loop {
         if !until_open(&mut state).await {
             return;
@@ -204,7 +235,15 @@ async fn read_side(
         let read = from.read(&mut chunk).await.unwrap_or(0);
         chunk.truncate(read);
         let end = read == 0;
-        if queue.send((Instant::now() + latency, chunk)).await.is_err() || end {
+        let Link {
+            latency,
+            loss_per_mille,
+        } = *link.borrow();
+        let mut due = Instant::now() + latency;
+        if !end && dice.below(loss_per_mille) {
+            due += RETRANSMIT;
+        }
+        if queue.send((due, chunk)).await.is_err() || end {
             return;
         }
     }
@@ -235,5 +274,28 @@ async fn until_open(state: &mut watch::Receiver<LinkState>) -> bool {
     match state.wait_for(|s| *s != LinkState::Partitioned).await {
         Ok(now) => *now == LinkState::Open,
         Err(_) => false,
+    }
+}
+
+/// A small xorshift generator for the loss dice: the proxy needs chance, not secrecy or replay.
+struct Dice(u64);
+
+impl Dice {
+    fn new() -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Self(nanos | 1)
+    }
+
+    /// True with probability `per_mille` / 1000.
+    fn below(&mut self, per_mille: u16) -> bool {
+        if per_mille == 0 {
+            return false;
+        }
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % 1000 < u64::from(per_mille)
     }
 }

@@ -5,7 +5,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use quench_netfault::{Link, LinkState, Proxy, ProxyError};
+use quench_netfault::{Link, LinkState, Proxy, ProxyError, RETRANSMIT};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -33,9 +33,7 @@ async fn echo_server() -> SocketAddr {
 }
 
 async fn proxy(latency_ms: u64) -> Proxy {
-    let link = Link {
-        latency: Duration::from_millis(latency_ms),
-    };
+    let link = Link::latency(Duration::from_millis(latency_ms));
     Proxy::start(echo_server().await, link)
         .await
         .expect("proxy")
@@ -83,6 +81,51 @@ async fn bytes_arrive_in_order_without_one_chunk_per_latency() {
     assert!(received == expected, "bytes reordered or altered");
     let took = started.elapsed();
     assert!(took < Duration::from_secs(6), "{took:?}");
+}
+
+/// A running proxy takes a new latency: the next round trip pays it, without a new connection.
+#[tokio::test]
+async fn a_link_slows_down_and_recovers_while_connections_stay_open() {
+    let proxy = proxy(0).await;
+    let mut socket = TcpStream::connect(proxy.addr()).await.expect("connect");
+    assert_eq!(round_trip(&mut socket, b"fast").await, b"fast");
+    proxy.set_link(Link::latency(Duration::from_millis(80)));
+    let started = Instant::now();
+    assert_eq!(round_trip(&mut socket, b"slow").await, b"slow");
+    assert!(
+        started.elapsed() >= Duration::from_millis(160),
+        "{:?}",
+        started.elapsed()
+    );
+    proxy.set_link(Link::default());
+    let started = Instant::now();
+    assert_eq!(round_trip(&mut socket, b"fast again").await, b"fast again");
+    assert!(
+        started.elapsed() < Duration::from_millis(160),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// Total loss: every chunk is retransmitted once, so each direction of a round trip stalls for
+/// [`RETRANSMIT`]; the bytes still arrive, in order.
+#[tokio::test]
+async fn a_lossy_link_stalls_like_retransmission_but_loses_nothing() {
+    let proxy = proxy(0).await;
+    proxy.set_link(Link {
+        latency: Duration::ZERO,
+        loss_per_mille: 1000,
+    });
+    let mut socket = TcpStream::connect(proxy.addr()).await.expect("connect");
+    for message in [&b"first"[..], b"second", b"third"] {
+        let started = Instant::now();
+        assert_eq!(round_trip(&mut socket, message).await, message);
+        assert!(
+            started.elapsed() >= 2 * RETRANSMIT,
+            "{:?}",
+            started.elapsed()
+        );
+    }
 }
 
 #[tokio::test]

@@ -82,9 +82,7 @@ pub(super) async fn start_regions(
         proxies: Vec::new(),
     };
     for (r, &latency_ms) in latencies_ms.iter().enumerate() {
-        let link = Link {
-            latency: Duration::from_millis(latency_ms),
-        };
+        let link = Link::latency(Duration::from_millis(latency_ms));
         let hub_leaf = SocketAddr::from(([127, 0, 0, 1], hub.leaf_port));
         let to_hub = Proxy::start(hub_leaf, link).await?;
         let to_manager = Proxy::start(launch.manager, link).await?;
