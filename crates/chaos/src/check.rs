@@ -307,7 +307,7 @@ fn nothing_lost_nothing_invented(
             });
         }
         for edge in &finals.edges {
-            let answer = edge.answers.get(i).copied().unwrap_or(Answer::NoAnswer);
+            let answer = edge.answers.get(i).copied().unwrap_or(Answer::Nothing);
             let wrong = if must_end {
                 answer == Answer::Valid
             } else {
@@ -346,7 +346,7 @@ fn convergence(history: &History, finals: &Final, found: &mut Found) {
     for (i, key) in history.keys.iter().enumerate() {
         let answers: HashMap<Answer, Vec<&str>> =
             finals.edges.iter().fold(HashMap::new(), |mut by, edge| {
-                let answer = edge.answers.get(i).copied().unwrap_or(Answer::NoAnswer);
+                let answer = edge.answers.get(i).copied().unwrap_or(Answer::Nothing);
                 by.entry(answer).or_default().push(edge.id.as_str());
                 by
             });

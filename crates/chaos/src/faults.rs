@@ -247,6 +247,7 @@ async fn apply(fault: Fault, deployment: &Mutex<Deployment>) -> Fault {
 
 async fn heal(fault: Fault, deployment: &Mutex<Deployment>, history: &std::sync::Mutex<History>) {
     let mut d = deployment.lock().await;
+    let open = |links: &[quench_netfault::Proxy]| links.iter().for_each(|l| l.set(LinkState::Open));
     let restarted = match fault {
         Fault::KillEdge(i) => d.edges[i].service.start(),
         Fault::EmptyEdge(i) => d.restart_empty(i).map(|id| {
@@ -255,23 +256,36 @@ async fn heal(fault: Fault, deployment: &Mutex<Deployment>, history: &std::sync:
                 d.edges[i].named.store(named, Ordering::Release);
             }
         }),
-        Fault::PauseEdge(i) => Ok(d.edges[i].service.resume()),
-        Fault::PartitionEdge(i) => Ok(d.edges[i].links.iter().for_each(|l| l.set(LinkState::Open))),
         Fault::KillManager(i) => d.managers[i].service.start(),
-        Fault::PauseManager(i) => Ok(d.managers[i].service.resume()),
-        Fault::PartitionManager(i) => Ok(d.managers[i]
-            .links
-            .iter()
-            .for_each(|l| l.set(LinkState::Open))),
         Fault::KillHubServer(i) => d.hub[i].service.start(),
-        Fault::PauseHubServer(i) => Ok(d.hub[i].service.resume()),
-        Fault::PartitionRegion(i) | Fault::CutRegion(i) => Ok(d.regions[i]
-            .links
-            .iter()
-            .for_each(|l| l.set(LinkState::Open))),
+        Fault::PauseEdge(i) => {
+            d.edges[i].service.resume();
+            Ok(())
+        }
+        Fault::PauseManager(i) => {
+            d.managers[i].service.resume();
+            Ok(())
+        }
+        Fault::PauseHubServer(i) => {
+            d.hub[i].service.resume();
+            Ok(())
+        }
+        Fault::PartitionEdge(i) => {
+            open(&d.edges[i].links);
+            Ok(())
+        }
+        Fault::PartitionManager(i) => {
+            open(&d.managers[i].links);
+            Ok(())
+        }
+        Fault::PartitionRegion(i) | Fault::CutRegion(i) => {
+            open(&d.regions[i].links);
+            Ok(())
+        }
         Fault::SlowRegion(i) => {
             let link = Link::latency(d.regions[i].latency);
-            Ok(d.regions[i].links.iter().for_each(|l| l.set_link(link)))
+            d.regions[i].links.iter().for_each(|l| l.set_link(link));
+            Ok(())
         }
         Fault::KillStreamLeader => Ok(()),
     };

@@ -95,12 +95,12 @@ pub async fn gather(deployment: &Deployment, clients: &Arc<Clients>) -> anyhow::
         let (clients, keys, url, count) =
             (clients.clone(), keys.clone(), edge.url.clone(), ids.len());
         asking.spawn(async move {
-            let mut answers = vec![Answer::NoAnswer; count];
+            let mut answers = vec![Answer::Nothing; count];
             for (key, secret) in &keys {
-                let mut answer = Answer::NoAnswer;
+                let mut answer = Answer::Nothing;
                 for _ in 0..3 {
                     answer = clients.verify(&url, secret).await;
-                    if answer != Answer::NoAnswer {
+                    if answer != Answer::Nothing {
                         break;
                     }
                 }

@@ -29,7 +29,8 @@ pub enum Answer {
     /// Another refusal (`forbidden`, `malformed`, `busy`, ...).
     Refused,
     /// No answer: the connection failed, timed out, or the body was not a verdict.
-    NoAnswer,
+    #[serde(rename = "no_answer")]
+    Nothing,
 }
 
 impl Answer {
@@ -44,7 +45,7 @@ impl Answer {
             Some("stale") => Self::Stale,
             Some("unknown") => Self::Unknown,
             Some(_) => Self::Refused,
-            None => Self::NoAnswer,
+            None => Self::Nothing,
         }
     }
 }

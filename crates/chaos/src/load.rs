@@ -125,7 +125,7 @@ impl Clients {
                     answer,
                 });
             }
-            if answer == Answer::NoAnswer {
+            if answer == Answer::Nothing {
                 // A dead or paused edge: do not spin on it.
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -142,9 +142,9 @@ impl Clients {
         match sent {
             Ok(response) => match response.json::<Value>().await {
                 Ok(body) => Answer::from_body(&body),
-                Err(_) => Answer::NoAnswer,
+                Err(_) => Answer::Nothing,
             },
-            Err(_) => Answer::NoAnswer,
+            Err(_) => Answer::Nothing,
         }
     }
 

@@ -134,9 +134,11 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         max_staleness_us: max_staleness.as_micros() as i64,
         allowance_us: args.clock_allowance_ms as i64 * 1000,
     };
-    let history = history
-        .lock()
-        .map_err(|_| anyhow::anyhow!("history lock poisoned"))?;
+    let history = std::mem::take(
+        &mut *history
+            .lock()
+            .map_err(|_| anyhow::anyhow!("history lock poisoned"))?,
+    );
     let violations = check::check(&history, &finals, rules, 20);
     let passed = violations.is_empty() && converged;
     summary::report(&summary::Report {

@@ -37,7 +37,7 @@ pub struct Args {
     #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u64).range(1..=256))]
     pub verifiers: u64,
     /// Concurrent clients changing keys (create, revoke, bulk revoke, rotate, report leaks).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub writers: u64,
     /// Mean seconds between faults.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=600))]

@@ -91,7 +91,7 @@ pub fn report(report: &Report<'_>) -> anyhow::Result<()> {
         crate::history::Answer::Stale => "stale",
         crate::history::Answer::Unknown => "unknown",
         crate::history::Answer::Refused => "refused otherwise",
-        crate::history::Answer::NoAnswer => "no answer",
+        crate::history::Answer::Nothing => "no answer",
     }));
     let faults = tally(
         h.faults
