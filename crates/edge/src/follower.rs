@@ -2,9 +2,10 @@
 //!
 //! The follower subscribes to the bus *before* taking the snapshot, so nothing published in between is
 //! missed; anything that arrives twice is a duplicate by sequence number and ignored. Events are applied
-//! strictly in order. When a sequence number is skipped, the bus reports lost deliveries, or a heartbeat
-//! shows the manager's log is ahead, the follower fetches what it lacks from the manager's log
-//! ([`Upstream::events_after`]) before applying anything newer.
+//! strictly in order. When a sequence number is skipped or the bus reports lost deliveries, the follower
+//! fetches what it lacks from the manager's log ([`Upstream::events_after`]) before applying anything
+//! newer; when a heartbeat shows the manager's log ahead, it first gives the bus a moment
+//! ([`BUS_GRACE`]) to deliver the events the heartbeat overtook, and asks the log only if they do not come.
 //!
 //! Freshness is earned, not assumed, and only from proof that is new. The replica counts as current at a
 //! moment only when a signed answer shows the manager's log head as of that moment and the replica has
@@ -132,6 +133,12 @@ const PAGE: u32 = 1_000;
 /// Heartbeats stamped further ahead of this edge's clock are not believed.
 const MAX_CLOCK_AHEAD_MS: i64 = 5_000;
 const ACK_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a heartbeat showing the log ahead of the replica waits for the bus to deliver what is
+/// missing before the follower asks the manager's log. Heartbeats and events travel separately, so a
+/// heartbeat sent just after a commit can overtake the event it counts; asking at once would cost a round
+/// trip to the manager (over a region's slow link), during which the event, already queued, waits.
+/// Waiting costs no safety: the replica counts as current only once it has applied up to the head.
+const BUS_GRACE: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Runs until `cancel` fires, reconnecting with backoff after any failure. Also keeps the usage
@@ -167,6 +174,7 @@ pub async fn follow(
         upstream,
         trust,
         ack_key,
+        repair_due: std::sync::Mutex::new(None),
     };
     while !cancel.is_cancelled() {
         match follower.run(&cancel).await {
@@ -188,6 +196,14 @@ pub async fn follow(
     }
 }
 
+/// Sleeps until `due`; never returns for `None` (the branch using it is disabled then).
+async fn sleep_until(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Stops the usage reporter when `follow` returns or is dropped.
 struct StopOnDrop(tokio::task::JoinHandle<()>);
 
@@ -203,6 +219,8 @@ struct Follower {
     upstream: Arc<dyn Upstream>,
     trust: Trust,
     ack_key: Arc<Signer>,
+    /// When a heartbeat's head the bus has not yet delivered up to must be fetched from the manager.
+    repair_due: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Follower {
@@ -219,8 +237,15 @@ impl Follower {
         let mut poll = tokio::time::interval(self.poll_interval());
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let repair_due = self.repair_due();
             tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
+                () = sleep_until(repair_due), if repair_due.is_some() => {
+                    self.set_repair_due(None);
+                    if self.replica.applied() < self.replica.seen_head() {
+                        self.repair().await;
+                    }
+                }
                 _ = tick.tick() => {
                     if !registered {
                         registered = self.register().await;
@@ -254,6 +279,16 @@ impl Follower {
                     self.ack().await?;
                 }
             }
+        }
+    }
+
+    fn repair_due(&self) -> Option<tokio::time::Instant> {
+        self.repair_due.lock().ok().and_then(|due| *due)
+    }
+
+    fn set_repair_due(&self, due: Option<tokio::time::Instant>) {
+        if let Ok(mut slot) = self.repair_due.lock() {
+            *slot = due;
         }
     }
 
@@ -449,8 +484,8 @@ impl Follower {
             return Ok(());
         }
         self.replica.saw_head(beat.head);
-        if self.replica.applied() < beat.head {
-            self.repair().await;
+        if self.replica.applied() < beat.head && self.repair_due().is_none() {
+            self.set_repair_due(Some(tokio::time::Instant::now() + BUS_GRACE));
         }
         // Fresh as of when the manager sent it, never later: a replayed heartbeat buys nothing.
         let fresh = Freshness {

@@ -353,6 +353,30 @@ async fn a_heartbeat_ahead_of_the_replica_triggers_repair() {
     assert_eq!(h.reason(&a), Some(Reason::Revoked));
 }
 
+/// A heartbeat can overtake the event it counts (they travel separately). The follower gives the bus a
+/// moment before asking the manager: the event arriving just after is applied from the bus, with no
+/// round trip to the manager's log (which, over a region's slow link, used to hold the event back by a
+/// round trip or more; found as the tail of `quench bench propagation --regions`).
+#[tokio::test]
+async fn a_heartbeat_that_overtakes_its_event_does_not_send_the_edge_to_the_manager() {
+    let h = start(Arc::new(FakeManager::default()), EdgeConfig::default()).await;
+    let (a, a_edge) = new_key(&[]);
+    let created = h.manager.append(Change::KeyCreated { key: a_edge });
+    let asked_before = *h.manager.last_answer.lock().expect("lock");
+    h.heartbeat().await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    h.publish(&created).await;
+    h.until(|r| r.applied() == Seq::new(1)).await;
+    assert_eq!(h.reason(&a), None);
+    // Past the grace, the follower finds nothing missing and does not ask either.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        *h.manager.last_answer.lock().expect("lock"),
+        asked_before,
+        "the follower asked the manager's log for an event the bus delivered"
+    );
+}
+
 #[tokio::test]
 async fn duplicates_and_replays_change_nothing() {
     let h = start(Arc::new(FakeManager::default()), EdgeConfig::default()).await;
