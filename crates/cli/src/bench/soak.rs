@@ -3,9 +3,15 @@
 //! Unlike `bench propagation`, the manager runs as a `quench manager` process of its own (SQLite in a
 //! temporary directory, NATS bus), like every edge: the resident memory read for each part is then that
 //! part's alone, not mixed with the load generator's. Verify clients ask the edges in turn for live keys
-//! and, one call in ten, for a key whose revocation every edge already confirmed; revokers create a key,
-//! see every edge accept it, revoke it with `wait=all` and see every edge refuse it. A `valid` answer
-//! for a key after its confirmed revocation is a violation, counted apart from errors.
+//! and, one call in ten, for a key whose revocation every edge already confirmed; revokers take a key
+//! issued before the load started, see every edge accept it, revoke it with `wait=all` and see every edge
+//! refuse it. A `valid` answer for a key after its confirmed revocation is a violation, counted apart
+//! from errors.
+//!
+//! The keys to revoke are all issued, and asked about once at every edge, before the load starts: the
+//! edges then hold the same number of keys (and of keys watched for usage) from the first memory reading
+//! to the last, so growth in resident memory is growth over time, not the cost of keys added (which the
+//! memory-per-key benchmark measures).
 
 use std::{
     collections::VecDeque,
@@ -48,7 +54,8 @@ pub struct SoakArgs {
     /// Verifications per second, over all edges.
     #[arg(long, default_value_t = 200.0)]
     pub verify_rate: f64,
-    /// Revocations per second (each: create, verify valid everywhere, revoke, verify refused everywhere).
+    /// Revocations per second (each: take a key issued beforehand, verify it valid everywhere, revoke
+    /// it, verify it refused everywhere).
     #[arg(long, default_value_t = 2.0)]
     pub revoke_rate: f64,
     /// Concurrent verify clients sharing the verify rate.
@@ -220,6 +227,8 @@ struct Load {
     edges: Vec<String>,
     /// Live keys (id, plaintext); nothing revokes them.
     keys: Vec<(String, String)>,
+    /// Keys issued to be revoked, one per revocation.
+    to_revoke: Mutex<Vec<(String, String)>>,
     revoked: Mutex<VecDeque<Revoked>>,
     recorder: Mutex<Recorder>,
     started: Instant,
@@ -320,11 +329,22 @@ impl Load {
         }
     }
 
-    /// One revocation: create a key, see every edge accept it, revoke it with `wait=all`, and see
-    /// every edge refuse it; the time runs from the revoke call to the last edge's refusal.
+    /// One revocation: take a key issued beforehand, see every edge accept it, revoke it with
+    /// `wait=all`, and see every edge refuse it; the time runs from the revoke call to the last edge's
+    /// refusal.
     async fn revoke_once(&self) -> Result<(), Failure> {
         let manager = |e: anyhow::Error| (ErrorKind::ManagerCall, format!("{e:#}"));
-        let (id, key) = self.api.create_key("soak").await.map_err(manager)?;
+        let taken = self
+            .to_revoke
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let (id, key) = taken.ok_or_else(|| {
+            (
+                ErrorKind::ManagerCall,
+                "no key issued beforehand is left to revoke".to_owned(),
+            )
+        })?;
         for edge in &self.edges {
             self.check(edge, &id, &key, None).await?;
         }
@@ -350,6 +370,30 @@ impl Load {
         kept.push_back(Revoked { id, key, confirmed });
         if kept.len() > REVOKED_KEPT {
             kept.pop_front();
+        }
+        Ok(())
+    }
+}
+
+impl Load {
+    /// Asks every edge once about every key to be revoked, so that each edge watches them for usage
+    /// from the start rather than taking on a key's usage record during the measurement.
+    async fn ask_every_edge_once(&self) -> anyhow::Result<()> {
+        let keys = self
+            .to_revoke
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        eprintln!(
+            "asking every edge about the {} keys to revoke ...",
+            keys.len()
+        );
+        for (id, key) in &keys {
+            for edge in &self.edges {
+                if let Err((kind, message)) = self.check(edge, id, key, None).await {
+                    bail!("before the load, {kind:?}: {message}");
+                }
+            }
         }
         Ok(())
     }
@@ -410,19 +454,26 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<ExitCode> {
         SoakArgs::seconds(args.warmup),
         SoakArgs::seconds(args.duration),
     );
+    // Every tick of the whole run can revoke, plus a margin for the first tick and rounding.
+    let revocations = (args.revoke_rate * (warmup + duration).as_secs_f64()).ceil() as usize + 16;
+    let to_revoke = deployment.api.issue_keys(revocations).await?;
     let interval = SoakArgs::seconds(args.interval);
-    let load = Arc::new(Load {
+    let mut load = Load {
         api: deployment.api.clone(),
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()?,
         edges: deployment.edges.clone(),
         keys,
+        to_revoke: Mutex::new(to_revoke),
         revoked: Mutex::new(VecDeque::new()),
         recorder: Mutex::new(Recorder::new(warmup, duration, interval)),
         started: Instant::now(),
         calls: AtomicUsize::new(0),
-    });
+    };
+    load.ask_every_edge_once().await?;
+    load.started = Instant::now();
+    let load = Arc::new(load);
     let measured = load.started + warmup;
     let until = measured + duration;
     let tasks = spawn_load(&load, &args, until);
