@@ -2,7 +2,7 @@
 
 use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Args;
 use quench_api::listener::ServerCertificate;
 use quench_bus::Role;
@@ -162,57 +162,71 @@ pub async fn run(args: EdgeCommand, log: LogArgs) -> anyhow::Result<ExitCode> {
     .await?;
     node::raise_open_file_limit(args.serving.max_connections * 2);
     let upstream = HttpUpstream::new(&managers, args.token.clone())?;
-    let trust = match trust {
-        Some(trust) => trust,
-        None => upstream
-            .trust()
-            .await
-            .context("--manager: fetching the signing keys")?,
-    };
-    let bus = node::connect_bus(&args.bus, access, Role::Edge(config.id.clone())).await?;
     let cancel = CancellationToken::new();
     node::watch_certificate(&args.serving, &certificate, &cancel)?;
+    let id = config.id.clone();
+    let replica = Replica::new(config);
+    // Serve at once: until the manager and the bus are reached and the replica is loaded, the edge
+    // answers `stale` and its health check says `starting`.
     node::announce(
-        &format!("edge {} ({})", config.id, config.region),
+        &format!("edge {} ({})", id, replica.config().region),
         &listeners,
     )?;
-    serve(
-        Replica::new(config),
-        bus,
-        upstream,
-        trust,
+    let server = tokio::spawn(quench_api::listener::serve_listeners(
         listeners,
-        cancel,
-    )
-    .await;
+        quench_edge::http::router(replica.clone()),
+        cancel.clone(),
+    ));
+    let stop = tokio::spawn(node::shutdown_signal(cancel.clone()));
+    let reached = tokio::select! {
+        reached = reach(&upstream, trust, &args.bus, access, Role::Edge(id)) => Some(reached),
+        () = cancel.cancelled() => None,
+    };
+    match reached {
+        Some(Ok((trust, bus))) => {
+            follow(replica, bus, Arc::new(upstream), trust, cancel.clone()).await
+        }
+        Some(Err(error)) => {
+            cancel.cancel();
+            stop.abort();
+            let _ = server.await;
+            return Err(error);
+        }
+        None => {}
+    }
+    let _ = stop.await;
+    if let Ok(Err(error)) = server.await {
+        tracing::error!(%error, "the edge API failed");
+    }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 
-/// Follows the manager and serves the edge API until SIGTERM or Ctrl-C.
-async fn serve(
-    replica: Arc<Replica>,
-    bus: Arc<dyn quench_bus::Bus>,
-    upstream: HttpUpstream,
-    trust: Trust,
-    listeners: quench_api::listener::Listeners,
-    cancel: CancellationToken,
-) {
-    let follower = tokio::spawn(follow(
-        replica.clone(),
-        bus,
-        Arc::new(upstream),
-        trust,
-        cancel.clone(),
-    ));
-    let server = tokio::spawn(quench_api::listener::serve_listeners(
-        listeners,
-        quench_edge::http::router(replica),
-        cancel.clone(),
-    ));
-    node::shutdown_signal(cancel).await;
-    let _ = follower.await;
-    if let Ok(Err(error)) = server.await {
-        tracing::error!(%error, "the edge API failed");
-    }
+/// The manager's signing keys (unless pinned) and the bus, each retried until it answers: an edge
+/// restarted while its region is cut off must come back by itself when the link does.
+async fn reach(
+    upstream: &HttpUpstream,
+    trust: Option<Trust>,
+    bus: &BusArgs,
+    access: Option<quench_bus::NatsAccess>,
+    role: Role,
+) -> anyhow::Result<(Trust, Arc<dyn quench_bus::Bus>)> {
+    let trust = match trust {
+        Some(trust) => trust,
+        None => {
+            let mut wait = std::time::Duration::from_millis(250);
+            loop {
+                match upstream.trust().await {
+                    Ok(trust) => break trust,
+                    Err(error) => {
+                        tracing::warn!(error = %format!("{error:#}"), retry_in = ?wait, "cannot fetch the manager's signing keys yet; answering `stale` until it can");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(node::PATIENCE);
+                    }
+                }
+            }
+        }
+    };
+    let bus = node::connect_bus_patiently(bus, access, role).await?;
+    Ok((trust, bus))
 }

@@ -377,13 +377,52 @@ pub async fn connect_bus(
     let Some(access) = access else {
         return Ok(embedded::in_process_bus());
     };
+    let bus = nats_bus(args, &access, role)
+        .await
+        .map_err(|error| nats_failure(&error, &access))?;
+    Ok(Arc::new(bus))
+}
+
+/// [`connect_bus`] for an edge, which must outlast a bus that is down or cut off when it starts (a
+/// restart during a partition): a server that cannot be reached, or a stream no manager has made yet,
+/// is retried with backoff for as long as it takes, while the edge answers `stale`. What retrying
+/// cannot fix (credentials, TLS, not a NATS server) still ends the start.
+pub async fn connect_bus_patiently(
+    args: &BusArgs,
+    access: Option<NatsAccess>,
+    role: Role,
+) -> anyhow::Result<Arc<dyn Bus>> {
+    let Some(access) = access else {
+        return Ok(embedded::in_process_bus());
+    };
+    let mut wait = Duration::from_millis(250);
+    loop {
+        match nats_bus(args, &access, role.clone()).await {
+            Ok(bus) => return Ok(Arc::new(bus)),
+            Err(
+                error @ (BusError::Unreachable { .. }
+                | BusError::Nats { .. }
+                | BusError::StreamMissing { .. }
+                | BusError::Closed),
+            ) => {
+                tracing::warn!(%error, retry_in = ?wait, "NATS cannot be used yet; answering `stale` until it can");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(PATIENCE);
+            }
+            Err(error) => return Err(nats_failure(&error, &access)),
+        }
+    }
+}
+
+/// The longest wait between attempts of a process that retries at start.
+pub const PATIENCE: Duration = Duration::from_secs(5);
+
+async fn nats_bus(args: &BusArgs, access: &NatsAccess, role: Role) -> Result<NatsBus, BusError> {
     let placement = StreamPlacement {
         domain: args.jetstream_domain.clone(),
         replicas: usize::from(args.stream_replicas),
     };
-    let bus = NatsBus::connect_as(&access, &args.deployment, role, &placement)
-        .await
-        .map_err(|error| nats_failure(&error, &access))?;
+    let bus = NatsBus::connect_as(access, &args.deployment, role, &placement).await?;
     tracing::info!(
         servers = %access.servers(),
         credentials = access.auth().kind(),
@@ -391,7 +430,7 @@ pub async fn connect_bus(
         deployment = %args.deployment,
         "connected to NATS"
     );
-    Ok(Arc::new(bus))
+    Ok(bus)
 }
 
 /// What went wrong connecting to NATS, with the options that fix it. Names the servers without credentials.

@@ -880,3 +880,40 @@ impl TwoManagers {
         }
     }
 }
+
+/// An edge (re)started while its manager and its bus cannot be reached, as in a region cut off, keeps
+/// running: it says it is starting and refuses keys (`stale`), and comes up by itself once they can be
+/// reached. The fault campaign found edges that exited instead and never came back (seed 20261203,
+/// docs/chaos.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_started_while_cut_off_comes_up_when_the_link_does() {
+    let Some(mut nats) = Nats::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let listen = format!("127.0.0.1:{}", support::free_port());
+    let (mut first, admin) = support::manager_at(&listen, &nats.url(), dir.path(), None, &[]);
+    let client = Client::default();
+    let token = client.edge_token(&admin).await;
+    let (_, key) = client.create(&admin, "team-a").await;
+    first.kill9();
+    nats.kill();
+
+    let (mut cut_off, url) = edge(&nats.url(), &admin, &token, "cut-off", 4);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !cut_off.exited(),
+        "the edge gave up:\n{}",
+        cut_off.log_tail()
+    );
+    let (_, health) = client.get(&format!("{url}/healthz")).await;
+    assert_eq!(health["status"], "starting", "{health}");
+    assert_eq!(client.verify(&url, &key).await["valid"], false);
+
+    nats.restart();
+    let (_manager, _) = support::manager_at(&listen, &nats.url(), dir.path(), None, &[]);
+    let verdict = client
+        .until_verdict(&url, &key, None, Duration::from_secs(30))
+        .await;
+    assert_eq!(verdict["valid"], true, "{verdict}\n{}", cut_off.log_tail());
+}
