@@ -89,7 +89,7 @@ impl Clients {
                 .timeout(Duration::from_secs(5))
                 .build()?,
             verify_http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(3))
+                .timeout(Duration::from_secs(2))
                 .pool_max_idle_per_host(64)
                 .build()?,
             managers,
@@ -98,23 +98,33 @@ impl Clients {
         })
     }
 
-    /// Verifies keys at random edges until stopped.
+    /// Verifies keys at random edges until stopped. An edge that gave no answer is left alone for a
+    /// moment (it is down or paused), so one dead edge does not hold every verifier up.
     pub async fn verifier(
         self: Arc<Self>,
         targets: Vec<Target>,
         mut rng: Rng,
         stop: CancellationToken,
     ) {
+        let mut resting = vec![tokio::time::Instant::now(); targets.len()];
         while !stop.is_cancelled() {
-            let target = &targets[rng.index(targets.len())];
+            let now = tokio::time::Instant::now();
+            let first = rng.index(targets.len());
+            let Some(at) = (0..targets.len())
+                .map(|i| (first + i) % targets.len())
+                .find(|&i| resting[i] <= now)
+            else {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
             let picked = self.pool.lock().ok().and_then(|p| p.pick(&mut rng));
             let Some((key, secret)) = picked else {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 continue;
             };
-            let edge = target.named.load(Ordering::Acquire);
+            let edge = targets[at].named.load(Ordering::Acquire);
             let start = now_us();
-            let answer = self.verify(&target.url, &secret).await;
+            let answer = self.verify(&targets[at].url, &secret).await;
             let end = now_us();
             if let Ok(mut history) = self.history.lock() {
                 history.verifications.push(Verification {
@@ -126,8 +136,7 @@ impl Clients {
                 });
             }
             if answer == Answer::Nothing {
-                // A dead or paused edge: do not spin on it.
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                resting[at] = tokio::time::Instant::now() + Duration::from_secs(2);
             }
         }
     }
