@@ -178,8 +178,13 @@ pub async fn inject(
             () = stop.cancelled() => break,
         }
         let fault = apply(planned.fault, &deployment).await;
+        // The leader is named as the server it turned out to be.
+        let label = match planned.fault {
+            Fault::KillStreamLeader => format!("{} ({fault})", planned.fault.kind()),
+            _ => fault.to_string(),
+        };
         eprintln!(
-            "quench-chaos: +{:>5.1}s {fault} for {:.1}s",
+            "quench-chaos: +{:>5.1}s {label} for {:.1}s",
             planned.at.as_secs_f64(),
             planned.hold.as_secs_f64()
         );
@@ -195,7 +200,7 @@ pub async fn inject(
                 history.faults.push(FaultRecord {
                     start,
                     end: now_us(),
-                    fault: fault.to_string(),
+                    fault: label,
                 });
             }
         });
