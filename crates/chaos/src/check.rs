@@ -115,9 +115,14 @@ fn fates(history: &History) -> Vec<Fate> {
                         continue;
                     }
                     fates[i].targeted = true;
+                    let taken = revoked.contains(&(i as u32));
                     // Created before the call began: the bulk revocation took it (or found it revoked).
-                    if ok && (key.created.1 < op.start || revoked.contains(&(i as u32))) {
+                    if ok && (key.created.1 < op.start || taken) {
                         fates[i].saw_end(op.end, false);
+                    }
+                    // The edges that applied this revocation applied it for the keys it took.
+                    if ok && taken {
+                        fates[i].confirm(&op.confirmed_by, op.end);
                     }
                 }
             }

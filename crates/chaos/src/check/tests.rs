@@ -226,3 +226,28 @@ fn descriptions_are_capped_but_every_breach_is_counted() {
     assert_eq!(found.len(), 3);
     assert!(found[2].message.contains("3 more"), "{found:?}");
 }
+
+/// The edges a bulk revocation by owner names confirm it for the keys it took.
+#[test]
+fn a_bulk_revocation_by_owner_binds_the_edges_that_confirmed_it() {
+    let (mut history, mut finals) = base();
+    history.operations.push(Operation {
+        start: 2_000_000,
+        end: 2_100_000,
+        manager: 0,
+        change: Change::BulkOwner {
+            owner: "o".into(),
+            revoked: vec![1],
+        },
+        outcome: Outcome::Ok,
+        confirmed_by: vec!["e1".into()],
+    });
+    finals.keys[1] = Some(KeyState {
+        status: "revoked".into(),
+    });
+    for edge in &mut finals.edges {
+        edge.answers[1] = Answer::Revoked;
+    }
+    valid_at(&mut history, 2_150_000, 1, 1);
+    assert_eq!(properties(&history, &finals), vec![1]);
+}
