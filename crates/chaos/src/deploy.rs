@@ -500,8 +500,9 @@ impl Deployment {
         None
     }
 
-    /// Stops every process and drops the database.
-    pub async fn tear_down(mut self) {
+    /// Stops every process, and drops the database unless `keep_database` (a failed run keeps it for a
+    /// person to read beside the history).
+    pub async fn tear_down(mut self, keep_database: bool) {
         for edge in &mut self.edges {
             edge.service.kill();
         }
@@ -514,7 +515,14 @@ impl Deployment {
         for server in &mut self.hub {
             server.service.kill();
         }
-        self.database.drop_database().await;
+        if keep_database {
+            println!(
+                "  database kept: {} (on the --postgres server)",
+                self.database.name
+            );
+        } else {
+            self.database.drop_database().await;
+        }
     }
 }
 

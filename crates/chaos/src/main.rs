@@ -150,7 +150,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         converged,
         keep_history: args.keep_history,
     })?;
-    deployment.tear_down().await;
+    deployment.tear_down(!passed).await;
     Ok(passed)
 }
 
