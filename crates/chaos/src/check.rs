@@ -110,8 +110,11 @@ fn fates(history: &History) -> Vec<Fate> {
                 }
             }
             Change::BulkOwner { owner, revoked } => {
+                // A call whose answer was lost may still commit later (a paused manager finishes it when
+                // it resumes), taking keys created after the client gave up: any key of the owner.
+                let lost = matches!(op.outcome, Outcome::Indeterminate(_));
                 for (i, key) in history.keys.iter().enumerate() {
-                    if &key.owner != owner || key.created.0 >= op.end {
+                    if &key.owner != owner || (!lost && key.created.0 >= op.end) {
                         continue;
                     }
                     fates[i].targeted = true;

@@ -254,19 +254,14 @@ impl Manager {
             if self.log_behind().is_some() {
                 continue;
             }
-            let head = match self.store.head().await {
-                Ok(head) => head,
+            let beat = match stamped_heartbeat(&self.config.id, self.store.head()).await {
+                Ok(beat) => beat,
                 Err(error) => {
                     tracing::warn!(%error, "reading the log head for a heartbeat failed");
                     continue;
                 }
             };
-            self.note_head(head);
-            let beat = Heartbeat {
-                manager: self.config.id.clone(),
-                head,
-                at: Timestamp::now(),
-            };
+            self.note_head(beat.head);
             let beat = SignedHeartbeat::seal_heartbeat(&self.config.signer, &beat);
             if let Err(error) = self.bus.heartbeat(&beat).await {
                 tracing::warn!(%error, "sending a heartbeat failed");
@@ -276,6 +271,25 @@ impl Manager {
             }
         }
     }
+}
+
+/// A heartbeat for the head `read` yields, stamped *before* the read starts. The head read afterwards holds
+/// every change committed by the stamp, so the heartbeat never vouches for a moment later than the read
+/// it rests on. Stamped after the read, an answer from the store that the network held back (a manager
+/// cut off from its database, its query already answered) would lend an old head a new time, and keep an
+/// edge that lacks a newer revocation fresh past `max_staleness` after it (found by reading the fault
+/// campaign's checker against the manager, docs/chaos.md).
+async fn stamped_heartbeat<E>(
+    manager: &str,
+    read: impl std::future::Future<Output = Result<quench_core::Seq, E>>,
+) -> Result<Heartbeat, E> {
+    let at = Timestamp::now();
+    let head = read.await?;
+    Ok(Heartbeat {
+        manager: manager.to_owned(),
+        head,
+        at,
+    })
 }
 
 /// Where a streamed snapshot is: the header first (which fixes the log head it is taken at), then a
@@ -338,5 +352,34 @@ impl SnapshotPaging {
             .as_mut()
             .map(|writer| writer.keys(&keys))
             .unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use quench_core::{Seq, Timestamp};
+
+    use super::stamped_heartbeat;
+
+    /// A head whose answer arrives late (held back on the way from the store) is stamped with the time
+    /// the read began, not the time the answer arrived.
+    #[tokio::test]
+    async fn a_heartbeat_is_stamped_before_its_head_is_read() {
+        let before = Timestamp::now();
+        let late_answer = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok::<_, std::convert::Infallible>(Seq::new(5))
+        };
+        let Ok(beat) = stamped_heartbeat("m", late_answer).await;
+        let after = Timestamp::now();
+        assert_eq!(beat.head, Seq::new(5));
+        assert!(beat.at >= before, "{beat:?}");
+        assert!(
+            after.millis_since(beat.at) >= 300,
+            "stamped {} ms before the answer arrived, not before the read began",
+            after.millis_since(beat.at)
+        );
     }
 }

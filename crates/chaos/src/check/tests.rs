@@ -251,3 +251,32 @@ fn a_bulk_revocation_by_owner_binds_the_edges_that_confirmed_it() {
     valid_at(&mut history, 2_150_000, 1, 1);
     assert_eq!(properties(&history, &finals), vec![1]);
 }
+
+/// A bulk revocation by owner whose answer was lost may commit long after the client gave up, taking keys
+/// created in between: those keys may end up revoked without a breach.
+#[test]
+fn a_lost_bulk_revocation_by_owner_may_take_keys_created_after_it() {
+    let (mut history, mut finals) = base();
+    history.keys[1].created = (3_000_000, 3_010_000);
+    history.operations.push(Operation {
+        start: 2_000_000,
+        end: 2_100_000,
+        manager: 0,
+        change: Change::BulkOwner {
+            owner: "o".into(),
+            revoked: vec![],
+        },
+        outcome: Outcome::Indeterminate("timed out".into()),
+        confirmed_by: vec![],
+    });
+    finals.keys[1] = Some(KeyState {
+        status: "revoked".into(),
+    });
+    for edge in &mut finals.edges {
+        edge.answers[1] = Answer::Revoked;
+    }
+    assert_eq!(properties(&history, &finals), Vec::<u8>::new());
+    // Had the call answered, a key created after it could not have been taken.
+    history.operations.last_mut().expect("op").outcome = Outcome::Ok;
+    assert_eq!(properties(&history, &finals), vec![3, 3, 3]);
+}
