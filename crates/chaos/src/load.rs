@@ -141,6 +141,51 @@ impl Clients {
         }
     }
 
+    /// Asks each edge in turn about every key lately asked to end, newest first, until stopped: so an edge
+    /// cut off while keys are revoked is asked about each of them while it may still be past its bound,
+    /// which random picks alone seldom do.
+    pub async fn sweeper(self: Arc<Self>, targets: Vec<Target>, stop: CancellationToken) {
+        while !stop.is_cancelled() {
+            let recent: Vec<(u32, String)> = self.pool.lock().map_or_else(
+                |_| Vec::new(),
+                |pool| {
+                    pool.ended
+                        .iter()
+                        .rev()
+                        .filter_map(|k| Some((*k, pool.secrets.get(k)?.clone())))
+                        .collect()
+                },
+            );
+            if recent.is_empty() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            for target in &targets {
+                for (key, secret) in &recent {
+                    if stop.is_cancelled() {
+                        return;
+                    }
+                    let edge = target.named.load(Ordering::Acquire);
+                    let start = now_us();
+                    let answer = self.verify(&target.url, secret).await;
+                    let end = now_us();
+                    if let Ok(mut history) = self.history.lock() {
+                        history.verifications.push(Verification {
+                            start,
+                            end,
+                            edge,
+                            key: *key,
+                            answer,
+                        });
+                    }
+                    if answer == Answer::Nothing {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
     pub async fn verify(&self, url: &str, secret: &str) -> Answer {
         let sent = self
             .verify_http

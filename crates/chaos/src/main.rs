@@ -106,6 +106,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 .verifier(targets.clone(), rng.fork(), load_stop.clone()),
         );
     }
+    load.spawn(clients.clone().sweeper(targets.clone(), load_stop.clone()));
     let fault_stop = CancellationToken::new();
     let injector = tokio::spawn(faults::inject(
         schedule,
