@@ -73,6 +73,16 @@ impl Pool {
     }
 }
 
+/// How one call to a manager went.
+struct Answered {
+    manager: usize,
+    /// When the call started and ended.
+    span: (Micros, Micros),
+    outcome: Outcome,
+    /// The answer's body (`null` when there was none or it was not JSON).
+    body: Value,
+}
+
 /// What every client shares.
 pub struct Clients {
     http: reqwest::Client,
@@ -122,20 +132,7 @@ impl Clients {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 continue;
             };
-            let edge = targets[at].named.load(Ordering::Acquire);
-            let start = now_us();
-            let answer = self.verify(&targets[at].url, &secret).await;
-            let end = now_us();
-            if let Ok(mut history) = self.history.lock() {
-                history.verifications.push(Verification {
-                    start,
-                    end,
-                    edge,
-                    key,
-                    answer,
-                });
-            }
-            if answer == Answer::Nothing {
+            if self.verify_recorded(&targets[at], key, &secret).await == Answer::Nothing {
                 resting[at] = tokio::time::Instant::now() + Duration::from_secs(2);
             }
         }
@@ -165,25 +162,30 @@ impl Clients {
                     if stop.is_cancelled() {
                         return;
                     }
-                    let edge = target.named.load(Ordering::Acquire);
-                    let start = now_us();
-                    let answer = self.verify(&target.url, secret).await;
-                    let end = now_us();
-                    if let Ok(mut history) = self.history.lock() {
-                        history.verifications.push(Verification {
-                            start,
-                            end,
-                            edge,
-                            key: *key,
-                            answer,
-                        });
-                    }
-                    if answer == Answer::Nothing {
+                    if self.verify_recorded(target, *key, secret).await == Answer::Nothing {
                         break;
                     }
                 }
             }
         }
+    }
+
+    /// Verifies `key` at `target` and records the verification under the edge's id at the start.
+    async fn verify_recorded(&self, target: &Target, key: u32, secret: &str) -> Answer {
+        let edge = target.named.load(Ordering::Acquire);
+        let start = now_us();
+        let answer = self.verify(&target.url, secret).await;
+        let end = now_us();
+        if let Ok(mut history) = self.history.lock() {
+            history.verifications.push(Verification {
+                start,
+                end,
+                edge,
+                key,
+                answer,
+            });
+        }
+        answer
     }
 
     pub async fn verify(&self, url: &str, secret: &str) -> Answer {
@@ -219,13 +221,8 @@ impl Clients {
         }
     }
 
-    /// POSTs to a manager chosen at random; what came of it, and the body of a success.
-    async fn call(
-        &self,
-        rng: &mut Rng,
-        path: &str,
-        body: Value,
-    ) -> (usize, Micros, Micros, Outcome, Value) {
+    /// POSTs to a manager chosen at random: which one, when, what came of it, and the body.
+    async fn call(&self, rng: &mut Rng, path: &str, body: Value) -> Answered {
         let manager = rng.index(self.managers.len());
         let start = now_us();
         let sent = self
@@ -249,18 +246,17 @@ impl Clients {
                 }
             }
         };
-        (manager, start, now_us(), outcome, body)
+        Answered {
+            manager,
+            span: (start, now_us()),
+            outcome,
+            body,
+        }
     }
 
-    fn record(
-        &self,
-        manager: usize,
-        (start, end): (Micros, Micros),
-        change: Change,
-        outcome: Outcome,
-        body: &Value,
-    ) {
-        let confirmed_by = body["propagation"]["edges"]
+    /// Records a call as the change it asked for, with the edges its answer named as confirming it.
+    fn record(&self, answered: Answered, change: Change) {
+        let confirmed_by = answered.body["propagation"]["edges"]
             .as_array()
             .map(|edges| {
                 edges
@@ -272,24 +268,29 @@ impl Clients {
             .unwrap_or_default();
         if let Ok(mut history) = self.history.lock() {
             history.operations.push(Operation {
-                start,
-                end,
-                manager,
+                start: answered.span.0,
+                end: answered.span.1,
+                manager: answered.manager,
                 change,
-                outcome,
+                outcome: answered.outcome,
                 confirmed_by,
             });
         }
     }
 
-    /// Adds a key the manager created (from a create or rotate answer) to the history and the pool.
-    fn learn(&self, body: &Value, owner: &str, created: (Micros, Micros)) -> Option<u32> {
+    /// Adds a key the manager created (from a successful create or rotate answer) to the history and the
+    /// pool.
+    fn learn(&self, answered: &Answered, owner: &str) -> Option<u32> {
+        if answered.outcome != Outcome::Ok {
+            return None;
+        }
+        let body = &answered.body;
         let (id, secret) = (body["id"].as_str()?, body["key"].as_str()?);
         let mut history = self.history.lock().ok()?;
         history.keys.push(Key {
             id: id.to_owned(),
             owner: owner.to_owned(),
-            created,
+            created: answered.span,
         });
         let key = (history.keys.len() - 1) as u32;
         let mut pool = self.pool.lock().ok()?;
@@ -305,18 +306,9 @@ impl Clients {
         // Mostly without waiting for the edges, as a busy issuer would; verifiers then meet keys some
         // edges do not know yet (answered `unknown`, which is allowed).
         let path = format!("/v1/keys?{}", wait(rng.chance(20)));
-        let (manager, start, end, outcome, body) =
-            self.call(rng, &path, json!({ "owner": owner })).await;
-        let key = (outcome == Outcome::Ok)
-            .then(|| self.learn(&body, &owner, (start, end)))
-            .flatten();
-        self.record(
-            manager,
-            (start, end),
-            Change::Create { owner, key },
-            outcome,
-            &body,
-        );
+        let answered = self.call(rng, &path, json!({ "owner": owner })).await;
+        let key = self.learn(&answered, &owner);
+        self.record(answered, Change::Create { owner, key });
     }
 
     fn take(&self, rng: &mut Rng) -> Option<(u32, String)> {
@@ -333,16 +325,10 @@ impl Clients {
         };
         let Some(id) = self.id_of(key) else { return };
         let path = format!("/v1/keys/{id}/revoke?{}", wait(wait_all));
-        let (manager, start, end, outcome, body) = self
+        let answered = self
             .call(rng, &path, json!({"reason": "chaos: revoke"}))
             .await;
-        self.record(
-            manager,
-            (start, end),
-            Change::Revoke { key, wait_all },
-            outcome,
-            &body,
-        );
+        self.record(answered, Change::Revoke { key, wait_all });
     }
 
     async fn bulk_ids(&self, rng: &mut Rng, wait_all: bool) {
@@ -355,16 +341,10 @@ impl Clients {
         }
         let ids: Vec<String> = keys.iter().filter_map(|k| self.id_of(*k)).collect();
         let path = format!("/v1/revocations?{}", wait(wait_all));
-        let (manager, start, end, outcome, body) = self
+        let answered = self
             .call(rng, &path, json!({"ids": ids, "reason": "chaos: bulk"}))
             .await;
-        self.record(
-            manager,
-            (start, end),
-            Change::BulkIds { keys, wait_all },
-            outcome,
-            &body,
-        );
+        self.record(answered, Change::BulkIds { keys, wait_all });
     }
 
     async fn bulk_owner(&self, rng: &mut Rng) {
@@ -378,11 +358,11 @@ impl Clients {
             taken.into_iter().for_each(|k| pool.end(k));
         }
         let body = json!({"owner": owner, "reason": "chaos: owner"});
-        let (manager, start, end, outcome, answer) = self.call(rng, "/v1/revocations", body).await;
+        let answered = self.call(rng, "/v1/revocations", body).await;
         let revoked = self.pool.lock().map_or_else(
             |_| Vec::new(),
             |pool| {
-                answer["revoked"]
+                answered.body["revoked"]
                     .as_array()
                     .into_iter()
                     .flatten()
@@ -390,13 +370,7 @@ impl Clients {
                     .collect()
             },
         );
-        self.record(
-            manager,
-            (start, end),
-            Change::BulkOwner { owner, revoked },
-            outcome,
-            &answer,
-        );
+        self.record(answered, Change::BulkOwner { owner, revoked });
     }
 
     async fn rotate(&self, rng: &mut Rng, wait_all: bool) {
@@ -411,22 +385,14 @@ impl Clients {
             .and_then(|p| p.owners.get(&key).cloned())
             .unwrap_or_default();
         let path = format!("/v1/keys/{id}/rotate?{}", wait(wait_all));
-        let (manager, start, end, outcome, body) =
-            self.call(rng, &path, json!({"grace_seconds": 0})).await;
-        let new_key = (outcome == Outcome::Ok)
-            .then(|| self.learn(&body, &owner, (start, end)))
-            .flatten();
-        self.record(
-            manager,
-            (start, end),
-            Change::Rotate {
-                key,
-                new_key,
-                wait_all,
-            },
-            outcome,
-            &body,
-        );
+        let answered = self.call(rng, &path, json!({"grace_seconds": 0})).await;
+        let new_key = self.learn(&answered, &owner);
+        let change = Change::Rotate {
+            key,
+            new_key,
+            wait_all,
+        };
+        self.record(answered, change);
     }
 
     async fn leak(&self, rng: &mut Rng) {
@@ -434,18 +400,12 @@ impl Clients {
             return;
         };
         let report = json!({"keys": [{"key": secret, "source": "quench-chaos"}]});
-        let (manager, start, end, outcome, body) = self.call(rng, "/v1/leaks", report).await;
+        let answered = self.call(rng, "/v1/leaks", report).await;
         let revoked = matches!(
-            body["results"][0]["outcome"].as_str(),
+            answered.body["results"][0]["outcome"].as_str(),
             Some("revoked" | "already_revoked")
         );
-        self.record(
-            manager,
-            (start, end),
-            Change::Leak { key, revoked },
-            outcome,
-            &body,
-        );
+        self.record(answered, Change::Leak { key, revoked });
     }
 
     /// Every key the clients know, with its secret, in history order.
