@@ -115,6 +115,13 @@ pub struct EdgeRegistrationRequest {
     /// point on the curve.
     #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     pub public_key: String,
+    /// Hex HMAC-SHA256 key (32 bytes) the edge authenticates its acknowledgements with instead of
+    /// signing each one. A secret: sent only here, never shown again. Requires `ack_key_proof`.
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
+    pub ack_key: Option<String>,
+    /// `<signer>.<128 hex>`: the edge's Ed25519 signature (purpose `quench-ack-key`) over its id, a zero
+    /// byte and `ack_key` in lowercase hex, proving the MAC key belongs to `public_key`.
+    pub ack_key_proof: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -11,7 +11,10 @@
 
 use quench_core::{
     Event, Seq, Timestamp,
-    sign::{Nonce, PublicKey, Purpose, SignError, Signature, Signer, Trust},
+    sign::{
+        Nonce, PublicKey, Purpose, SignError, Signature, Signer, SignerId, Trust,
+        ack::{AckKey, AckSeal},
+    },
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
@@ -91,22 +94,19 @@ pub struct Sealed<const P: u8> {
 
 const EVENTS: u8 = 0;
 const HEARTBEAT: u8 = 1;
-const ACK: u8 = 2;
-const PAGE: u8 = 3;
+const PAGE: u8 = 2;
 
 const fn purpose(p: u8) -> Purpose {
     match p {
         EVENTS => Purpose::Events,
         HEARTBEAT => Purpose::Heartbeat,
-        PAGE => Purpose::Page,
-        _ => Purpose::Ack,
+        _ => Purpose::Page,
     }
 }
 
 /// Consecutive events, body `{"events": [...]}`: the same shape on the bus and from `GET /v1/events`.
 pub type EventBatch = Sealed<EVENTS>;
 pub type SignedHeartbeat = Sealed<HEARTBEAT>;
-pub type SignedAck = Sealed<ACK>;
 /// A page of the log for one request, body `{"events": [...], "head", "at", "nonce"?}`: what
 /// `GET /v1/events` answers. `head` is read after `at` was stamped, so every change committed before
 /// `at` is at or below it.
@@ -139,7 +139,7 @@ struct PageIn {
     nonce: Option<Nonce>,
 }
 
-/// What an edge tells the manager when it starts: who it is and the key its acknowledgements carry.
+/// What an edge tells the manager when it starts: who it is and the keys its acknowledgements carry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EdgeRegistration {
@@ -147,6 +147,28 @@ pub struct EdgeRegistration {
     pub region: String,
     /// Hex Ed25519 public key.
     pub public_key: String,
+    /// Hex HMAC key the edge's acknowledgements are authenticated with (see `quench_core::sign::ack`);
+    /// absent from edges that sign each acknowledgement instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack_key: Option<String>,
+    /// The edge's signature over its id and `ack_key`, proving the MAC key belongs to `public_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack_key_proof: Option<String>,
+}
+
+impl EdgeRegistration {
+    /// An edge's registration with its acknowledgement key and the proof that goes with it.
+    pub fn of(id: &str, region: &str, signer: &Signer) -> Self {
+        let ack_key = AckKey::of(signer);
+        let proof = quench_core::sign::ack::prove(signer, id, &ack_key);
+        Self {
+            id: id.into(),
+            region: region.into(),
+            public_key: signer.public().to_hex(),
+            ack_key: Some(ack_key.to_hex()),
+            ack_key_proof: Some(proof.encode()),
+        }
+    }
 }
 
 fn to_json<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
@@ -238,14 +260,63 @@ impl SignedHeartbeat {
     }
 }
 
+/// An acknowledgement's exact bytes and what authenticates them: a MAC under the edge's [`AckKey`]
+/// (what edges send), or a signature by its signing key (what edges sent before, still accepted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedAck {
+    body: Vec<u8>,
+    seal: AckSeal,
+}
+
 impl SignedAck {
-    pub fn seal_ack(edge_key: &Signer, ack: &Ack) -> Self {
-        Self::seal(edge_key, ack)
+    /// An acknowledgement MAC'd with `key`, speaking for the edge signing key `signer`.
+    pub fn mac_ack(signer: &SignerId, key: &AckKey, ack: &Ack) -> Self {
+        let body = to_json(ack);
+        let seal = AckSeal::Mac(key.mac(signer, &body));
+        Self { body, seal }
     }
 
-    /// Verifies against the key the edge registered, then parses.
-    pub fn open(&self, edge_key: &PublicKey) -> Result<Ack, OpenError> {
-        edge_key.verify(Purpose::Ack, &self.body, &self.signature)?;
+    /// An acknowledgement signed with the edge's signing key.
+    pub fn seal_ack(edge_key: &Signer, ack: &Ack) -> Self {
+        let body = to_json(ack);
+        let seal = AckSeal::Signature(edge_key.sign(Purpose::Ack, &body));
+        Self { body, seal }
+    }
+
+    /// A message as received, not yet checked.
+    pub fn from_parts(body: Vec<u8>, seal: AckSeal) -> Self {
+        Self { body, seal }
+    }
+
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    pub fn seal(&self) -> &AckSeal {
+        &self.seal
+    }
+
+    /// The edge signing key the acknowledgement claims to speak for.
+    pub fn signer(&self) -> &SignerId {
+        self.seal.signer()
+    }
+
+    /// Checks it against what the edge registered (a MAC needs the MAC key, which only edges registered
+    /// with a proven one have), then parses.
+    pub fn open(&self, edge_key: &PublicKey, ack_key: Option<&AckKey>) -> Result<Ack, OpenError> {
+        match (&self.seal, ack_key) {
+            (AckSeal::Signature(signature), _) => {
+                edge_key.verify(Purpose::Ack, &self.body, signature)?;
+            }
+            (AckSeal::Mac(mac), Some(key)) if mac.signer() == edge_key.id() => {
+                key.verify(&self.body, mac)?;
+            }
+            (AckSeal::Mac(mac), _) => {
+                return Err(OpenError::Signature(SignError::UnknownSigner(
+                    mac.signer().to_string(),
+                )));
+            }
+        }
         Ok(serde_json::from_slice(&self.body)?)
     }
 }
@@ -308,10 +379,25 @@ mod tests {
             applied: Seq::new(3),
             at: Timestamp::from_millis(1),
         };
-        let sealed = SignedAck::seal_ack(&edge, &ack);
-        assert_eq!(sealed.open(&edge.public()).expect("valid"), ack);
         let other = Signer::generate().expect("random");
-        assert!(sealed.open(&other.public()).is_err());
+        let sealed = SignedAck::seal_ack(&edge, &ack);
+        assert_eq!(sealed.open(&edge.public(), None).expect("valid"), ack);
+        assert!(sealed.open(&other.public(), None).is_err());
+
+        let key = AckKey::of(&edge);
+        let maced = SignedAck::mac_ack(edge.id(), &key, &ack);
+        assert_eq!(maced.open(&edge.public(), Some(&key)).expect("valid"), ack);
+        // No MAC key registered: a MAC proves nothing.
+        assert!(maced.open(&edge.public(), None).is_err());
+        // Another edge's MAC key, or a MAC claiming another signer, is refused.
+        let other_key = AckKey::of(&other);
+        assert!(maced.open(&edge.public(), Some(&other_key)).is_err());
+        assert!(maced.open(&other.public(), Some(&key)).is_err());
+        let mut tampered = maced.body().to_vec();
+        let at = tampered.len() / 2;
+        tampered[at] ^= 1;
+        let tampered = SignedAck::from_parts(tampered, maced.seal().clone());
+        assert!(tampered.open(&edge.public(), Some(&key)).is_err());
     }
 
     #[test]

@@ -108,7 +108,7 @@ async fn an_ack_on_another_edges_subject_is_dropped() {
         let raw = raw.clone();
         async move {
             let mut headers = async_nats::HeaderMap::new();
-            headers.insert(SIGNATURE_HEADER, sealed.signature().encode().as_str());
+            headers.insert(SIGNATURE_HEADER, sealed.seal().encode().as_str());
             raw.publish_with_headers(subject, headers, sealed.body().to_vec().into())
                 .await
                 .expect("publish");
@@ -121,5 +121,8 @@ async fn an_ack_on_another_edges_subject_is_dropped() {
         .await
         .expect("an ack arrives")
         .expect("open stream");
-    assert_eq!(first.open(&key.public()).expect("signed").edge, "edge-1");
+    assert_eq!(
+        first.open(&key.public(), None).expect("signed").edge,
+        "edge-1"
+    );
 }

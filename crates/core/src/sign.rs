@@ -18,6 +18,8 @@ use crate::{
     key::{RandomError, fill_random},
 };
 
+pub mod ack;
+
 /// What a signature is for; part of the signed message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
@@ -27,6 +29,9 @@ pub enum Purpose {
     Ack,
     /// A page of the log read by one edge's request, bound to that request's nonce.
     Page,
+    /// An edge's proof, made once at registration, that its acknowledgement MAC key belongs to its
+    /// signing key (see [`crate::sign::ack`]).
+    AckKey,
 }
 
 impl Purpose {
@@ -37,6 +42,7 @@ impl Purpose {
             Self::Snapshot => b"quench-snapshot\0",
             Self::Ack => b"quench-ack\0",
             Self::Page => b"quench-page\0",
+            Self::AckKey => b"quench-ack-key\0",
         }
     }
 }
@@ -51,6 +57,8 @@ pub enum SignError {
     BadSignature,
     #[error("signed by {0}, which is not a trusted key")]
     UnknownSigner(String),
+    #[error("not an acknowledgement key: expected 64 hex characters")]
+    BadAckKey,
     #[error("the signature does not match the message")]
     Mismatch,
 }
@@ -62,6 +70,12 @@ pub struct SignerId(String);
 impl SignerId {
     fn of(key: &VerifyingKey) -> Self {
         Self(hex(&sha256(key.as_bytes())[..8]))
+    }
+
+    /// Reads the 16 hex characters of a signer id, as found before the `.` of a signature or a MAC.
+    fn parse(text: &str) -> Option<Self> {
+        (text.len() == 16 && text.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| Self(text.to_ascii_lowercase()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -206,14 +220,9 @@ impl Signature {
 
     pub fn decode(text: &str) -> Result<Self, SignError> {
         let (signer, sig) = text.trim().split_once('.').ok_or(SignError::BadSignature)?;
-        if signer.len() != 16 || !signer.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(SignError::BadSignature);
-        }
+        let signer = SignerId::parse(signer).ok_or(SignError::BadSignature)?;
         let bytes = unhex::<64>(sig).ok_or(SignError::BadSignature)?;
-        Ok(Self {
-            signer: SignerId(signer.to_ascii_lowercase()),
-            bytes,
-        })
+        Ok(Self { signer, bytes })
     }
 }
 

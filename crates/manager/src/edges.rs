@@ -23,7 +23,13 @@ use std::{
 };
 
 use quench_bus::{EdgeRegistration, SignedAck};
-use quench_core::{EdgeId, Region, Seq, Timestamp, sign::PublicKey};
+use quench_core::{
+    EdgeId, Region, Seq, Timestamp,
+    sign::{
+        PublicKey, Signature,
+        ack::{self, AckKey, AckSeal},
+    },
+};
 use quench_store::{Actor, EdgeRecord, Store, StoreError};
 
 const RELOAD_AT_MOST_EVERY: Duration = Duration::from_secs(1);
@@ -40,23 +46,50 @@ pub struct VerifiedAck {
     pub at: Timestamp,
 }
 
-/// A registration as the API or an embedded edge presents it, parsed.
+/// A registration as the API or an embedded edge presents it, parsed, its MAC key's proof checked.
 #[derive(Debug, Clone)]
 pub struct Registration {
     pub id: EdgeId,
     pub region: Region,
     pub key: PublicKey,
+    /// The acknowledgement MAC key, proven by `key` for `id`.
+    pub ack_key: Option<AckKey>,
 }
 
 impl Registration {
     pub fn parse(registration: &EdgeRegistration) -> Result<Self, RegisterError> {
         let invalid =
             |what: &str, e: &dyn std::fmt::Display| RegisterError::Invalid(format!("{what}: {e}"));
+        let id = EdgeId::parse(&registration.id).map_err(|e| invalid("id", &e))?;
+        let key =
+            PublicKey::parse(&registration.public_key).map_err(|e| invalid("public_key", &e))?;
+        let ack_key = match (&registration.ack_key, &registration.ack_key_proof) {
+            (None, None) => None,
+            (Some(ack_key), Some(proof)) => {
+                let ack_key = AckKey::parse(ack_key).map_err(|e| invalid("ack_key", &e))?;
+                let proof = Signature::decode(proof).map_err(|e| invalid("ack_key_proof", &e))?;
+                ack::check_proof(&key, id.as_str(), &ack_key, &proof).map_err(|e| {
+                    invalid("ack_key_proof: not signed by public_key for this id", &e)
+                })?;
+                Some(ack_key)
+            }
+            (Some(_), None) => {
+                return Err(RegisterError::Invalid(
+                    "ack_key needs ack_key_proof, the edge's signature over its id and the key"
+                        .into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(RegisterError::Invalid(
+                    "ack_key_proof without ack_key".into(),
+                ));
+            }
+        };
         Ok(Self {
-            id: EdgeId::parse(&registration.id).map_err(|e| invalid("id", &e))?,
+            id,
             region: Region::parse(&registration.region).map_err(|e| invalid("region", &e))?,
-            key: PublicKey::parse(&registration.public_key)
-                .map_err(|e| invalid("public_key", &e))?,
+            key,
+            ack_key,
         })
     }
 }
@@ -85,21 +118,27 @@ struct Cache {
     tried: Option<Instant>,
 }
 
-/// A registered acknowledgement key and the edge ids registered with it.
+/// A registered acknowledgement key, its proven MAC key if any, and the edge ids registered with it.
 struct KnownKey {
     key: PublicKey,
+    mac: Option<AckKey>,
     edges: Vec<EdgeId>,
 }
 
 impl Cache {
-    fn add(&mut self, edge: EdgeId, key: PublicKey) {
+    fn add(&mut self, edge: EdgeId, key: PublicKey, mac: Option<AckKey>) {
         let known = self
             .by_signer
             .entry(key.id().to_string())
             .or_insert_with(|| KnownKey {
                 key,
+                mac: None,
                 edges: Vec::new(),
             });
+        // One seed gives one MAC key, so ids sharing a key share it too.
+        if mac.is_some() {
+            known.mac = mac;
+        }
         if !known.edges.contains(&edge) {
             known.edges.push(edge);
         }
@@ -148,6 +187,7 @@ impl EdgeKeys {
             region: registration.region.clone(),
             public_key: registration.key.clone(),
             registered_at: Timestamp::now(),
+            ack_key: registration.ack_key.clone(),
         };
         match self.store.register_edge(&record).await {
             Ok(()) => {}
@@ -156,8 +196,11 @@ impl EdgeKeys {
             }
             Err(e) => return Err(RegisterError::Store(e)),
         }
-        self.lock()
-            .add(registration.id.clone(), registration.key.clone());
+        self.lock().add(
+            registration.id.clone(),
+            registration.key.clone(),
+            registration.ack_key.clone(),
+        );
         Ok(())
     }
 
@@ -175,7 +218,7 @@ impl EdgeKeys {
         };
         let mut cache = self.lock();
         cache.remove(edge, &old.public_key);
-        cache.add(edge.clone(), key.clone());
+        cache.add(edge.clone(), key.clone(), None);
         Ok(old)
     }
 
@@ -192,7 +235,7 @@ impl EdgeKeys {
             Ok(records) => {
                 let mut fresh = Cache::default();
                 for record in records {
-                    fresh.add(record.id, record.public_key);
+                    fresh.add(record.id, record.public_key, record.ack_key);
                 }
                 let mut cache = self.lock();
                 fresh.tried = cache.tried;
@@ -205,8 +248,12 @@ impl EdgeKeys {
 
     fn check(&self, sealed: &SignedAck) -> Option<Result<VerifiedAck, String>> {
         let cache = self.lock();
-        let KnownKey { key, edges } = cache.by_signer.get(sealed.signature().signer().as_str())?;
-        let ack = match sealed.open(key) {
+        let KnownKey { key, mac, edges } = cache.by_signer.get(sealed.signer().as_str())?;
+        if mac.is_none() && matches!(sealed.seal(), AckSeal::Mac(_)) {
+            // Its MAC key may have been registered through another manager since the cache was read.
+            return None;
+        }
+        let ack = match sealed.open(key, mac.as_ref()) {
             Ok(ack) => ack,
             Err(e) => return Some(Err(e.to_string())),
         };
@@ -242,7 +289,7 @@ impl EdgeKeys {
                 None
             }
             None => {
-                tracing::warn!(signer = %sealed.signature().signer(), "dropped an acknowledgement from an unregistered key");
+                tracing::warn!(signer = %sealed.signer(), "dropped an acknowledgement from an unregistered key");
                 None
             }
         }
@@ -266,13 +313,121 @@ mod tests {
         }
     }
 
+    /// A registration as edges before MAC'd acknowledgements made it: the public key only.
     fn registration(id: &str, key: &Signer) -> Registration {
         Registration::parse(&EdgeRegistration {
             id: id.into(),
             region: "eu".into(),
             public_key: key.public().to_hex(),
+            ack_key: None,
+            ack_key_proof: None,
         })
         .expect("valid")
+    }
+
+    fn maced(key: &Signer, ack: &Ack) -> SignedAck {
+        SignedAck::mac_ack(key.id(), &AckKey::of(key), ack)
+    }
+
+    #[tokio::test]
+    async fn macd_acks_count_only_under_a_mac_key_its_signing_key_proved() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = store(&dir).await;
+        let keys = EdgeKeys::new(store.clone());
+        let edge_key = Signer::generate().expect("random");
+
+        // A holder of an edge token who knows e1's public key but not its seed cannot register a MAC
+        // key of their own for it: the proof must be e1's signature.
+        let thief = Signer::generate().expect("random");
+        let thief_mac = AckKey::of(&thief);
+        let forged = EdgeRegistration {
+            ack_key: Some(thief_mac.to_hex()),
+            ack_key_proof: Some(ack::prove(&thief, "e1", &thief_mac).encode()),
+            ..EdgeRegistration::of("e1", "eu", &edge_key)
+        };
+        assert!(matches!(
+            Registration::parse(&forged),
+            Err(RegisterError::Invalid(why)) if why.contains("ack_key_proof")
+        ));
+        // A proof made for another id does not carry over either.
+        let elsewhere = EdgeRegistration::of("e2", "eu", &edge_key);
+        let moved = EdgeRegistration {
+            id: "e1".into(),
+            ..elsewhere
+        };
+        assert!(Registration::parse(&moved).is_err());
+        let half = EdgeRegistration {
+            ack_key_proof: None,
+            ..EdgeRegistration::of("e1", "eu", &edge_key)
+        };
+        assert!(Registration::parse(&half).is_err());
+
+        // Registered with only its public key, an edge's MAC'd acknowledgements prove nothing.
+        keys.register(&registration("e1", &edge_key))
+            .await
+            .expect("register");
+        assert_eq!(keys.open(&maced(&edge_key, &ack("e1", "eu"))).await, None);
+        assert_eq!(
+            keys.open(&SignedAck::mac_ack(
+                edge_key.id(),
+                &thief_mac,
+                &ack("e1", "eu")
+            ))
+            .await,
+            None,
+            "a MAC under a key nobody proved"
+        );
+
+        // With the proven MAC key, they count; through a second manager that read the store before
+        // the MAC key was registered, too.
+        let other = EdgeKeys::new(store);
+        assert!(
+            other
+                .open(&SignedAck::seal_ack(&edge_key, &ack("e1", "eu")))
+                .await
+                .is_some()
+        );
+        let proven = Registration::parse(&EdgeRegistration::of("e1", "eu", &edge_key))
+            .expect("a valid proof");
+        keys.register(&proven).await.expect("register the MAC key");
+        assert_eq!(
+            keys.open(&maced(&edge_key, &ack("e1", "eu")))
+                .await
+                .map(|a| a.edge.to_string()),
+            Some("e1".into())
+        );
+        tokio::time::sleep(RELOAD_AT_MOST_EVERY).await;
+        assert!(
+            other
+                .open(&maced(&edge_key, &ack("e1", "eu")))
+                .await
+                .is_some()
+        );
+        assert_eq!(
+            keys.open(&maced(&edge_key, &ack("e2", "eu"))).await,
+            None,
+            "claims another edge"
+        );
+        assert_eq!(
+            keys.open(&SignedAck::mac_ack(
+                edge_key.id(),
+                &thief_mac,
+                &ack("e1", "eu")
+            ))
+            .await,
+            None,
+            "a MAC under another key"
+        );
+        let genuine = maced(&edge_key, &ack("e1", "eu"));
+        let mut body = genuine.body().to_vec();
+        let at = body.iter().position(|&b| b == b'4').expect("applied 4");
+        body[at] = b'9';
+        assert_eq!(
+            keys.open(&SignedAck::from_parts(body, genuine.seal().clone()))
+                .await,
+            None,
+            "a tampered body"
+        );
     }
 
     async fn store(dir: &tempfile::TempDir) -> Arc<dyn Store> {

@@ -9,18 +9,25 @@ use quench_core::sign::PublicKey;
 
 use crate::EdgeRecord;
 
-pub(crate) const REGISTER: &str = "INSERT INTO edges (id, region, public_key, registered_at) \
-     VALUES ($1, $2, $3, $4) \
-     ON CONFLICT (id) DO UPDATE SET region = excluded.region, registered_at = excluded.registered_at \
+///
+/// The MAC key comes only with a registration whose proof the manager checked against the same public
+/// key, and one seed always gives the same MAC key: so a registration may set it, and one without it (an
+/// edge signing its acknowledgements) keeps the one stored.
+pub(crate) const REGISTER: &str = "INSERT INTO edges (id, region, public_key, registered_at, ack_key) \
+     VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (id) DO UPDATE SET region = excluded.region, registered_at = excluded.registered_at, \
+     ack_key = COALESCE(excluded.ack_key, edges.ack_key) \
      WHERE edges.public_key = excluded.public_key";
 
 pub(crate) const ONE: &str =
-    "SELECT id, region, public_key, registered_at FROM edges WHERE id = $1";
+    "SELECT id, region, public_key, registered_at, ack_key FROM edges WHERE id = $1";
 
-pub(crate) const ALL: &str = "SELECT id, region, public_key, registered_at FROM edges ORDER BY id";
+pub(crate) const ALL: &str =
+    "SELECT id, region, public_key, registered_at, ack_key FROM edges ORDER BY id";
 
+/// A rotation forgets the MAC key: the edge's next registration brings the new key's, with its proof.
 pub(crate) const ROTATE: &str =
-    "UPDATE edges SET public_key = $2, registered_at = $3 WHERE id = $1";
+    "UPDATE edges SET public_key = $2, registered_at = $3, ack_key = NULL WHERE id = $1";
 
 pub(crate) const ROTATE_ACTION: &str = "edge.rotate";
 

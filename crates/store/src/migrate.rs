@@ -62,6 +62,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "usage alerts and webhooks",
         script: include_str!("../migrations/0005_alerts_webhooks.sql"),
     },
+    Migration {
+        version: 6,
+        name: "edge acknowledgement MAC keys",
+        script: include_str!("../migrations/0006_ack_keys.sql"),
+    },
 ];
 
 /// Brings the schema up to date.
@@ -140,6 +145,7 @@ mod tests {
                 0x3eb4_84c0_f656_b80f,
                 0x2544_44d1_caf6_10f7,
                 0xd1a2_ae54_e98f_d48c,
+                0x13a4_f5eb_338d_71ba,
             ]
         );
         assert_eq!(
@@ -150,6 +156,7 @@ mod tests {
                 0x24f8_c6d5_180c_4212,
                 0xcad8_204a_dfec_71c6,
                 0xe924_bb13_dc04_431f,
+                0x13a4_f5eb_338d_71ba,
             ]
         );
     }
@@ -208,6 +215,6 @@ mod tests {
                 .fetch_all(&store.pool)
                 .await
                 .expect("versions");
-        assert_eq!(versions, [1, 2, 3, 4, 5]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
     }
 }

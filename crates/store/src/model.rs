@@ -1,6 +1,9 @@
 use quench_core::{
-    EdgeId, KeyId, Label, Owner, Region, Seq, Timestamp, Verifier, record::KeyStatus,
-    scope::Scopes, sign::PublicKey, usage::Action,
+    EdgeId, KeyId, Label, Owner, Region, Seq, Timestamp, Verifier,
+    record::KeyStatus,
+    scope::Scopes,
+    sign::{PublicKey, ack::AckKey},
+    usage::Action,
 };
 
 /// Who is making a change, from where, and when: recorded with every mutation.
@@ -69,6 +72,9 @@ pub struct EdgeRecord {
     pub region: Region,
     pub public_key: PublicKey,
     pub registered_at: Timestamp,
+    /// The MAC key its acknowledgements carry, when its registration proved one (see
+    /// `quench_core::sign::ack`). A secret: never shown by the API.
+    pub ack_key: Option<AckKey>,
 }
 
 /// A usage alert as an edge raised it and the manager recorded it.

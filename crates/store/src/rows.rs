@@ -7,7 +7,10 @@
 
 use quench_core::{
     Change, EdgeId, Event, KeyId, KeyName, KeyRecord, Label, Owner, Prefix, Region, Revocation,
-    Seq, Timestamp, Verifier, scope::Scopes, sign::PublicKey, usage::Action,
+    Seq, Timestamp, Verifier,
+    scope::Scopes,
+    sign::{PublicKey, ack::AckKey},
+    usage::Action,
 };
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
@@ -244,6 +247,10 @@ pub(crate) fn edge(row: &impl Columns) -> Result<EdgeRecord> {
         public_key: PublicKey::parse(&row.text("public_key")?)
             .map_err(|e| corrupt("edge key", e))?,
         registered_at: row.time("registered_at")?,
+        ack_key: row
+            .maybe_text("ack_key")?
+            .map(|text| AckKey::parse(&text).map_err(|e| corrupt("edge ack key", e)))
+            .transpose()?,
     })
 }
 

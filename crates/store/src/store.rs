@@ -9,8 +9,9 @@ use std::fmt;
 
 use async_trait::async_trait;
 use quench_core::{
-    Change, EdgeId, EdgeKey, Event, KeyId, KeyRecord, Owner, Seq, Timestamp, record::Snapshot,
-    sign::PublicKey,
+    Change, EdgeId, EdgeKey, Event, KeyId, KeyRecord, Owner, Seq, Timestamp,
+    record::Snapshot,
+    sign::{PublicKey, ack::AckKey},
 };
 use sqlx::{
     ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, QueryBuilder, Row, Type,
@@ -446,6 +447,7 @@ where
             .bind(edge.region.as_str().to_owned())
             .bind(edge.public_key.to_hex())
             .bind(edge.registered_at.as_millis())
+            .bind(edge.ack_key.as_ref().map(AckKey::to_hex))
             .execute(&self.pool)
             .await?;
         if B::rows_affected(&registered) == 0 {

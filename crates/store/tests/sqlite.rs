@@ -101,6 +101,7 @@ async fn a_stored_value_quench_would_not_write_is_corrupt() {
             region: Region::parse("eu").expect("region"),
             public_key: Signer::generate().expect("random").public(),
             registered_at: Timestamp::from_millis(3),
+            ack_key: None,
         };
         store.register_edge(&edge).await.expect("register");
         store.close().await;

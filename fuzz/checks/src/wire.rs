@@ -2,21 +2,26 @@
 //!
 //! Mode 0 (first byte even): a raw message, the text of its `Quench-Signature` header up to the first
 //! newline and the payload after it, read with `quench_bus::nats::unseal` (exactly what a subscriber runs)
-//! and opened as an event batch, a heartbeat or an acknowledgement. A decoded signature re-encodes to the
-//! header's text (trimmed, lowercased), and nothing opens unless it was signed by the trusted key.
+//! and opened as an event batch, a heartbeat or an acknowledgement (`unseal_ack`: a signature or an
+//! HMAC). A decoded signature or MAC re-encodes to the header's text (trimmed, lowercased), and nothing
+//! opens unless the trusted key signed it or the edge's MAC key authenticated it.
 //!
 //! Otherwise the payload is signed with the fixed manager (or edge) key first, so the JSON decoding behind
 //! the signature check is reached: a heartbeat, acknowledgement or edge registration that parses survives
-//! sealing and opening again, a signature made for one purpose never opens another, and a body signed by
-//! the right key fails only as `Malformed`. The header's text, and a registration's public key, are
+//! sealing and opening again (signed or MAC'd), a signature made for one purpose never opens another,
+//! and a body signed by the right key fails only as `Malformed`. The header's text, and a registration's public key, are
 //! also read as a hex public key and signing seed (registrations, `--trust-key`, the signing key file):
 //! what parses re-encodes to the same text and signs and verifies.
 
 use crate::common;
 use quench_bus::{
-    EdgeRegistration, EventBatch, OpenError, Sealed, SignedAck, SignedHeartbeat, nats::unseal,
+    EdgeRegistration, EventBatch, OpenError, Sealed, SignedAck, SignedHeartbeat,
+    nats::{unseal, unseal_ack},
 };
-use quench_core::sign::{PublicKey, Purpose, SignError, Signature, Signer};
+use quench_core::sign::{
+    PublicKey, Purpose, SignError, Signature, Signer,
+    ack::{AckKey, AckSeal},
+};
 
 /// Runs one input; panics if a property fails.
 pub fn run(data: &[u8]) {
@@ -57,9 +62,13 @@ fn raw(kind: u8, data: &[u8]) {
             }
         }
         _ => {
-            let ack: Option<SignedAck> = decoded(header, payload);
-            if let Some(ack) = ack {
-                refused(ack.open(&common::edge().public()));
+            if let Ok(ack) = unseal_ack(payload, Some(header)) {
+                assert_eq!(ack.body(), payload);
+                let encoded = ack.seal().encode();
+                assert_eq!(encoded, header.trim().to_ascii_lowercase());
+                assert_eq!(AckSeal::decode(&encoded).as_ref(), Ok(ack.seal()));
+                let edge = common::edge();
+                refused(ack.open(&edge.public(), Some(&AckKey::of(&edge))));
             }
         }
     }
@@ -104,32 +113,48 @@ fn heartbeat(body: &[u8]) {
         relabelled.open(&trust),
         Err(OpenError::Signature(SignError::Mismatch))
     ));
-    let as_ack = SignedAck::from_parts(body.to_vec(), sealed.signature().clone());
+    let as_ack = SignedAck::from_parts(
+        body.to_vec(),
+        AckSeal::Signature(sealed.signature().clone()),
+    );
     assert!(matches!(
-        as_ack.open(&manager.public()),
+        as_ack.open(&manager.public(), Some(&AckKey::of(&manager))),
         Err(OpenError::Signature(SignError::Mismatch))
     ));
 }
 
 fn ack(body: &[u8]) {
     let edge = common::edge();
-    let sealed = SignedAck::from_parts(body.to_vec(), edge.sign(Purpose::Ack, body));
-    match sealed.open(&edge.public()) {
-        Ok(ack) => {
-            let again = SignedAck::seal_ack(&edge, &ack);
-            assert_eq!(
-                again.open(&edge.public()).expect("a resealed ack opens"),
-                ack
-            );
+    let mac_key = AckKey::of(&edge);
+    let signature = edge.sign(Purpose::Ack, body);
+    let signed = SignedAck::from_parts(body.to_vec(), AckSeal::Signature(signature.clone()));
+    let maced = SignedAck::from_parts(body.to_vec(), AckSeal::Mac(mac_key.mac(edge.id(), body)));
+    for sealed in [&signed, &maced] {
+        match sealed.open(&edge.public(), Some(&mac_key)) {
+            Ok(ack) => {
+                for again in [
+                    SignedAck::seal_ack(&edge, &ack),
+                    SignedAck::mac_ack(edge.id(), &mac_key, &ack),
+                ] {
+                    assert_eq!(
+                        again
+                            .open(&edge.public(), Some(&mac_key))
+                            .expect("a resealed ack opens"),
+                        ack
+                    );
+                }
+            }
+            Err(error) => assert!(matches!(error, OpenError::Malformed(_)), "{error}"),
         }
-        Err(error) => assert!(matches!(error, OpenError::Malformed(_)), "{error}"),
+        // Another key's acknowledgement, or the edge's key posing as the manager: refused.
+        assert!(matches!(
+            sealed.open(&common::manager().public(), Some(&mac_key)),
+            Err(OpenError::Signature(SignError::UnknownSigner(_)))
+        ));
     }
-    // Another key's acknowledgement, or the edge's key posing as the manager: refused.
-    assert!(matches!(
-        sealed.open(&common::manager().public()),
-        Err(OpenError::Signature(SignError::UnknownSigner(_)))
-    ));
-    let as_heartbeat = SignedHeartbeat::from_parts(body.to_vec(), sealed.signature().clone());
+    // A MAC without the registered MAC key proves nothing.
+    assert!(maced.open(&edge.public(), None).is_err());
+    let as_heartbeat = SignedHeartbeat::from_parts(body.to_vec(), signature);
     assert!(as_heartbeat.open(&common::trust()).is_err());
 }
 

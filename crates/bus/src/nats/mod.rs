@@ -28,7 +28,10 @@ use async_nats::{
 };
 use async_trait::async_trait;
 use futures::{StreamExt, stream::BoxStream};
-use quench_core::{hash::hex, hash::sha256, sign::Signature};
+use quench_core::{
+    hash::{hex, sha256},
+    sign::{Signature, ack::AckSeal},
+};
 
 pub use access::{AccessError, Credential, NatsAccess, NatsAccessOptions, NatsAuth, NatsServers};
 pub use names::Names;
@@ -120,8 +123,12 @@ where
 }
 
 fn signed_headers(signature: &Signature) -> HeaderMap {
+    sealed_headers(&signature.encode())
+}
+
+fn sealed_headers(seal: &str) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    headers.insert(SIGNATURE_HEADER, signature.encode().as_str());
+    headers.insert(SIGNATURE_HEADER, seal);
     headers
 }
 
@@ -143,6 +150,13 @@ pub fn unseal<const P: u8>(
     let header = signature.ok_or(Unreadable::NoSignature)?;
     let signature = Signature::decode(header).map_err(Unreadable::Signature)?;
     Ok(Sealed::from_parts(payload.to_vec(), signature))
+}
+
+/// Reads an acknowledgement as it came off NATS, like [`unseal`]: the header holds a MAC or a signature.
+pub fn unseal_ack(payload: &[u8], seal: Option<&str>) -> Result<SignedAck, Unreadable> {
+    let header = seal.ok_or(Unreadable::NoSignature)?;
+    let seal = AckSeal::decode(header).map_err(Unreadable::Signature)?;
+    Ok(SignedAck::from_parts(payload.to_vec(), seal))
 }
 
 /// Where the deployment's stream lives and how many servers keep it.
@@ -397,7 +411,7 @@ impl Bus for NatsBus {
         self.client
             .publish_with_headers(
                 self.names.acks_of(&edge),
-                signed_headers(ack.signature()),
+                sealed_headers(&ack.seal().encode()),
                 ack.body().to_vec().into(),
             )
             .await
@@ -423,7 +437,11 @@ impl Bus for NatsBus {
                         );
                         return None;
                     }
-                    sealed(&message.payload, message.headers.as_ref()).ok()
+                    let header = message
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get(SIGNATURE_HEADER));
+                    unseal_ack(&message.payload, header.map(|value| value.as_str())).ok()
                 }
             });
         Ok(acks.boxed())

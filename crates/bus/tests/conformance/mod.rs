@@ -8,7 +8,10 @@ use futures::{StreamExt, stream::BoxStream};
 use quench_bus::{Ack, Bus, Delivery, EventBatch, Heartbeat, SignedAck, SignedHeartbeat};
 use quench_core::{
     Change, Event, KeyId, Seq, Timestamp,
-    sign::{Signer, Trust},
+    sign::{
+        Signer, Trust,
+        ack::{AckKey, AckSeal},
+    },
 };
 
 /// The manager's key for these tests, and a trust holding it.
@@ -97,13 +100,23 @@ pub async fn carries_acks_back(bus: Arc<dyn Bus>) {
         applied: Seq::new(7),
         at: Timestamp::from_millis(9),
     };
+    // Both forms travel: an HMAC under the edge's acknowledgement key, and an Ed25519 signature.
+    let mac_key = AckKey::of(&edge);
+    bus.ack(&SignedAck::mac_ack(edge.id(), &mac_key, &ack))
+        .await
+        .expect("ack");
     bus.ack(&SignedAck::seal_ack(&edge, &ack))
         .await
         .expect("ack");
+    let maced = next(&mut acks).await;
+    assert!(matches!(maced.seal(), AckSeal::Mac(_)));
     assert_eq!(
-        next(&mut acks).await.open(&edge.public()).expect("signed"),
+        maced.open(&edge.public(), Some(&mac_key)).expect("MAC'd"),
         ack
     );
+    let signed = next(&mut acks).await;
+    assert!(matches!(signed.seal(), AckSeal::Signature(_)));
+    assert_eq!(signed.open(&edge.public(), None).expect("signed"), ack);
 }
 
 #[macro_export]

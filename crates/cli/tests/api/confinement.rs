@@ -4,8 +4,14 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use quench_bus::{Ack, SignedAck};
-use quench_core::{Seq, Timestamp, sign::Signer};
+use quench_bus::{Ack, EdgeRegistration, SignedAck};
+use quench_core::{
+    Seq, Timestamp,
+    sign::{
+        Signer,
+        ack::{self as ack_mac, AckKey},
+    },
+};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -17,28 +23,32 @@ fn new_key() -> Signer {
     Signer::generate().expect("random")
 }
 
+/// Registers as an edge does: its public key, and the acknowledgement MAC key with its proof.
 async fn register(app: &TestApp, token: &str, id: &str, region: &str, key: &Signer) -> u16 {
-    app.send(
-        Method::POST,
-        "/v1/edges",
-        Some(token),
-        Some(json!({"id": id, "region": region, "public_key": key.public().to_hex()})),
-    )
-    .await
-    .status
-    .as_u16()
+    let body = serde_json::to_value(EdgeRegistration::of(id, region, key)).expect("json");
+    app.send(Method::POST, "/v1/edges", Some(token), Some(body))
+        .await
+        .status
+        .as_u16()
 }
 
+fn ack(edge: &str, region: &str, applied: u64, at: Timestamp) -> Ack {
+    Ack {
+        edge: edge.into(),
+        region: region.into(),
+        applied: Seq::new(applied),
+        at,
+    }
+}
+
+/// An acknowledgement signed with the edge's Ed25519 key (as edges before MAC'd ones sent them).
 fn signed_ack(key: &Signer, edge: &str, region: &str, applied: u64, at: Timestamp) -> SignedAck {
-    SignedAck::seal_ack(
-        key,
-        &Ack {
-            edge: edge.into(),
-            region: region.into(),
-            applied: Seq::new(applied),
-            at,
-        },
-    )
+    SignedAck::seal_ack(key, &ack(edge, region, applied, at))
+}
+
+/// An acknowledgement as edges send it: MAC'd with the key derived from `key`.
+fn maced_ack(key: &Signer, edge: &str, region: &str, applied: u64, at: Timestamp) -> SignedAck {
+    SignedAck::mac_ack(key.id(), &AckKey::of(key), &ack(edge, region, applied, at))
 }
 
 async fn send_ack(app: &TestApp, ack: &SignedAck) {
@@ -333,6 +343,50 @@ async fn only_an_unconfined_admin_rotates_an_edges_key_and_it_is_audited() {
 }
 
 #[tokio::test]
+async fn a_mac_key_for_a_real_edge_needs_that_edges_signature() {
+    let app = spawn_app().await;
+    let edge = app.token_with(&["edge"], None).await;
+    let real = new_key();
+    assert_eq!(register(&app, &edge, "edge-m", "eu", &real).await, 204);
+
+    // A holder of an edge token knows the real edge's public key (it is logged and listed) and
+    // presents it with a MAC key of its own, proven by its own key, or with no proof at all.
+    let thief = new_key();
+    let thief_mac = AckKey::of(&thief);
+    let mut hijack = EdgeRegistration::of("edge-m", "eu", &real);
+    hijack.ack_key = Some(thief_mac.to_hex());
+    hijack.ack_key_proof = Some(ack_mac::prove(&thief, "edge-m", &thief_mac).encode());
+    let mut unproven = hijack.clone();
+    unproven.ack_key_proof = None;
+    for body in [hijack, unproven] {
+        let refused = app
+            .send(
+                Method::POST,
+                "/v1/edges",
+                Some(&edge),
+                Some(serde_json::to_value(body).expect("json")),
+            )
+            .await
+            .expect(422);
+        assert!(refused.to_string().contains("ack_key"), "{refused}");
+    }
+
+    // Its acknowledgements in the real edge's name, MAC'd with its key, are refused and never make the
+    // edge live; the real edge's are accepted.
+    let before = acks_refused(&app).await;
+    let forged = SignedAck::mac_ack(
+        real.id(),
+        &thief_mac,
+        &ack("edge-m", "eu", 0, Timestamp::now()),
+    );
+    send_ack(&app, &forged).await;
+    until_refused(&app, before, 1).await;
+    assert!(edge_view(&app, "edge-m").await.is_none());
+    send_ack(&app, &maced_ack(&real, "edge-m", "eu", 0, Timestamp::now())).await;
+    until_live(&app, "edge-m").await;
+}
+
+#[tokio::test]
 async fn a_replayed_ack_does_not_keep_a_dead_edge_live() {
     let liveness = Duration::from_secs(2);
     let app = spawn_with(quench_manager::ManagerConfig {
@@ -346,13 +400,13 @@ async fn a_replayed_ack_does_not_keep_a_dead_edge_live() {
 
     // The edge acknowledges once; an attacker on the bus captures that acknowledgement.
     let mut wire = app._running.manager.bus.acks().await.expect("subscribe");
-    send_ack(&app, &signed_ack(&key, "e-dead", "eu", 0, Timestamp::now())).await;
+    send_ack(&app, &maced_ack(&key, "e-dead", "eu", 0, Timestamp::now())).await;
     let captured = loop {
         let sealed = tokio::time::timeout(SOON, wire.next())
             .await
             .expect("an ack in time")
             .expect("stream");
-        if sealed.signature().signer() == key.id() {
+        if sealed.signer() == key.id() {
             break sealed;
         }
     };

@@ -220,7 +220,7 @@ pub async fn snapshot(
     post, path = "/v1/edges", tag = "admin",
     request_body = EdgeRegistrationRequest,
     responses(
-        (status = 204, description = "Registered: acknowledgements signed with this key are accepted (scope edge, unconfined; the same key again is accepted)"),
+        (status = 204, description = "Registered: acknowledgements signed with this key, or MAC'd with the proven ack_key, are accepted (scope edge, unconfined; the same key again is accepted)"),
         (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
         (status = 409, description = "The id is registered with another key; only POST /v1/edges/{id}/rotate replaces it", body = ErrorResponse),
         (status = 422, body = ErrorResponse),
@@ -237,6 +237,8 @@ pub async fn register_edge(
         id: request.id,
         region: request.region,
         public_key: request.public_key,
+        ack_key: request.ack_key,
+        ack_key_proof: request.ack_key_proof,
     })
     .map_err(register_error)?;
     manager

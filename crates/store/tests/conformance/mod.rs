@@ -516,6 +516,7 @@ pub async fn conflicts_say_what_collided(store: Arc<dyn Store>) {
         region: Region::parse("eu").expect("region"),
         public_key: key,
         registered_at: actor().at,
+        ack_key: None,
     };
     let signer = || {
         quench_core::sign::Signer::generate()
@@ -596,22 +597,31 @@ pub async fn audits_every_mutation(store: Arc<dyn Store>) {
 
 pub async fn registers_edges_and_replaces_keys_only_by_rotation(store: Arc<dyn Store>) {
     assert!(store.edges().await.expect("edges").is_empty());
-    let first_key = quench_core::sign::Signer::generate()
-        .expect("random")
-        .public();
+    let first_signer = quench_core::sign::Signer::generate().expect("random");
+    let first_key = first_signer.public();
     let second_key = quench_core::sign::Signer::generate()
         .expect("random")
         .public();
+    let mac_key = quench_core::sign::ack::AckKey::of(&first_signer);
     let mut edge = quench_store::EdgeRecord {
         id: EdgeId::parse("edge-eu-1").expect("id"),
         region: Region::parse("eu").expect("region"),
         public_key: first_key.clone(),
         registered_at: actor().at,
+        ack_key: None,
     };
     store.register_edge(&edge).await.expect("register");
-    // The same key again (an edge restarting) refreshes the region.
+    // The same key again (an edge restarting) refreshes the region, and sets the MAC key it brings.
     edge.region = Region::parse("eu-west").expect("region");
+    edge.ack_key = Some(mac_key.clone());
     store.register_edge(&edge).await.expect("re-register");
+    assert_eq!(store.edges().await.expect("edges"), vec![edge.clone()]);
+    // A registration without one (an edge that signs its acknowledgements) keeps the stored MAC key.
+    let unmaced = quench_store::EdgeRecord {
+        ack_key: None,
+        ..edge.clone()
+    };
+    store.register_edge(&unmaced).await.expect("re-register");
     assert_eq!(store.edges().await.expect("edges"), vec![edge.clone()]);
 
     // Another key for the same id is refused and changes nothing.
@@ -626,9 +636,11 @@ pub async fn registers_edges_and_replaces_keys_only_by_rotation(store: Arc<dyn S
     ));
     assert_eq!(store.edges().await.expect("edges"), vec![edge.clone()]);
 
-    // An operator's rotation replaces it, audited, and returns what was there.
+    // An operator's rotation replaces it, audited, and returns what was there; the old key's MAC key
+    // goes with it.
     let rotated = quench_store::EdgeRecord {
         public_key: second_key.clone(),
+        ack_key: None,
         ..edge.clone()
     };
     let old = store
