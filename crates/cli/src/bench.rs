@@ -32,6 +32,9 @@ pub enum BenchCommand {
     Soak(soak::SoakArgs),
     /// Scanner throughput, recall and false positives, against detect-secrets.
     Scan(crate::bench_scan::ScanBenchArgs),
+    /// What acknowledging a revocation costs an edge and the manager, per edge (run it under callgrind
+    /// with scripts/bench-acks for instruction counts).
+    Acks(acks::AcksArgs),
 }
 
 #[derive(Debug, Args)]
@@ -61,6 +64,7 @@ pub struct PropagationArgs {
     pub json: bool,
 }
 
+mod acks;
 mod api;
 mod regions;
 mod report;
@@ -76,6 +80,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Propagation(args) => propagation(args).await,
         BenchCommand::Soak(args) => soak::run(args).await,
         BenchCommand::Scan(args) => crate::bench_scan::run(args),
+        BenchCommand::Acks(args) => acks::run(args).await,
     }
 }
 
