@@ -35,6 +35,8 @@ pub enum BenchCommand {
     /// What acknowledging a revocation costs an edge and the manager, per edge (run it under callgrind
     /// with scripts/bench-acks for instruction counts).
     Acks(acks::AcksArgs),
+    /// Time from an edge's start to verifying, at 1 M and 10 M keys.
+    Coldstart(coldstart::ColdStartArgs),
 }
 
 #[derive(Debug, Args)]
@@ -66,6 +68,7 @@ pub struct PropagationArgs {
 
 mod acks;
 mod api;
+mod coldstart;
 mod regions;
 mod report;
 mod soak;
@@ -81,6 +84,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Soak(args) => soak::run(args).await,
         BenchCommand::Scan(args) => crate::bench_scan::run(args),
         BenchCommand::Acks(args) => acks::run(args).await,
+        BenchCommand::Coldstart(args) => coldstart::run(args).await,
     }
 }
 
@@ -435,7 +439,7 @@ async fn issue_bulk(
     manager: &quench_manager::Manager,
     count: usize,
 ) -> anyhow::Result<quench_core::Owner> {
-    eprintln!("issuing {count} keys for the bulk revocation ...");
+    eprintln!("issuing {count} keys straight into the store ...");
     let owner = quench_core::Owner::parse(&format!("bulk-{}", now_us()))?;
     let mut issued = 0;
     while issued < count {

@@ -33,7 +33,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::{EdgeLink, Processes, api::Api, now_us, start_edge, start_nats};
 
 mod output;
-mod record;
+pub(super) mod record;
 
 use record::{ErrorKind, Judged, Memory, Recorder, Violation, judge, rss_kb};
 
