@@ -187,6 +187,38 @@ impl SnapshotReader {
     /// The snapshot and what it proves, if it is complete, signed by a trusted manager key, and
     /// answers the request that chose `nonce`.
     pub fn finish(self, trust: &Trust, nonce: &Nonce) -> Result<(Snapshot, Freshness), OpenError> {
+        let (header, keys) = self.verified(trust)?;
+        if header.nonce.as_ref() != Some(nonce) {
+            return Err(OpenError::NotFresh {
+                expected: nonce.clone(),
+            });
+        }
+        let fresh = Freshness {
+            head: header.seq,
+            at: header.at,
+        };
+        Ok((
+            Snapshot {
+                seq: header.seq,
+                keys,
+            },
+            fresh,
+        ))
+    }
+
+    /// A snapshot kept from an earlier answer (an edge's copy on its own disk), if it is complete and
+    /// signed by a trusted manager key. It proves nothing about now: the manager's signature says what
+    /// the log held at its `seq`, so an edge may start from it and apply the log after it, but counts
+    /// as current only once the manager answers a request of its own.
+    pub fn finish_stored(self, trust: &Trust) -> Result<Snapshot, OpenError> {
+        let (header, keys) = self.verified(trust)?;
+        Ok(Snapshot {
+            seq: header.seq,
+            keys,
+        })
+    }
+
+    fn verified(self, trust: &Trust) -> Result<(Header, Vec<EdgeKey>), OpenError> {
         if !self.pending.is_empty() {
             return Err(Unreadable::Truncated.into());
         }
@@ -201,22 +233,7 @@ impl SnapshotReader {
             &signed_message(&header, end.count, &digest),
             &end.signature,
         )?;
-        if header.nonce.as_ref() != Some(nonce) {
-            return Err(OpenError::NotFresh {
-                expected: nonce.clone(),
-            });
-        }
-        let fresh = Freshness {
-            head: header.seq,
-            at: header.at,
-        };
-        Ok((
-            Snapshot {
-                seq: header.seq,
-                keys: self.keys,
-            },
-            fresh,
-        ))
+        Ok((header, self.keys))
     }
 }
 

@@ -48,6 +48,11 @@ pub struct EdgeCommand {
     /// edge id: keep this file across restarts, and if it is lost, an admin rotates the edge's key.
     #[arg(long, env = "QUENCH_EDGE_KEY_FILE")]
     pub key_file: Option<PathBuf>,
+    /// Do not keep a copy of the manager's snapshot at `<data-dir>/edge-<id>.snapshot` (with `--id`).
+    /// With one, a restart starts from it (its signature checked again) and applies the manager's log
+    /// after it, instead of reading every key from the manager.
+    #[arg(long)]
+    pub no_snapshot_copy: bool,
     /// An `edge`-scope manager token.
     #[arg(long, env = "QUENCH_TOKEN", hide_env_values = true)]
     pub token: String,
@@ -66,6 +71,8 @@ struct EdgeSettings {
     config: quench_edge::EdgeConfig,
     /// Where the acknowledgement key lives (made there on first start), if it is kept.
     key_file: Option<PathBuf>,
+    /// Where the copy of the manager's snapshot is kept, if it is.
+    snapshot_file: Option<PathBuf>,
     managers: Vec<crate::remote::ManagerUrl>,
     /// `--trust-key`, or `None` to fetch the keys from the manager.
     trust: Option<Trust>,
@@ -98,9 +105,15 @@ fn check(args: &EdgeCommand) -> anyhow::Result<EdgeSettings> {
             .as_ref()
             .map(|id| args.data_dir.join(format!("edge-{id}.key")))
     });
+    let snapshot_file = args
+        .id
+        .as_ref()
+        .filter(|_| !args.no_snapshot_copy)
+        .map(|id| args.data_dir.join(format!("edge-{id}.snapshot")));
     Ok(EdgeSettings {
         config,
         key_file,
+        snapshot_file,
         managers,
         trust,
         certificate,
@@ -137,6 +150,7 @@ pub async fn run(args: EdgeCommand, log: LogArgs) -> anyhow::Result<ExitCode> {
     let EdgeSettings {
         mut config,
         key_file,
+        snapshot_file,
         managers,
         trust,
         certificate,
@@ -161,7 +175,15 @@ pub async fn run(args: EdgeCommand, log: LogArgs) -> anyhow::Result<ExitCode> {
     )
     .await?;
     node::raise_open_file_limit(args.serving.max_connections * 2);
-    let upstream = HttpUpstream::new(&managers, args.token.clone())?;
+    let mut upstream = HttpUpstream::new(&managers, args.token.clone())?;
+    if let Some(path) = snapshot_file {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.exists()
+        {
+            node::create_data_dir(&dir.to_path_buf())?;
+        }
+        upstream = upstream.with_snapshot_file(path);
+    }
     let cancel = CancellationToken::new();
     node::watch_certificate(&args.serving, &certificate, &cancel)?;
     let id = config.id.clone();

@@ -12,6 +12,7 @@ mod node;
 mod remote;
 mod scan;
 mod settings;
+mod stored_snapshot;
 mod up;
 mod webhooks;
 

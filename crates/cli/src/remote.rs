@@ -2,6 +2,7 @@
 //! where to register the edge's own key. The edge authenticates with an `edge`-scope token.
 
 use std::{
+    path::PathBuf,
     sync::atomic::{AtomicUsize, Ordering},
     time::Duration,
 };
@@ -115,6 +116,8 @@ pub struct HttpUpstream {
     current: AtomicUsize,
     token: String,
     http: reqwest::Client,
+    /// Where the edge keeps a copy of the last snapshot it read, to start from on its next start.
+    snapshot_file: Option<PathBuf>,
 }
 
 fn failed(error: reqwest::Error) -> UpstreamError {
@@ -153,7 +156,14 @@ impl HttpUpstream {
             current: AtomicUsize::new(0),
             token,
             http,
+            snapshot_file: None,
         })
+    }
+
+    /// Keeps a copy of each snapshot read at `path` (see [`crate::stored_snapshot`]).
+    pub fn with_snapshot_file(mut self, path: PathBuf) -> Self {
+        self.snapshot_file = Some(path);
+        self
     }
 
     /// Sends the request `build` makes for a manager's base URL, to each manager in turn from the one
@@ -271,10 +281,28 @@ impl Upstream for HttpUpstream {
             .await?
             .bytes_stream();
         let mut reader = SnapshotReader::new();
+        let mut copy = match &self.snapshot_file {
+            Some(path) => crate::stored_snapshot::Copy::create(path).await,
+            None => None,
+        };
         while let Some(chunk) = body.next().await {
-            reader.feed(&chunk.map_err(failed)?).map_err(invalid)?;
+            let chunk = chunk.map_err(failed)?;
+            reader.feed(&chunk).map_err(invalid)?;
+            if let Some(writing) = &mut copy
+                && !writing.write(&chunk).await
+            {
+                copy = None;
+            }
         }
-        reader.finish(trust, nonce).map_err(invalid)
+        let answer = reader.finish(trust, nonce).map_err(invalid)?;
+        if let Some(writing) = copy {
+            writing.keep().await;
+        }
+        Ok(answer)
+    }
+
+    async fn stored_snapshot(&self, trust: &Trust) -> Option<Snapshot> {
+        crate::stored_snapshot::load(self.snapshot_file.as_deref()?, trust).await
     }
 
     async fn events_after(

@@ -917,3 +917,174 @@ async fn an_edge_started_while_cut_off_comes_up_when_the_link_does() {
         .await;
     assert_eq!(verdict["valid"], true, "{verdict}\n{}", cut_off.log_tail());
 }
+
+/// An edge with an id keeps the manager's snapshot on its disk and restarts from it: a key revoked while it
+/// was down is refused after the restart (the log after the copy is applied), the copy proves nothing
+/// until the manager answers (with the manager down, the restarted edge is `starting` and refuses keys),
+/// and a copy tampered with on disk (a revocation taken out) is refused, deleted and read anew; an older
+/// genuine copy put back only means more of the log to apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_restarts_from_its_stored_snapshot_and_believes_it_only_as_signed() {
+    let Some(nats) = Nats::start() else { return };
+    let dir = tempfile::tempdir().expect("dir");
+    let listen = format!("127.0.0.1:{}", support::free_port());
+    let (manager_proc, admin) = support::manager_at(&listen, &nats.url(), dir.path(), None, &[]);
+    let client = Client::default();
+    let token = client.edge_token(&admin).await;
+    let (revoked_id, revoked) = client.create(&admin, "team-a").await;
+    let (_, kept) = client.create(&admin, "team-a").await;
+    let id = format!("stored-{}", std::process::id());
+    let start = || support::edge_with(&nats.url(), &admin, &token, &id, "local", 4, &[]);
+    // Where `edge_with` keeps edges' files; the id is this run's own.
+    let copy = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("edge-keys")
+        .join(format!("edge-{id}.snapshot"));
+
+    let (mut first, url) = start();
+    assert_eq!(
+        client.until_verdict(&url, &revoked, None, SOON).await["valid"],
+        true
+    );
+    assert!(copy.exists(), "no stored snapshot:\n{}", first.log_tail());
+    let before_revocation = std::fs::read(&copy).expect("the copy");
+    first.kill9();
+
+    // Revoked while the edge is down: the copy still has the key live.
+    let (status, body) = client
+        .post(
+            &format!("{admin}/v1/keys/{revoked_id}/revoke"),
+            json!({"reason": "leaked"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (mut second, url) = start();
+    let verdict = client
+        .until_verdict(&url, &revoked, Some("revoked"), SOON)
+        .await;
+    assert_eq!(
+        verdict["reason"],
+        "revoked",
+        "{verdict}\n{}",
+        second.log_tail()
+    );
+    assert_eq!(client.verify(&url, &kept).await["valid"], true);
+    assert!(
+        second
+            .log_text()
+            .contains("loaded the snapshot stored on its disk"),
+        "{}",
+        second.log_tail()
+    );
+    second.kill9();
+
+    // An older genuine copy put back: loaded, and the log after it revokes the key again.
+    std::fs::write(&copy, &before_revocation).expect("put back");
+    let (mut third, url) = start();
+    let verdict = client
+        .until_verdict(&url, &revoked, Some("revoked"), SOON)
+        .await;
+    assert_eq!(
+        verdict["reason"],
+        "revoked",
+        "{verdict}\n{}",
+        third.log_tail()
+    );
+    third.kill9();
+
+    // A copy made after the revocation (none on disk: the edge reads and keeps a new one)...
+    std::fs::remove_file(&copy).expect("remove the copy");
+    let (mut renewed, url) = start();
+    let verdict = client
+        .until_verdict(&url, &revoked, Some("revoked"), SOON)
+        .await;
+    assert_eq!(
+        verdict["reason"],
+        "revoked",
+        "{verdict}\n{}",
+        renewed.log_tail()
+    );
+    let end = std::time::Instant::now() + SOON;
+    while !copy.exists() {
+        assert!(std::time::Instant::now() < end, "{}", renewed.log_tail());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    renewed.kill9();
+
+    // ...tampered with: the revoked key's line changed back to live is not believed; the copy is
+    // deleted and a new snapshot read.
+    let text = String::from_utf8(std::fs::read(&copy).expect("the copy")).expect("utf-8");
+    let tampered: String = text
+        .lines()
+        .map(|line| {
+            if line.contains(&revoked_id) && line.contains("\"revoked\":true") {
+                let value: serde_json::Value = serde_json::from_str(line).expect("a key line");
+                let mut value = value;
+                if let Some(fields) = value.as_object_mut() {
+                    fields.insert("revoked".into(), serde_json::Value::Bool(false));
+                }
+                serde_json::to_string(&value).expect("json")
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n";
+    assert_ne!(tampered, text, "the test did not find the key's line");
+    std::fs::write(&copy, tampered).expect("tamper");
+    let (mut fourth, url) = start();
+    let verdict = client
+        .until_verdict(&url, &revoked, Some("revoked"), SOON)
+        .await;
+    assert_eq!(
+        verdict["reason"],
+        "revoked",
+        "{verdict}\n{}",
+        fourth.log_tail()
+    );
+    assert!(
+        fourth.log_text().contains("does not verify"),
+        "{}",
+        fourth.log_tail()
+    );
+    assert_eq!(client.verify(&url, &kept).await["valid"], true);
+    fourth.kill9();
+
+    // The manager down: the copy loads (checked against the manager key given on the command line),
+    // but nothing is vouched for until the manager answers.
+    assert!(copy.exists(), "a new copy was kept");
+    let (_, keys) = client.get(&format!("{admin}/v1/signing-keys")).await;
+    let manager_key = keys["keys"][0]["public_key"]
+        .as_str()
+        .expect("the manager's key")
+        .to_owned();
+    let mut manager_proc = manager_proc;
+    manager_proc.kill9();
+    let (fifth, url) = support::edge_with(
+        &nats.url(),
+        &admin,
+        &token,
+        &id,
+        "local",
+        4,
+        &["--trust-key", &manager_key],
+    );
+    let end = std::time::Instant::now() + SOON;
+    while !fifth
+        .log_text()
+        .contains("loaded the snapshot stored on its disk")
+    {
+        assert!(std::time::Instant::now() < end, "{}", fifth.log_tail());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, health) = client.get(&format!("{url}/healthz")).await;
+    assert_eq!(status, 503, "{health}");
+    assert_eq!(health["status"], "starting", "{health}");
+    let verdict = client.verify(&url, &kept).await;
+    assert_eq!(verdict["valid"], false, "{verdict}");
+    assert_eq!(verdict["reason"], "stale", "{verdict}");
+    let (_manager, _) = support::manager_at(&listen, &nats.url(), dir.path(), None, &[]);
+    let verdict = client.until_verdict(&url, &kept, None, SOON).await;
+    assert_eq!(verdict["valid"], true, "{verdict}\n{}", fifth.log_tail());
+    let _ = std::fs::remove_file(&copy);
+}

@@ -58,6 +58,13 @@ pub trait Upstream: Send + Sync + 'static {
         trust: &Trust,
         nonce: &Nonce,
     ) -> Result<(Snapshot, Freshness), UpstreamError>;
+    /// The copy of an earlier snapshot this edge keeps on its own disk, if it has one and it is signed
+    /// by a key in `trust` (whatever else is wrong with it is logged, and the copy dropped). It proves
+    /// nothing about now: the follower starts from it, applies the log after it, and counts as current
+    /// only once the manager answers a request of its own.
+    async fn stored_snapshot(&self, _trust: &Trust) -> Option<Snapshot> {
+        None
+    }
     /// A signed page of the log after `after`, carrying `nonce`; the follower verifies it.
     async fn events_after(
         &self,
@@ -179,6 +186,8 @@ pub async fn follow(
         ack_key,
         ack_mac,
         repair_due: std::sync::Mutex::new(None),
+        stored_tried: std::sync::atomic::AtomicBool::new(false),
+        stored_loaded: std::sync::atomic::AtomicBool::new(false),
     };
     while !cancel.is_cancelled() {
         match follower.run(&cancel).await {
@@ -227,6 +236,11 @@ struct Follower {
     ack_mac: AckKey,
     /// When a heartbeat's head the bus has not yet delivered up to must be fetched from the manager.
     repair_due: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// Whether the stored snapshot was tried: once per process, so a manager that cannot be reached
+    /// does not make the edge load it again and again.
+    stored_tried: std::sync::atomic::AtomicBool,
+    /// Whether the replica was loaded from the stored snapshot (and still waits for its catch-up).
+    stored_loaded: std::sync::atomic::AtomicBool,
 }
 
 impl Follower {
@@ -237,6 +251,8 @@ impl Follower {
             self.bootstrap().await?;
         }
         self.catch_up().await?;
+        self.stored_loaded
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         self.replica.mark_ready();
         self.ack().await?;
         let mut tick = tokio::time::interval(ACK_INTERVAL);
@@ -345,8 +361,38 @@ impl Follower {
         }
     }
 
-    /// Installs a snapshot read with a fresh nonce, unless it is older than what this edge has seen.
+    /// Installs the snapshot this edge stored on its disk (once per process), or else one read with a
+    /// fresh nonce, unless it is older than what this edge has seen. From a stored one the edge is not
+    /// current: `run` goes on to catch up from the manager's log, which proves it.
     async fn bootstrap(&self) -> Result<(), FollowError> {
+        if self
+            .stored_loaded
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            // Loaded from disk, and the manager did not answer the catch-up yet: try that again rather
+            // than a whole snapshot.
+            return Ok(());
+        }
+        if !self
+            .stored_tried
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+            && let Some(stored) = self.upstream.stored_snapshot(&self.trust).await
+        {
+            let seq = stored.seq;
+            let count = stored.keys.len();
+            let seen = self.replica.seen_head().max(self.replica.applied());
+            if seq >= seen && self.replica.keys().install_snapshot(seq, stored.keys) {
+                self.stored_loaded
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                self.replica
+                    .metrics()
+                    .bootstraps
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(%seq, keys = count, edge = %self.replica.config().id, "edge loaded the snapshot stored on its disk; catching up from the manager's log");
+                return Ok(());
+            }
+            tracing::warn!(%seq, %seen, "the stored snapshot is older than what this edge has seen; reading a new one");
+        }
         let nonce = Nonce::random()?;
         let asked_at = Timestamp::now();
         let (snapshot, fresh) = self.upstream.snapshot(&self.trust, &nonce).await?;

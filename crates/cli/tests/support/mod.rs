@@ -311,6 +311,11 @@ impl Proc {
         );
     }
 
+    /// Everything the process logged so far.
+    pub fn log_text(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
     /// The last lines the process logged.
     pub fn log_tail(&self) -> String {
         let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
