@@ -48,7 +48,8 @@ pub struct EdgeCommand {
     /// edge id: keep this file across restarts, and if it is lost, an admin rotates the edge's key.
     #[arg(long, env = "QUENCH_EDGE_KEY_FILE")]
     pub key_file: Option<PathBuf>,
-    /// Do not keep a copy of the manager's snapshot at `<data-dir>/edge-<id>.snapshot` (with `--id`).
+    /// Do not keep a copy of the manager's snapshot at `<data-dir>/edge-<id>.<deployment>.snapshot`
+    /// (with `--id`).
     /// With one, a restart starts from it (its signature checked again) and applies the manager's log
     /// after it, instead of reading every key from the manager.
     #[arg(long)]
@@ -109,7 +110,11 @@ fn check(args: &EdgeCommand) -> anyhow::Result<EdgeSettings> {
         .id
         .as_ref()
         .filter(|_| !args.no_snapshot_copy)
-        .map(|id| args.data_dir.join(format!("edge-{id}.snapshot")));
+        .map(|id| {
+            let deployment = &args.bus.deployment;
+            args.data_dir
+                .join(format!("edge-{id}.{deployment}.snapshot"))
+        });
     Ok(EdgeSettings {
         config,
         key_file,

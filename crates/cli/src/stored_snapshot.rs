@@ -3,7 +3,7 @@
 //! At one million keys, reading the snapshot from the manager is nearly all of an edge's cold start: the
 //! manager reads every key from its store, writes and hashes the stream (BENCHMARKS.md, "Edge start"). So
 //! an edge with a persistent identity (`--id`) keeps the bytes of each snapshot it reads, exactly as the
-//! manager signed them, at `<data-dir>/edge-<id>.snapshot`, and starts from them next time: it checks the
+//! manager signed them, at `<data-dir>/edge-<id>.<deployment>.snapshot`, and starts from them next time: it checks the
 //! manager's signature over them again, installs them, applies the manager's log after their sequence
 //! (pages, each answering a nonce of its own), and only then counts as current. Until that catch-up
 //! succeeds it answers `stale`, as any edge that is starting does.
@@ -14,6 +14,10 @@
 //! mentions it). The manager's signature cannot be made for a state the log never had, and an older
 //! genuine copy put back only means more of the log to apply. A copy that does not verify (tampered,
 //! truncated, signed by a key no longer trusted) is logged, deleted, and the edge reads a new snapshot.
+//!
+//! The deployment is in the name because a deployment started anew from a restored store
+//! (docs/operations.md, "Backups") must not find the old deployment's copy, whose sequence the new log
+//! never reached.
 //!
 //! The copy is written beside the download (`.partial`), synced and renamed into place only once the
 //! snapshot verified, so a crash or a full disk never leaves a half copy under the real name; failing to

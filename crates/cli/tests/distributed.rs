@@ -938,7 +938,7 @@ async fn an_edge_restarts_from_its_stored_snapshot_and_believes_it_only_as_signe
     // Where `edge_with` keeps edges' files; the id is this run's own.
     let copy = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join("edge-keys")
-        .join(format!("edge-{id}.snapshot"));
+        .join(format!("edge-{id}.quench.snapshot"));
 
     let (mut first, url) = start();
     assert_eq!(
