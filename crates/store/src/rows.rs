@@ -6,8 +6,8 @@
 //! [`Columns`], so one function serves every backend.
 
 use quench_core::{
-    Change, EdgeId, Event, KeyId, KeyName, KeyRecord, Label, Owner, Prefix, Region, Revocation,
-    Seq, Timestamp, Verifier,
+    Change, EdgeId, EdgeKey, Event, KeyId, KeyName, KeyRecord, Label, Owner, Prefix, Region,
+    Revocation, Seq, Timestamp, Verifier,
     scope::Scopes,
     sign::{PublicKey, ack::AckKey},
     usage::Action,
@@ -188,6 +188,26 @@ pub(crate) fn key(row: &impl Columns) -> Result<KeyRecord> {
         replaced_by: row.maybe_text("replaced_by")?,
     }
     .into_record()
+}
+
+/// The columns an edge's view of a key needs (see [`edge_key`]): a snapshot reads only these, since
+/// it reads every key.
+pub(crate) const EDGE_KEY_COLUMNS: &str =
+    "id, created_seq, prefix, owner, apis, scopes, verifier, expires_at, revoked_at";
+
+/// A row of [`EDGE_KEY_COLUMNS`] as the edge's view of the key: what `key(row)?.edge_view()` gives,
+/// without reading and parsing the columns edges never see (metadata above all).
+pub(crate) fn edge_key(row: &impl Columns) -> Result<EdgeKey> {
+    Ok(EdgeKey {
+        id: key_id(&row.text("id")?)?,
+        prefix: Prefix::parse(&row.text("prefix")?).map_err(|e| corrupt("prefix", e))?,
+        owner: owner(&row.text("owner")?)?,
+        apis: labels(&row.text("apis")?)?,
+        scopes: labels(&row.text("scopes")?)?,
+        expires_at: row.maybe_int("expires_at")?.map(Timestamp::from_millis),
+        revoked: row.maybe_int("revoked_at")?.is_some(),
+        verifier: Verifier::decode(&row.text("verifier")?).map_err(|e| corrupt("verifier", e))?,
+    })
 }
 
 /// Where paging through keys stands: the sequence number that created the row's key.

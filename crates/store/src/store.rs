@@ -26,7 +26,7 @@ use crate::{
     edges,
     error::unique,
     migrate, rows,
-    rows::{KEY_COLUMNS, key_query},
+    rows::{EDGE_KEY_COLUMNS, KEY_COLUMNS, key_query},
 };
 
 /// The store: a pool of connections to one database, and this process's queue of writers.
@@ -324,8 +324,9 @@ where
         after: u64,
         limit: u32,
     ) -> Result<Vec<(u64, EdgeKey)>> {
-        let sql = key_query(
-            " WHERE created_seq <= $1 AND created_seq > $2 ORDER BY created_seq LIMIT $3",
+        let sql = format!(
+            "SELECT {EDGE_KEY_COLUMNS} FROM keys \
+             WHERE created_seq <= $1 AND created_seq > $2 ORDER BY created_seq LIMIT $3"
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(through.get() as i64)
@@ -334,7 +335,7 @@ where
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(|row| Ok((rows::created_seq(row)?, rows::key(row)?.edge_view())))
+            .map(|row| Ok((rows::created_seq(row)?, rows::edge_key(row)?)))
             .collect()
     }
 

@@ -436,8 +436,11 @@ pub async fn snapshot_is_consistent_with_head(store: Arc<dyn Store>) {
 
 pub async fn snapshot_pages_stop_at_their_sequence(store: Arc<dyn Store>) {
     let mut keys = Vec::new();
-    for _ in 0..5 {
-        let key = record("team-a", &[]);
+    for n in 0..5 {
+        let mut key = record("team-a", &["billing", "search"][..n % 3]);
+        if n == 2 {
+            key.expires_at = Some(Timestamp::from_millis(4_000_000_000_000));
+        }
         store.create_key(&key, &actor()).await.expect("create");
         keys.push(key);
     }
@@ -450,6 +453,11 @@ pub async fn snapshot_pages_stop_at_their_sequence(store: Arc<dyn Store>) {
     let ids: Vec<_> = first.iter().map(|(_, k)| k.id).collect();
     assert_eq!(ids, vec![keys[0].id, keys[1].id, keys[2].id]);
     assert!(first[0].1.revoked);
+    // A page holds exactly what the edges' view of each whole record holds.
+    for (_, key) in &first {
+        let whole = store.key(key.id).await.expect("read").expect("the key");
+        assert_eq!(key, &whole.edge_view());
+    }
     let cursor = first.last().map(|(c, _)| *c).expect("cursor");
     let rest = store
         .snapshot_page(Seq::new(4), cursor, 3)
