@@ -957,17 +957,7 @@ async fn an_edge_restarts_from_its_stored_snapshot_and_believes_it_only_as_signe
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let (mut second, url) = start();
-    let verdict = client
-        .until_verdict(&url, &revoked, Some("revoked"), SOON)
-        .await;
-    assert_eq!(
-        verdict["reason"],
-        "revoked",
-        "{verdict}\n{}",
-        second.log_tail()
-    );
-    assert_eq!(client.verify(&url, &kept).await["valid"], true);
+    let mut second = refusing(&client, start(), &revoked, &kept).await;
     assert!(
         second
             .log_text()
@@ -979,30 +969,12 @@ async fn an_edge_restarts_from_its_stored_snapshot_and_believes_it_only_as_signe
 
     // An older genuine copy put back: loaded, and the log after it revokes the key again.
     std::fs::write(&copy, &before_revocation).expect("put back");
-    let (mut third, url) = start();
-    let verdict = client
-        .until_verdict(&url, &revoked, Some("revoked"), SOON)
-        .await;
-    assert_eq!(
-        verdict["reason"],
-        "revoked",
-        "{verdict}\n{}",
-        third.log_tail()
-    );
+    let mut third = refusing(&client, start(), &revoked, &kept).await;
     third.kill9();
 
     // A copy made after the revocation (none on disk: the edge reads and keeps a new one)...
     std::fs::remove_file(&copy).expect("remove the copy");
-    let (mut renewed, url) = start();
-    let verdict = client
-        .until_verdict(&url, &revoked, Some("revoked"), SOON)
-        .await;
-    assert_eq!(
-        verdict["reason"],
-        "revoked",
-        "{verdict}\n{}",
-        renewed.log_tail()
-    );
+    let mut renewed = refusing(&client, start(), &revoked, &kept).await;
     let end = std::time::Instant::now() + SOON;
     while !copy.exists() {
         assert!(std::time::Instant::now() < end, "{}", renewed.log_tail());
@@ -1032,22 +1004,12 @@ async fn an_edge_restarts_from_its_stored_snapshot_and_believes_it_only_as_signe
         + "\n";
     assert_ne!(tampered, text, "the test did not find the key's line");
     std::fs::write(&copy, tampered).expect("tamper");
-    let (mut fourth, url) = start();
-    let verdict = client
-        .until_verdict(&url, &revoked, Some("revoked"), SOON)
-        .await;
-    assert_eq!(
-        verdict["reason"],
-        "revoked",
-        "{verdict}\n{}",
-        fourth.log_tail()
-    );
+    let mut fourth = refusing(&client, start(), &revoked, &kept).await;
     assert!(
         fourth.log_text().contains("does not verify"),
         "{}",
         fourth.log_tail()
     );
-    assert_eq!(client.verify(&url, &kept).await["valid"], true);
     fourth.kill9();
 
     // The manager down: the copy loads (checked against the manager key given on the command line),
@@ -1087,4 +1049,25 @@ async fn an_edge_restarts_from_its_stored_snapshot_and_believes_it_only_as_signe
     let verdict = client.until_verdict(&url, &kept, None, SOON).await;
     assert_eq!(verdict["valid"], true, "{verdict}\n{}", fifth.log_tail());
     let _ = std::fs::remove_file(&copy);
+}
+
+/// Waits until the edge just started refuses `revoked` (the log after its starting point applied) and
+/// checks it accepts `kept`.
+async fn refusing(
+    client: &Client,
+    (edge, url): (support::Proc, String),
+    revoked: &str,
+    kept: &str,
+) -> support::Proc {
+    let verdict = client
+        .until_verdict(&url, revoked, Some("revoked"), SOON)
+        .await;
+    assert_eq!(
+        verdict["reason"],
+        "revoked",
+        "{verdict}\n{}",
+        edge.log_tail()
+    );
+    assert_eq!(client.verify(&url, kept).await["valid"], true);
+    edge
 }

@@ -91,29 +91,20 @@ pub async fn run(args: ColdStartArgs) -> anyhow::Result<ExitCode> {
         .keys
         .iter()
         .map(|&size| {
-            let mut ready: Vec<f64> = results
+            let at_size: Vec<&Measured> = results
                 .iter()
                 .filter(|(s, _)| *s == size)
-                .map(|(_, m)| m.ready.as_secs_f64())
+                .map(|(_, m)| m)
                 .collect();
-            ready.sort_by(f64::total_cmp);
-            let mut download: Vec<f64> = results
-                .iter()
-                .filter(|(s, _)| *s == size)
-                .map(|(_, m)| m.download.as_secs_f64())
-                .collect();
-            download.sort_by(f64::total_cmp);
-            let mut restart: Vec<f64> = results
-                .iter()
-                .filter(|(s, _)| *s == size)
-                .map(|(_, m)| m.restart.as_secs_f64())
-                .collect();
-            restart.sort_by(f64::total_cmp);
-            let rss: Vec<u64> = results
-                .iter()
-                .filter(|(s, _)| *s == size)
-                .map(|(_, m)| m.rss_kb)
-                .collect();
+            let seconds = |of: fn(&Measured) -> Duration| {
+                let mut all: Vec<f64> = at_size.iter().map(|m| of(m).as_secs_f64()).collect();
+                all.sort_by(f64::total_cmp);
+                all
+            };
+            let ready = seconds(|m| m.ready);
+            let download = seconds(|m| m.download);
+            let restart = seconds(|m| m.restart);
+            let rss: Vec<u64> = at_size.iter().map(|m| m.rss_kb).collect();
             json!({
                 "keys": size,
                 "ready_s": ready,
