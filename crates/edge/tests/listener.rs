@@ -265,6 +265,34 @@ async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout_not_the_h
     );
 }
 
+/// The header deadline of a keep-alive connection's next request starts with that request's first byte,
+/// even long after the last one (the watchdog is not woken by requests; it looks again at least once a
+/// header timeout).
+#[tokio::test]
+async fn a_later_requests_half_sent_head_is_cut_at_the_header_timeout_not_the_idle_one() {
+    let server = start(limits(500, 30_000, 30_000, 8), None).await;
+    let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+    stream
+        .write_all(b"GET /ok HTTP/1.1\r\nHost: quench\r\n\r\n")
+        .await
+        .expect("send");
+    assert_eq!(read_response(&mut stream).await, Some((200, "ok".into())));
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let sent = Instant::now();
+    stream
+        .write_all(b"GET /ok HTTP/1.1\r\nHost: qu")
+        .await
+        .expect("send half a head");
+    closed(&mut stream)
+        .await
+        .expect("the half-sent head is cut");
+    let took = sent.elapsed();
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_millis(5_000),
+        "cut after {took:?}: the header timeout is 500 ms, the idle one 30 s"
+    );
+}
+
 #[tokio::test]
 async fn a_trickled_body_is_cut_at_the_body_timeout_with_408() {
     let server = start(limits(1_000, 30_000, 1_000, 8), None).await;

@@ -31,7 +31,6 @@ use hyper_util::rt::TokioIo;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::TcpStream,
-    sync::Notify,
     time::{Instant, Sleep, timeout_at},
 };
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
@@ -166,10 +165,11 @@ async fn serve_http<IO>(
         .keep_alive(true)
         .serve_connection(TokioIo::new(watched), service);
     tokio::pin!(connection);
+    // One timer for the connection's life, re-armed only when it fires: requests never touch it.
+    let watchdog = tokio::time::sleep_until(activity.next_check(Instant::now()));
+    tokio::pin!(watchdog);
     let mut draining = false;
     loop {
-        let changed = activity.changed.notified();
-        let deadline = activity.deadline();
         tokio::select! {
             result = connection.as_mut() => {
                 if let Err(error) = result {
@@ -177,13 +177,14 @@ async fn serve_http<IO>(
                 }
                 return;
             }
-            () = changed => {}
-            () = tokio::time::sleep_until(deadline) => {
-                if activity.expired(Instant::now()) {
+            () = watchdog.as_mut() => {
+                let now = Instant::now();
+                if activity.expired(now) {
                     stats.timed_out();
                     tracing::debug!(%peer, "closing a connection past its header or idle deadline");
                     return;
                 }
+                watchdog.as_mut().reset(activity.next_check(now));
             }
             () = stop.cancelled(), if !draining => {
                 connection.as_mut().graceful_shutdown();
@@ -203,18 +204,20 @@ async fn handle(
     let _request = activity.begin_request();
     let (mut parts, body) = request.into_parts();
     parts.extensions.insert(ConnectInfo(peer));
-    let timed_out = Arc::new(AtomicBool::new(false));
-    let body = if body.is_end_stream() {
-        Body::new(body)
+    // A request without a body (a forward-auth check) needs no body deadline.
+    let (body, timed_out) = if body.is_end_stream() {
+        (Body::new(body), None)
     } else {
-        Body::new(TimedBody {
+        let timed_out = Arc::new(AtomicBool::new(false));
+        let body = Body::new(TimedBody {
             inner: body,
             deadline: Box::pin(tokio::time::sleep(body_timeout)),
             timed_out: timed_out.clone(),
-        })
+        });
+        (body, Some(timed_out))
     };
     let Ok(response) = router.oneshot(Request::from_parts(parts, body)).await;
-    if timed_out.load(Ordering::Relaxed) {
+    if timed_out.is_some_and(|t| t.load(Ordering::Relaxed)) {
         return Ok(body_timed_out(body_timeout));
     }
     Ok(response)
@@ -240,7 +243,9 @@ fn body_timed_out(limit: Duration) -> Response<Body> {
 const NEVER: u64 = u64::MAX;
 
 /// What a connection has been doing, in milliseconds since it started, shared by its IO, its requests and
-/// its watchdog.
+/// its watchdog. Nothing here wakes the watchdog: it reads these when its timer fires, and never sleeps
+/// past [`Activity::next_check`], so a deadline that begins while it sleeps is still kept to the
+/// millisecond (waking a watchdog on every request cost a timer and a task switch per request).
 struct Activity {
     origin: Instant,
     header_timeout: Duration,
@@ -251,7 +256,6 @@ struct Activity {
     head_started: AtomicU64,
     in_flight: AtomicUsize,
     served: AtomicBool,
-    changed: Notify,
 }
 
 impl Activity {
@@ -264,7 +268,6 @@ impl Activity {
             head_started: AtomicU64::new(NEVER),
             in_flight: AtomicUsize::new(0),
             served: AtomicBool::new(false),
-            changed: Notify::new(),
         }
     }
 
@@ -279,13 +282,10 @@ impl Activity {
     fn on_read(&self) {
         let now = self.now();
         self.last_progress.store(now, Ordering::Relaxed);
-        if self.in_flight.load(Ordering::Acquire) == 0
-            && self
-                .head_started
-                .compare_exchange(NEVER, now, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-        {
-            self.changed.notify_one();
+        if self.in_flight.load(Ordering::Acquire) == 0 {
+            let _ =
+                self.head_started
+                    .compare_exchange(NEVER, now, Ordering::AcqRel, Ordering::Relaxed);
         }
     }
 
@@ -301,7 +301,7 @@ impl Activity {
     }
 
     /// When the connection should be closed unless something happens first. While a request is in
-    /// progress there is none (its end wakes the watchdog); the idle timeout is only a re-check.
+    /// progress there is none; the idle timeout is only a re-check.
     fn deadline(&self) -> Instant {
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return Instant::now() + self.idle_timeout;
@@ -321,6 +321,12 @@ impl Activity {
     fn expired(&self, now: Instant) -> bool {
         self.in_flight.load(Ordering::Acquire) == 0 && now >= self.deadline()
     }
+
+    /// When the watchdog looks again: the deadline as it stands, but no later than one header timeout
+    /// from `now`, since a request head that starts after `now` has its deadline no earlier than that.
+    fn next_check(&self, now: Instant) -> Instant {
+        self.deadline().min(now + self.header_timeout)
+    }
 }
 
 struct RequestGuard(Arc<Activity>);
@@ -332,7 +338,6 @@ impl Drop for RequestGuard {
             .last_progress
             .store(activity.now(), Ordering::Relaxed);
         activity.in_flight.fetch_sub(1, Ordering::AcqRel);
-        activity.changed.notify_one();
     }
 }
 
