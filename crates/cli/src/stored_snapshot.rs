@@ -13,7 +13,9 @@
 //! live at a sequence past its revocation would revive the key (the log after that sequence no longer
 //! mentions it). The manager's signature cannot be made for a state the log never had, and an older
 //! genuine copy put back only means more of the log to apply. A copy that does not verify (tampered,
-//! truncated, signed by a key no longer trusted) is logged, deleted, and the edge reads a new snapshot.
+//! truncated, signed by a key no longer trusted) is logged, deleted, and the edge reads a new snapshot;
+//! one that verifies but is of another log signed by the same key is caught by the follower, which
+//! installs a copy only if it holds the key the manager's log begins with (`Follower::same_log`).
 //!
 //! The deployment is in the name because a deployment started anew from a restored store
 //! (docs/operations.md, "Backups") must not find the old deployment's copy, whose sequence the new log

@@ -1034,7 +1034,7 @@ async fn an_edge_restarts_from_its_stored_snapshot_and_believes_it_only_as_signe
     let end = std::time::Instant::now() + SOON;
     while !fifth
         .log_text()
-        .contains("loaded the snapshot stored on its disk")
+        .contains("read the snapshot stored on its disk")
     {
         assert!(std::time::Instant::now() < end, "{}", fifth.log_tail());
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1048,6 +1048,63 @@ async fn an_edge_restarts_from_its_stored_snapshot_and_believes_it_only_as_signe
     let (_manager, _) = support::manager_at(&listen, &nats.url(), dir.path(), None, &[]);
     let verdict = client.until_verdict(&url, &kept, None, SOON).await;
     assert_eq!(verdict["valid"], true, "{verdict}\n{}", fifth.log_tail());
+    assert!(
+        fifth
+            .log_text()
+            .contains("loaded the snapshot stored on its disk"),
+        "{}",
+        fifth.log_tail()
+    );
+    let _ = std::fs::remove_file(&copy);
+}
+
+/// A stored copy of another log, signed by the same manager key under the same deployment name (a
+/// database started afresh; here two deployments sharing the tests' key), is not a starting point: its
+/// keys are not this log's. The edge sees that this log does not begin with the copy's first key, reads
+/// a new snapshot, and the other log's key is unknown to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_snapshot_of_another_log_is_not_loaded() {
+    let Some(nats_a) = Nats::start() else { return };
+    let Some(nats_b) = Nats::start() else { return };
+    let dir_a = tempfile::tempdir().expect("dir");
+    let dir_b = tempfile::tempdir().expect("dir");
+    let (_a, admin_a) = manager(&nats_a.url(), dir_a.path(), None, &[]);
+    let (_b, admin_b) = manager(&nats_b.url(), dir_b.path(), None, &[]);
+    let client = Client::default();
+    let (_, from_b) = client.create(&admin_b, "team-b").await;
+    let (_, from_a) = client.create(&admin_a, "team-a").await;
+    let id = format!("other-log-{}", std::process::id());
+
+    let token_b = client.edge_token(&admin_b).await;
+    let (mut on_b, url) = edge(&nats_b.url(), &admin_b, &token_b, &id, 4);
+    assert_eq!(
+        client.until_verdict(&url, &from_b, None, SOON).await["valid"],
+        true
+    );
+    let copy = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("edge-keys")
+        .join(format!("edge-{id}.quench.snapshot"));
+    let end = std::time::Instant::now() + SOON;
+    while !copy.exists() {
+        assert!(std::time::Instant::now() < end, "{}", on_b.log_tail());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    on_b.kill9();
+
+    // The same edge id, key file and deployment name, now following deployment A. (Its id registered
+    // with B's database only, so A takes its key as new.)
+    let token_a = client.edge_token(&admin_a).await;
+    let (on_a, url) = edge(&nats_a.url(), &admin_a, &token_a, &id, 4);
+    let verdict = client.until_verdict(&url, &from_a, None, SOON).await;
+    assert_eq!(verdict["valid"], true, "{verdict}\n{}", on_a.log_tail());
+    let verdict = client.verify(&url, &from_b).await;
+    assert_eq!(verdict["valid"], false, "{verdict}");
+    assert_eq!(verdict["reason"], "unknown", "{verdict}");
+    assert!(
+        on_a.log_text().contains("is of another log"),
+        "{}",
+        on_a.log_tail()
+    );
     let _ = std::fs::remove_file(&copy);
 }
 

@@ -37,7 +37,7 @@ use quench_bus::{
     SignedHeartbeat, SignedPage,
 };
 use quench_core::{
-    Event, Seq, Timestamp,
+    Change, Event, Seq, Timestamp,
     keyset::{Applied, ApplyError},
     record::Snapshot,
     sign::{Nonce, Signer, Trust, ack::AckKey},
@@ -187,6 +187,7 @@ pub async fn follow(
         ack_mac,
         repair_due: std::sync::Mutex::new(None),
         stored_tried: std::sync::atomic::AtomicBool::new(false),
+        stored: std::sync::Mutex::new(None),
         stored_loaded: std::sync::atomic::AtomicBool::new(false),
     };
     while !cancel.is_cancelled() {
@@ -236,9 +237,12 @@ struct Follower {
     ack_mac: AckKey,
     /// When a heartbeat's head the bus has not yet delivered up to must be fetched from the manager.
     repair_due: std::sync::Mutex<Option<tokio::time::Instant>>,
-    /// Whether the stored snapshot was tried: once per process, so a manager that cannot be reached
+    /// Whether the stored snapshot was read: once per process, so a manager that cannot be reached
     /// does not make the edge load it again and again.
     stored_tried: std::sync::atomic::AtomicBool,
+    /// The stored snapshot, read and verified, until the manager's log shows it is a snapshot of that
+    /// log (see [`Follower::same_log`]).
+    stored: std::sync::Mutex<Option<Snapshot>>,
     /// Whether the replica was loaded from the stored snapshot (and still waits for its catch-up).
     stored_loaded: std::sync::atomic::AtomicBool,
 }
@@ -376,8 +380,27 @@ impl Follower {
         if !self
             .stored_tried
             .swap(true, std::sync::atomic::Ordering::Relaxed)
-            && let Some(stored) = self.upstream.stored_snapshot(&self.trust).await
         {
+            let stored = self.upstream.stored_snapshot(&self.trust).await;
+            if let Some(stored) = &stored {
+                tracing::info!(seq = %stored.seq, keys = stored.keys.len(), "read the snapshot stored on its disk; checking it against the manager's log");
+            }
+            *self.stored_slot() = stored;
+        }
+        let stored = self.stored_slot().take();
+        if let Some(stored) = stored {
+            match self.same_log(&stored).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(seq = %stored.seq, "the stored snapshot is of another log (signed by a trusted key, but the manager's log does not begin with its first key); reading a new one");
+                    return self.download().await;
+                }
+                Err(error) => {
+                    // Checked when the manager answers.
+                    *self.stored_slot() = Some(stored);
+                    return Err(error);
+                }
+            }
             let seq = stored.seq;
             let count = stored.keys.len();
             let seen = self.replica.seen_head().max(self.replica.applied());
@@ -393,6 +416,46 @@ impl Follower {
             }
             tracing::warn!(%seq, %seen, "the stored snapshot is older than what this edge has seen; reading a new one");
         }
+        self.download().await
+    }
+
+    fn stored_slot(&self) -> std::sync::MutexGuard<'_, Option<Snapshot>> {
+        self.stored.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `stored` is a snapshot of the log this manager keeps, not of another log signed by the
+    /// same key under the same deployment name (a database started afresh, or test deployments sharing a
+    /// key). Every log begins with the creation of a key, and keys are never deleted, so a snapshot of a
+    /// log past its first event holds that key with the same verifier; a snapshot of another log does not
+    /// (key ids are random). The first event is read like any page: signed, answering a nonce of this
+    /// edge's own.
+    async fn same_log(&self, stored: &Snapshot) -> Result<bool, FollowError> {
+        if stored.seq == Seq::ZERO {
+            return Ok(true);
+        }
+        let nonce = Nonce::random()?;
+        let page = self
+            .upstream
+            .events_after(Seq::ZERO, 1, &nonce)
+            .await?
+            .open(&self.trust, &nonce)
+            .inspect_err(|_| self.count_rejected())?;
+        Ok(match page.events.first() {
+            Some(Event {
+                seq,
+                change: Change::KeyCreated { key },
+                ..
+            }) if *seq == Seq::new(1) => stored
+                .keys
+                .iter()
+                .any(|k| k.id == key.id && k.verifier == key.verifier),
+            _ => false,
+        })
+    }
+
+    /// Installs a snapshot read from the manager with a fresh nonce, unless it is older than what this
+    /// edge has seen.
+    async fn download(&self) -> Result<(), FollowError> {
         let nonce = Nonce::random()?;
         let asked_at = Timestamp::now();
         let (snapshot, fresh) = self.upstream.snapshot(&self.trust, &nonce).await?;
