@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{Client, Nats, edge, manager};
+use support::{Client, Nats, manager};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -502,12 +502,15 @@ async fn a_hostile_network_cannot_undo_a_revocation_or_keep_an_edge_fresh() {
     let (leaked_id, leaked) = client.create(&admin, "team-a").await;
     let (_, kept) = client.create(&admin, "team-a").await;
 
-    let (mut e1, e1_url) = edge(
+    let (mut e1, e1_url) = support::edge_with(
         &gate.url(),
         &proxy.url(),
         &token,
         "e1",
+        "local",
         MAX_STALENESS.as_secs(),
+        // Every start reads its snapshot through the proxy (the attacker's), never from its own disk.
+        &["--no-snapshot-copy"],
     );
     client
         .until_edges_live(&admin, 1, Duration::from_secs(20))
@@ -583,12 +586,15 @@ async fn a_hostile_network_cannot_undo_a_revocation_or_keep_an_edge_fresh() {
     // The bus stays open: an edge takes nothing from it before it has a snapshot.
     e1.kill9();
     proxy.set(Mode::Replay);
-    let (_e2, e2_url) = edge(
+    let (_e2, e2_url) = support::edge_with(
         &gate.url(),
         &proxy.url(),
         &token,
         "e2",
+        "local",
         MAX_STALENESS.as_secs(),
+        // Every start reads its snapshot through the proxy (the attacker's), never from its own disk.
+        &["--no-snapshot-copy"],
     );
     let mut restarted = History::default();
     restarted
