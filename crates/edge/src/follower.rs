@@ -254,7 +254,22 @@ impl Follower {
         if !self.replica.is_ready() {
             self.bootstrap().await?;
         }
-        self.catch_up().await?;
+        if let Err(error) = self.catch_up().await {
+            // A stored copy the manager's log cannot be applied after (a hole, a log that ends before
+            // the copy): the next start reads a snapshot from the manager instead of retrying it.
+            if matches!(
+                error,
+                FollowError::BrokenLog { .. }
+                    | FollowError::BehindHead { .. }
+                    | FollowError::Rollback { .. }
+            ) && self
+                .stored_loaded
+                .swap(false, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::warn!(%error, "the manager's log cannot be applied after the stored snapshot; reading a new snapshot");
+            }
+            return Err(error);
+        }
         self.stored_loaded
             .store(false, std::sync::atomic::Ordering::Relaxed);
         self.replica.mark_ready();
@@ -491,6 +506,18 @@ impl Follower {
                 .await?
                 .open(&self.trust, &nonce)
                 .inspect_err(|_| self.count_rejected())?;
+            if self
+                .stored_loaded
+                .load(std::sync::atomic::Ordering::Relaxed)
+                && page.fresh.head < applied
+            {
+                // The copy on disk is ahead of the manager's log (a store restored from an older
+                // backup): it is not this log's state, and nothing here is current.
+                return Err(FollowError::Rollback {
+                    snapshot: page.fresh.head,
+                    seen: applied,
+                });
+            }
             self.replica.saw_head(page.fresh.head);
             for event in &page.events {
                 if let Err(ApplyError::Gap { expected, got }) = self.apply(event) {

@@ -46,6 +46,8 @@ struct FakeManager {
     rolled_back_to: Mutex<Option<usize>>,
     /// When the manager last answered a read of the log itself (a fresh proof).
     last_answer: Mutex<Option<std::time::Instant>>,
+    /// What the edge finds on its disk at start: a snapshot kept from an earlier answer.
+    stored: Mutex<Option<Snapshot>>,
 }
 
 impl Default for FakeManager {
@@ -63,6 +65,7 @@ impl Default for FakeManager {
             replayed_snapshot: Mutex::default(),
             rolled_back_to: Mutex::default(),
             last_answer: Mutex::default(),
+            stored: Mutex::default(),
         }
     }
 }
@@ -185,6 +188,10 @@ impl Upstream for FakeManager {
         let page = self.page(after, limit, nonce);
         *self.last_answer.lock().expect("lock") = Some(std::time::Instant::now());
         Ok(page)
+    }
+
+    async fn stored_snapshot(&self, _trust: &Trust) -> Option<Snapshot> {
+        self.stored.lock().expect("lock").clone()
     }
 
     async fn register(&self, edge: &EdgeRegistration) -> Result<(), UpstreamError> {
@@ -1052,4 +1059,60 @@ mod http {
             "{metrics}"
         );
     }
+}
+
+/// A stored snapshot ahead of the manager's log (the edge kept it before the manager's store was restored
+/// from an older backup) makes the edge current with nothing: it is refused, the edge reads the manager's
+/// snapshot instead, and, that one being older than what it holds, vouches for nothing.
+#[tokio::test]
+async fn a_stored_snapshot_ahead_of_the_managers_log_is_not_current() {
+    let manager = Arc::new(FakeManager::default());
+    let (created, created_edge) = new_key(&[]);
+    let (later, later_edge) = new_key(&[]);
+    manager.append(Change::KeyCreated {
+        key: created_edge.clone(),
+    });
+    manager.append(Change::KeyCreated {
+        key: later_edge.clone(),
+    });
+    *manager.stored.lock().expect("lock") = Some(Snapshot {
+        seq: Seq::new(2),
+        keys: vec![created_edge, later_edge],
+    });
+    *manager.rolled_back_to.lock().expect("lock") = Some(1);
+    let (replica, _stop) = follow_quietly(&manager);
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(!replica.is_ready(), "current on a copy ahead of the log");
+        for key in [&created, &later] {
+            assert_eq!(
+                replica
+                    .verify(&key.expose(), None, None, Timestamp::now())
+                    .reason(),
+                Some(Reason::Stale)
+            );
+        }
+    }
+}
+
+/// A stored snapshot of this log starts the edge, which applies the log after it and is current only
+/// then.
+#[tokio::test]
+async fn a_stored_snapshot_of_this_log_is_caught_up() {
+    let manager = Arc::new(FakeManager::default());
+    let (key, key_edge) = new_key(&[]);
+    manager.append(Change::KeyCreated {
+        key: key_edge.clone(),
+    });
+    *manager.stored.lock().expect("lock") = Some(Snapshot {
+        seq: Seq::new(1),
+        keys: vec![key_edge],
+    });
+    manager.append(Change::KeyRevoked {
+        id: key.id(),
+        reason: "leaked".into(),
+    });
+    let (replica, _stop) = follow_quietly(&manager);
+    ready_with_revoked(&replica, &key).await;
+    assert_eq!(replica.applied(), Seq::new(2));
 }

@@ -131,10 +131,16 @@ impl Cache {
             .by_signer
             .entry(key.id().to_string())
             .or_insert_with(|| KnownKey {
-                key,
+                key: key.clone(),
                 mac: None,
                 edges: Vec::new(),
             });
+        if known.key != key {
+            // Two keys with one 64-bit signer id: a key ground to collide with a registered one. It
+            // must not lend its MAC key, or its ids, to the other.
+            tracing::warn!(signer = %key.id(), %edge, "a registered key shares its signer id with another; its acknowledgements are not counted");
+            return;
+        }
         // One seed gives one MAC key, so ids sharing a key share it too.
         if mac.is_some() {
             known.mac = mac;
